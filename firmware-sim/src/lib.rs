@@ -1,0 +1,36 @@
+//! firmware-sim: simulated devices with scripted emotional journeys.
+//!
+//! - [`physio`]: physiologically plausible signal generators: heart beats
+//!   (RR intervals with respiratory sinus arrhythmia and noise, so HRV falls
+//!   as arousal rises), skin conductance (tonic level plus phasic responses
+//!   whose rate and amplitude rise with arousal), skin temperature; and the
+//!   metrics to check them (mean HR, RMSSD, SCR count).
+//! - [`journey`]: emotional journeys over time (calm → stress → recovery,
+//!   recovery, crisis, volatile, stable) as arousal/valence trajectories.
+//! - [`devices`]: a heart-rate strap and an EDA band driven by a journey,
+//!   producing `emotion-wire` serial frames and BLE characteristic values
+//!   ([`devices::JourneyPeripheral`] plugs into `emotion_ble::SimAdapter`).
+//! - [`serial`]: a pseudo-terminal pair the simulator writes frames to; the
+//!   gateway opens the slave side as a serial port.
+//! - [`ws`]: WebSocket clients speaking the original protocol.
+//! - [`mqtt`]: MQTT devices (facial action units, voice features, chat text)
+//!   and a rumqttc publisher (QoS 1).
+//! - [`scenario`]: the original producer's scenarios and the run summary.
+
+pub mod devices;
+pub mod journey;
+pub mod mqtt;
+pub mod physio;
+pub mod scenario;
+pub mod serial;
+pub mod ws;
+
+/// Seconds to a `Duration` without the panics of `Duration::from_secs_f64`
+/// (negative, NaN or huge values come from options): NaN and negatives are
+/// zero, huge values saturate.
+pub fn secs(s: f64) -> std::time::Duration {
+    if s.is_nan() || s <= 0.0 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::try_from_secs_f64(s).unwrap_or(std::time::Duration::MAX)
+}

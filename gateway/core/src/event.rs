@@ -1,0 +1,691 @@
+//! The emotion event: what clients send, how it is validated, and what is stored.
+
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::json::Json;
+use crate::label::EmotionLabel;
+use crate::source::Source;
+
+/// Longest accepted identifier (user, session, gateway). Keeps keys and rows bounded.
+pub const MAX_ID_LEN: usize = 128;
+
+/// A validated, normalized emotion event, as stored in the buffer and synced.
+///
+/// `event_id` is a UUIDv7 (time-ordered), the idempotency key everywhere.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmotionEvent {
+    pub event_id: Uuid,
+    pub user_id: String,
+    pub session_id: String,
+    pub source: Source,
+    pub emotion_label: EmotionLabel,
+    pub valence: f64,
+    pub arousal: f64,
+    /// `None` when the sender gave none; the original schema allows NULL.
+    pub confidence: Option<f64>,
+    /// When the emotion happened (sender's clock, UTC).
+    pub timestamp: DateTime<Utc>,
+    /// When this gateway accepted it.
+    pub ingested_at: DateTime<Utc>,
+    pub gateway_id: String,
+    /// `plugin-name@version` for plugin output, `client` for events sent ready-made.
+    pub producer: String,
+    pub context: Option<Json>,
+    pub biometrics: Option<Json>,
+    pub location: Option<Json>,
+    pub device_info: Option<Json>,
+    pub raw_data: Option<Json>,
+}
+
+/// One problem with one field of an incoming event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// Every problem found in an incoming event (validation does not stop at the first).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[error("{}", self.describe())]
+pub struct ValidationError {
+    pub errors: Vec<FieldError>,
+}
+
+impl ValidationError {
+    fn describe(&self) -> String {
+        self.errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    pub fn single(field: &'static str, message: impl Into<String>) -> Self {
+        ValidationError {
+            errors: vec![FieldError {
+                field,
+                message: message.into(),
+            }],
+        }
+    }
+}
+
+/// What the gateway knows about where an incoming event arrived, used to fill
+/// in defaults and to stamp the stored event.
+#[derive(Debug, Clone)]
+pub struct IngestContext<'a> {
+    /// The user the connection belongs to, if the transport binds one (the
+    /// WebSocket `?user_id=`); the body may omit `user_id` then, and may not
+    /// contradict it.
+    pub user_id: Option<&'a str>,
+    /// The transport's session, which wins over a `session_id` in the body (the
+    /// original server behaved so). When `None`, the body's is used, or a default.
+    pub session_id: Option<&'a str>,
+    pub gateway_id: &'a str,
+    pub producer: &'a str,
+    pub now: DateTime<Utc>,
+    pub event_id: Uuid,
+}
+
+/// The original clients' default session id: `session_{user_id}_{unix_seconds}`.
+pub fn default_session_id(user_id: &str, now: DateTime<Utc>) -> String {
+    format!("session_{user_id}_{}", now.timestamp())
+}
+
+/// Validate a JSON object sent by a client and build the stored event.
+///
+/// Unknown keys are ignored (the original server ignored them too). An
+/// `event_id` in the body, if present, must be a UUID and is kept, so a client
+/// or a redelivering broker can make a retry idempotent.
+pub fn validate(
+    body: &Map<String, Value>,
+    ctx: &IngestContext<'_>,
+) -> Result<EmotionEvent, ValidationError> {
+    let mut errs = Vec::new();
+    let mut err = |field: &'static str, message: String| errs.push(FieldError { field, message });
+
+    let user_id = match (body.get("user_id"), ctx.user_id) {
+        (None | Some(Value::Null), Some(bound)) => Some(bound.to_owned()),
+        (None | Some(Value::Null), None) => {
+            err("user_id", "is required".into());
+            None
+        }
+        (Some(v), bound) => match parse_user_id(v) {
+            Ok(id) => match bound {
+                Some(b) if b != id => {
+                    err(
+                        "user_id",
+                        format!("`{id}` does not match the connection's user `{b}`"),
+                    );
+                    None
+                }
+                _ => Some(id),
+            },
+            Err(m) => {
+                err("user_id", m);
+                None
+            }
+        },
+    };
+
+    let body_session = match body.get("session_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => match check_identifier(s) {
+            Ok(()) => Some(s.clone()),
+            Err(m) => {
+                err("session_id", m);
+                None
+            }
+        },
+        Some(other) => {
+            err(
+                "session_id",
+                format!("must be a string, got {}", type_name(other)),
+            );
+            None
+        }
+    };
+
+    let source = match body.get("source") {
+        None | Some(Value::Null) => {
+            err("source", "is required".into());
+            None
+        }
+        Some(Value::String(s)) => match s.parse::<Source>() {
+            Ok(src) => Some(src),
+            Err(e) => {
+                err("source", e.to_string());
+                None
+            }
+        },
+        Some(other) => {
+            err(
+                "source",
+                format!("must be a string, got {}", type_name(other)),
+            );
+            None
+        }
+    };
+
+    let label = match body.get("emotion_label") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => match s.parse::<EmotionLabel>() {
+            Ok(l) => Some(l),
+            Err(e) => {
+                err("emotion_label", e.to_string());
+                None
+            }
+        },
+        Some(other) => {
+            err(
+                "emotion_label",
+                format!("must be a string, got {}", type_name(other)),
+            );
+            None
+        }
+    };
+
+    let mut number = |field: &'static str, lo: f64, hi: f64| -> Option<f64> {
+        match body.get(field) {
+            None | Some(Value::Null) => None,
+            Some(v) => match parse_number(v) {
+                Ok(x) if x.is_finite() && (lo..=hi).contains(&x) => Some(x),
+                Ok(x) if x.is_finite() => {
+                    err(
+                        field,
+                        format!("must be between {lo:.1} and {hi:.1}, got {x}"),
+                    );
+                    None
+                }
+                Ok(_) => {
+                    err(
+                        field,
+                        "must be a finite number (NaN and infinity are rejected)".into(),
+                    );
+                    None
+                }
+                Err(m) => {
+                    err(field, m);
+                    None
+                }
+            },
+        }
+    };
+    let valence = number("valence", -1.0, 1.0);
+    let arousal = number("arousal", 0.0, 1.0);
+    let confidence = number("confidence", 0.0, 1.0);
+    let given = |f: &str| body.get(f).is_some_and(|v| !v.is_null());
+    // A coordinate that was sent but rejected must not be replaced by the table's.
+    let bad_numbers =
+        (given("valence") && valence.is_none()) || (given("arousal") && arousal.is_none());
+
+    // A label without coordinates takes the table's; coordinates without a label
+    // take the nearest label. Only when a given coordinate was invalid do we stop.
+    let resolved = if bad_numbers {
+        None
+    } else {
+        match (label, valence, arousal) {
+            (Some(l), v, a) => match l.coordinates() {
+                Some(c) => Some((l, v.unwrap_or(c.valence), a.unwrap_or(c.arousal))),
+                None => match (v, a) {
+                    (Some(v), Some(a)) => Some((l, v, a)),
+                    _ => {
+                        err(
+                            "valence",
+                            "and arousal are required when emotion_label is `unknown`".into(),
+                        );
+                        None
+                    }
+                },
+            },
+            (None, Some(v), Some(a)) => Some((EmotionLabel::nearest(v, a), v, a)),
+            (None, Some(_), None) => {
+                err("arousal", "is required when emotion_label is absent".into());
+                None
+            }
+            (None, None, Some(_)) => {
+                err("valence", "is required when emotion_label is absent".into());
+                None
+            }
+            (None, None, None) => {
+                err(
+                    "emotion_label",
+                    "is required unless valence and arousal are given".into(),
+                );
+                None
+            }
+        }
+    };
+
+    let timestamp = match body.get("timestamp") {
+        None | Some(Value::Null) => Some(ctx.now),
+        Some(v) => match parse_timestamp(v) {
+            Ok(t) => Some(t),
+            Err(m) => {
+                err("timestamp", m);
+                None
+            }
+        },
+    };
+
+    let event_id = match body.get("event_id") {
+        None | Some(Value::Null) => Some(ctx.event_id),
+        Some(Value::String(s)) => match Uuid::parse_str(s) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                err("event_id", format!("must be a UUID, got `{s}`"));
+                None
+            }
+        },
+        Some(other) => {
+            err(
+                "event_id",
+                format!("must be a UUID string, got {}", type_name(other)),
+            );
+            None
+        }
+    };
+
+    let mut object = |field: &'static str,
+                      check: fn(&Map<String, Value>) -> Result<(), String>|
+     -> Option<Json> {
+        match body.get(field) {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => match check(m) {
+                Ok(()) => Some(Json(Value::Object(m.clone()))),
+                Err(msg) => {
+                    err(field, msg);
+                    None
+                }
+            },
+            Some(other) => {
+                err(
+                    field,
+                    format!("must be an object, got {}", type_name(other)),
+                );
+                None
+            }
+        }
+    };
+    let context = object("context", |_| Ok(()));
+    let biometrics = object("biometrics", check_biometrics);
+    let location = object("location", |_| Ok(()));
+    let device_info = object("device_info", check_device_info);
+    let raw_data = object("raw_data", |_| Ok(()));
+
+    if !errs.is_empty() {
+        return Err(ValidationError { errors: errs });
+    }
+    // Every `None` below was reported above; the `else` is unreachable in
+    // practice but keeps this function free of panics.
+    let (
+        Some(user_id),
+        Some(source),
+        Some((emotion_label, valence, arousal)),
+        Some(timestamp),
+        Some(event_id),
+    ) = (user_id, source, resolved, timestamp, event_id)
+    else {
+        return Err(ValidationError::single("event", "incomplete event"));
+    };
+    let session_id = ctx
+        .session_id
+        .map(str::to_owned)
+        .or(body_session)
+        .unwrap_or_else(|| default_session_id(&user_id, ctx.now));
+
+    Ok(EmotionEvent {
+        event_id,
+        user_id,
+        session_id,
+        source,
+        emotion_label,
+        valence,
+        arousal,
+        confidence,
+        timestamp,
+        ingested_at: ctx.now,
+        gateway_id: ctx.gateway_id.to_owned(),
+        producer: ctx.producer.to_owned(),
+        context,
+        biometrics,
+        location,
+        device_info,
+        raw_data,
+    })
+}
+
+/// A user id is a positive integer (the original's `int > 0`) or an identifier.
+pub fn parse_user_id(v: &Value) -> Result<String, String> {
+    match v {
+        Value::Number(n) => match n.as_i64() {
+            Some(i) if i > 0 => Ok(i.to_string()),
+            Some(i) => Err(format!("must be a positive integer, got {i}")),
+            None => Err(format!("must be a positive integer, got {n}")),
+        },
+        Value::String(s) => {
+            check_identifier(s)?;
+            match s.parse::<i64>() {
+                Ok(i) if i <= 0 => Err(format!("must be a positive integer, got {i}")),
+                _ => Ok(s.clone()),
+            }
+        }
+        other => Err(format!(
+            "must be a positive integer or a string, got {}",
+            type_name(other)
+        )),
+    }
+}
+
+/// Identifiers end up in URLs, MQTT topics and database keys: keep them plain.
+pub fn check_identifier(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if s.len() > MAX_ID_LEN {
+        return Err(format!(
+            "must be at most {MAX_ID_LEN} bytes, got {}",
+            s.len()
+        ));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '@')))
+    {
+        return Err(format!(
+            "may contain only letters, digits and _ - . : @ (found {c:?})"
+        ));
+    }
+    Ok(())
+}
+
+/// Numbers may come as JSON numbers or, as the original's lax parser allowed,
+/// numeric strings. Non-finite values parse here and are rejected by the caller.
+fn parse_number(v: &Value) -> Result<f64, String> {
+    match v {
+        Value::Number(n) => n.as_f64().ok_or_else(|| format!("is not a number: {n}")),
+        Value::String(s) => s
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| format!("must be a number, got the string {s:?}")),
+        other => Err(format!("must be a number, got {}", type_name(other))),
+    }
+}
+
+/// RFC 3339; the naive ISO form the original clients send (taken as UTC); or
+/// Unix seconds as a number.
+pub fn parse_timestamp(v: &Value) -> Result<DateTime<Utc>, String> {
+    match v {
+        Value::String(s) => parse_timestamp_str(s),
+        Value::Number(n) => {
+            let secs = n
+                .as_f64()
+                .filter(|x| x.is_finite())
+                .ok_or("must be a finite number")?;
+            let whole = secs.floor();
+            let nanos = ((secs - whole) * 1e9).round() as u32;
+            // `as i64` saturates; out-of-range values are then refused by chrono.
+            Utc.timestamp_opt(whole as i64, nanos.min(999_999_999))
+                .single()
+                .ok_or_else(|| format!("Unix time {secs} is out of range"))
+        }
+        other => Err(format!(
+            "must be an RFC 3339 string, got {}",
+            type_name(other)
+        )),
+    }
+}
+
+pub fn parse_timestamp_str(s: &str) -> Result<DateTime<Utc>, String> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
+            return Ok(t.and_utc());
+        }
+    }
+    Err(format!(
+        "must be RFC 3339 (2024-08-15T14:30:00Z) or naive ISO 8601 taken as UTC (2024-08-15T14:30:00.123456), got {s:?}"
+    ))
+}
+
+/// `biometrics` is a map of named measurements: every value a finite number.
+fn check_biometrics(m: &Map<String, Value>) -> Result<(), String> {
+    for (k, v) in m {
+        match v.as_f64() {
+            Some(x) if x.is_finite() => {}
+            _ => return Err(format!("`{k}` must be a finite number, got {v}")),
+        }
+    }
+    Ok(())
+}
+
+/// `device_info` is a map of strings (device_type, platform, app_version, …).
+fn check_device_info(m: &Map<String, Value>) -> Result<(), String> {
+    for (k, v) in m {
+        if !v.is_string() {
+            return Err(format!("`{k}` must be a string, got {}", type_name(v)));
+        }
+    }
+    Ok(())
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ctx(now: DateTime<Utc>) -> IngestContext<'static> {
+        IngestContext {
+            user_id: None,
+            session_id: None,
+            gateway_id: "gw-test",
+            producer: "client",
+            now,
+            event_id: Uuid::nil(),
+        }
+    }
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2024, 8, 15, 14, 30, 0)
+            .single()
+            .expect("valid")
+    }
+
+    #[test]
+    fn full_original_event_validates() {
+        let body = obj(json!({
+            "user_id": 123, "session_id": "session_123_1643723400", "source": "facial",
+            "emotion_label": "joy", "valence": 0.75, "arousal": 0.65, "confidence": 0.92,
+            "timestamp": "2024-08-15T14:30:00.123456",
+            "biometrics": {"heart_rate": 72.5}, "device_info": {"platform": "iOS"},
+            "location": {"type": "home", "latitude": 1.5}, "raw_data": {"action_units": {"AU6": 2.0}},
+            "context": {"time_period": "afternoon"}, "ignored_extra": true
+        }));
+        let e = validate(&body, &ctx(now())).expect("valid");
+        assert_eq!(e.user_id, "123");
+        assert_eq!(e.session_id, "session_123_1643723400");
+        assert_eq!(e.source, Source::Facial);
+        assert_eq!(e.emotion_label, EmotionLabel::Joy);
+        assert_eq!(
+            (e.valence, e.arousal, e.confidence),
+            (0.75, 0.65, Some(0.92))
+        );
+        assert_eq!(e.timestamp.timestamp_subsec_micros(), 123_456);
+        assert_eq!(e.producer, "client");
+        assert!(e.raw_data.is_some() && e.biometrics.is_some());
+    }
+
+    #[test]
+    fn label_fills_coordinates_and_coordinates_fill_label() {
+        let e = validate(
+            &obj(json!({"user_id": 1, "source": "text", "emotion_label": "sadness"})),
+            &ctx(now()),
+        )
+        .expect("valid");
+        let c = EmotionLabel::Sadness.coordinates().expect("placed");
+        assert_eq!((e.valence, e.arousal), (c.valence, c.arousal));
+        assert_eq!(e.timestamp, now(), "missing timestamp means now");
+        assert_eq!(e.session_id, format!("session_1_{}", now().timestamp()));
+
+        let e = validate(
+            &obj(json!({"user_id": 1, "source": "text", "valence": 0.8, "arousal": 0.7})),
+            &ctx(now()),
+        )
+        .expect("valid");
+        assert_eq!(e.emotion_label, EmotionLabel::Joy);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases = [
+            (
+                json!({"user_id": 1, "source": "text", "valence": 2.0, "arousal": 0.5}),
+                "valence",
+            ),
+            (
+                json!({"user_id": 1, "source": "text", "valence": 0.1, "arousal": -0.1}),
+                "arousal",
+            ),
+            (
+                json!({"user_id": 1, "source": "text", "emotion_label": "joy", "confidence": "NaN"}),
+                "confidence",
+            ),
+            (
+                json!({"user_id": 1, "source": "telepathy", "emotion_label": "joy"}),
+                "source",
+            ),
+            (
+                json!({"user_id": 0, "source": "text", "emotion_label": "joy"}),
+                "user_id",
+            ),
+            (
+                json!({"user_id": "0", "source": "text", "emotion_label": "joy"}),
+                "user_id",
+            ),
+            (
+                json!({"user_id": 1, "source": "text", "emotion_label": "elation"}),
+                "emotion_label",
+            ),
+            (
+                json!({"user_id": 1, "source": "text", "emotion_label": "joy", "timestamp": "yesterday"}),
+                "timestamp",
+            ),
+            (
+                json!({"user_id": 1, "source": "text", "emotion_label": "joy", "biometrics": {"hr": "x"}}),
+                "biometrics",
+            ),
+            (
+                json!({"user_id": 1, "source": "text", "emotion_label": "unknown"}),
+                "valence",
+            ),
+            (json!({"user_id": 1, "source": "text"}), "emotion_label"),
+            (
+                json!({"user_id": 1, "source": "text", "emotion_label": "joy", "event_id": "nope"}),
+                "event_id",
+            ),
+            (
+                json!({"user_id": "a/b", "source": "text", "emotion_label": "joy"}),
+                "user_id",
+            ),
+        ];
+        for (body, field) in cases {
+            let e = validate(&obj(body.clone()), &ctx(now())).expect_err(&body.to_string());
+            assert!(e.errors.iter().any(|f| f.field == field), "{body}: {e}");
+            assert!(e.to_string().contains(field), "{e}");
+        }
+    }
+
+    #[test]
+    fn all_problems_are_reported_at_once() {
+        let e = validate(
+            &obj(json!({"user_id": -4, "source": 7, "valence": 9, "arousal": 3})),
+            &ctx(now()),
+        )
+        .expect_err("invalid");
+        let fields: Vec<_> = e.errors.iter().map(|f| f.field).collect();
+        for f in ["user_id", "source", "valence", "arousal"] {
+            assert!(fields.contains(&f), "{fields:?}");
+        }
+    }
+
+    #[test]
+    fn connection_binding_wins_and_is_enforced() {
+        let mut c = ctx(now());
+        c.user_id = Some("42");
+        c.session_id = Some("s-conn");
+        let e = validate(
+            &obj(json!({"source": "voice", "emotion_label": "calm", "session_id": "s-body"})),
+            &c,
+        )
+        .expect("valid");
+        assert_eq!(
+            (e.user_id.as_str(), e.session_id.as_str()),
+            ("42", "s-conn")
+        );
+        assert!(
+            validate(
+                &obj(json!({"user_id": 7, "source": "voice", "emotion_label": "calm"})),
+                &c
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn timestamps_in_every_accepted_form() {
+        for s in [
+            "2024-08-15T14:30:00Z",
+            "2024-08-15T16:30:00+02:00",
+            "2024-08-15T14:30:00",
+            "2024-08-15 14:30:00.0",
+        ] {
+            assert_eq!(parse_timestamp_str(s), Ok(now()), "{s}");
+        }
+        assert_eq!(parse_timestamp(&json!(now().timestamp())), Ok(now()));
+        assert!(parse_timestamp(&json!(f64::MAX)).is_err());
+    }
+
+    #[test]
+    fn stored_form_round_trips_through_postcard_and_json() {
+        let body = obj(
+            json!({"user_id": "u1", "source": "text", "emotion_label": "joy",
+            "context": {"nested": [1, {"a": null}]}}),
+        );
+        let e = validate(&body, &ctx(now())).expect("valid");
+        let bytes = postcard::to_stdvec(&e).expect("encode");
+        assert_eq!(
+            postcard::from_bytes::<EmotionEvent>(&bytes).expect("decode"),
+            e
+        );
+        let text = serde_json::to_string(&e).expect("json");
+        assert!(text.contains(r#""context":{"nested""#), "{text}");
+        assert_eq!(
+            serde_json::from_str::<EmotionEvent>(&text).expect("json back"),
+            e
+        );
+    }
+}

@@ -1,0 +1,116 @@
+//! Raw readings for the plugins: `/ws/readings` and `GET /api/plugins`.
+//!
+//! A reading goes to the plugin handling its source (batched with others by
+//! the host), the event it yields goes through the buffer and analyzer like
+//! any other, and the reply says what came of it:
+//!
+//! - `{"status":"processed","event_id",…,"event":{…},"analysis":{…},"metrics":{…}}`
+//! - `{"status":"no_emotion"}` when the plugin found nothing to report;
+//! - `{"status":"error","error":KIND,"message":…}` with KIND `invalid_json`,
+//!   `validation_error`, or the host's kind (`no_plugin`, `quarantined`,
+//!   `plugin_failed`, `plugin_error`, `invalid_emotion`, `overloaded`, …).
+
+use axum::Json;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use emotion_core::reading::RawReading;
+use serde_json::{Value, json};
+
+use super::ws::{
+    Mode, ReplyFuture, ReplyStyle, TokenOnly, accepted_reply, error_reply, ingest_error_reply,
+    ready, serve, upgrade,
+};
+use crate::auth::Scope;
+use crate::state::AppState;
+use crate::telemetry::{Transport, WsEndpoint};
+
+#[utoipa::path(
+    get,
+    path = "/ws/readings",
+    tag = "websocket",
+    summary = "WebSocket: raw readings for the plugins",
+    params(("token" = Option<String>, Query, description = "A token of `ingest` scope (or send it as a header)")),
+    security(("token" = []), ("bearer" = []), ("query_token" = [])),
+    responses(
+        (status = 101, description = "Switching protocols. Each message is a reading `{user_id, source, payload, …}`; each reply `processed` (with the plugin's event), `no_emotion` or an error. A bad token closes with 1008."),
+    )
+)]
+pub async fn readings(
+    ws: WebSocketUpgrade,
+    State(state): State<AppState>,
+    Query(q): Query<TokenOnly>,
+    headers: HeaderMap,
+) -> Response {
+    upgrade(
+        ws,
+        state,
+        q.token.as_deref(),
+        &headers,
+        Scope::Ingest,
+        WsEndpoint::Readings,
+        |socket, state| serve(socket, state, Mode::Readings),
+    )
+}
+
+/// Validate one reading and hand it to the host now (so the connection's
+/// order is the submission order); the returned future resolves to its reply.
+pub(crate) async fn handle_reading(state: &AppState, text: &str) -> ReplyFuture {
+    let body: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(_) => return ready(error_reply("invalid_json", "Message must be valid JSON")),
+    };
+    let reading = match RawReading::from_json(&body, None) {
+        Ok(r) => r,
+        Err(e) => {
+            state.counters.record_rejected();
+            let reply = json!({"status": "error", "error": "validation_error", "message": e.to_string(), "fields": e.errors});
+            return ready(reply.to_string());
+        }
+    };
+    let pending = state.plugins.submit(reading);
+    let ingest = state.ingest.clone();
+    let counters = state.counters.clone();
+    Box::pin(async move {
+        match pending.await {
+            Err(e) => error_reply(e.kind(), &e.to_string()),
+            Ok(None) => json!({"status": "no_emotion"}).to_string(),
+            Ok(Some(event)) => match ingest.submit_via(event, Transport::Readings).await {
+                Err(e) => ingest_error_reply(&e),
+                Ok(accepted) => {
+                    if !accepted.is_duplicate() {
+                        counters.record_out(Transport::Readings, accepted.event.source);
+                    }
+                    // The processed reply, plus the event the plugin made.
+                    let reply = accepted_reply(&accepted, ReplyStyle::Processed);
+                    match serde_json::from_str::<Value>(&reply) {
+                        Ok(Value::Object(mut m)) => {
+                            m.insert("event".into(), json!(&*accepted.event));
+                            Value::Object(m).to_string()
+                        }
+                        _ => reply,
+                    }
+                }
+            },
+        }
+    })
+}
+
+/// `GET /api/plugins`: every plugin with version, sources, state, counters,
+/// and which plugin serves each source.
+#[utoipa::path(
+    get,
+    path = "/api/plugins",
+    tag = "plugins",
+    summary = "Every plugin: version, sources, state, counters; routes per source",
+    security(("token" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "{plugins, routes}", body = serde_json::Value),
+        (status = 401, description = "Missing or invalid token", body = super::openapi::ErrorBody),
+        (status = 403, description = "The token lacks the needed scope", body = super::openapi::ErrorBody),
+    )
+)]
+pub async fn plugins(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({"plugins": state.plugins.status(), "routes": state.plugins.routes()}))
+}

@@ -1,0 +1,464 @@
+//! The WebSocket endpoints the original system's clients speak:
+//! `/ws/emotions/stream`, `/ws/emotions/metrics` and the legacy `/ws/emotions`.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use chrono::Utc;
+use emotion_core::analyzer::Analysis;
+use emotion_core::event::{IngestContext, default_session_id, parse_user_id, validate};
+use emotion_core::{EmotionLabel, Source};
+use futures_util::stream::FuturesOrdered;
+use futures_util::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use crate::auth::{AuthError, Scope, presented_token};
+use crate::ingest::{Accepted, IngestError};
+use crate::state::AppState;
+use crate::telemetry::{Transport, WsEndpoint};
+
+#[derive(Debug, Deserialize)]
+pub struct StreamQuery {
+    user_id: Option<String>,
+    session_id: Option<String>,
+    token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct TokenOnly {
+    pub(crate) token: Option<String>,
+}
+
+/// Which reply an accepted event gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReplyStyle {
+    /// `{"status":"processed", ...analysis, metrics}` (the stream endpoint).
+    Processed,
+    /// `{"status":"queued","task_id"}` (the legacy endpoint).
+    Queued,
+}
+
+/// A reply that becomes ready when its event is durable (or at once, for errors).
+pub(crate) type ReplyFuture = Pin<Box<dyn Future<Output = String> + Send>>;
+
+#[utoipa::path(
+    get,
+    path = "/ws/emotions/stream",
+    tag = "websocket",
+    summary = "WebSocket: stream emotion events (original protocol)",
+    description = "Scope `ingest`. See README.md, WebSocket API.",
+    params(
+        ("user_id" = String, Query, description = "The user the events belong to"),
+        ("session_id" = Option<String>, Query, description = "Default: session_{user_id}_{unix_seconds}"),
+        ("token" = Option<String>, Query, description = "A token of `ingest` scope (or send it as a header)"),
+    ),
+    security(("token" = []), ("bearer" = []), ("query_token" = [])),
+    responses(
+        (status = 101, description = "Switching protocols. On connect `{status: connected, session_id, …}`; per event `{status: processed, event_id, task_id, analysis, metrics}` in order; errors `invalid_json` / `validation_error`. A bad token closes with 1008."),
+    )
+)]
+pub async fn stream(
+    ws: WebSocketUpgrade,
+    State(state): State<AppState>,
+    Query(q): Query<StreamQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let user = q
+        .user_id
+        .as_deref()
+        .ok_or_else(|| "the user_id query parameter is required".to_owned())
+        .and_then(|u| {
+            parse_user_id(&Value::String(u.to_owned())).map_err(|m| format!("user_id {m}"))
+        });
+    let session = q.session_id.clone().filter(|s| !s.is_empty());
+    upgrade(
+        ws,
+        state,
+        q.token.as_deref(),
+        &headers,
+        Scope::Ingest,
+        WsEndpoint::Stream,
+        move |socket, state| async move {
+            match user {
+                Err(m) => close(socket, close_code::POLICY, &m).await,
+                Ok(user) => run_stream(socket, state, user, session).await,
+            }
+        },
+    )
+}
+
+#[utoipa::path(
+    get,
+    path = "/ws/emotions",
+    tag = "websocket",
+    summary = "WebSocket: legacy event endpoint",
+    params(("token" = Option<String>, Query, description = "A token (or send it as a header)")),
+    security(("token" = []), ("bearer" = []), ("query_token" = [])),
+    responses(
+        (status = 101, description = "Switching protocols. Each event is answered `{status: queued, task_id}` once durable. Scope `ingest`; a bad token closes with 1008."),
+    )
+)]
+pub async fn legacy(
+    ws: WebSocketUpgrade,
+    State(state): State<AppState>,
+    Query(q): Query<TokenOnly>,
+    headers: HeaderMap,
+) -> Response {
+    upgrade(
+        ws,
+        state,
+        q.token.as_deref(),
+        &headers,
+        Scope::Ingest,
+        WsEndpoint::Legacy,
+        |socket, state| {
+            let mode = Mode::Events {
+                user: None,
+                session: None,
+                style: ReplyStyle::Queued,
+            };
+            serve(socket, state, mode)
+        },
+    )
+}
+
+#[utoipa::path(
+    get,
+    path = "/ws/emotions/metrics",
+    tag = "websocket",
+    summary = "WebSocket: global metrics pushed periodically",
+    params(("token" = Option<String>, Query, description = "A token (or send it as a header)")),
+    security(("token" = []), ("bearer" = []), ("query_token" = [])),
+    responses(
+        (status = 101, description = "Switching protocols. Pushes `{timestamp, metrics: {total_events, events_per_minute, unique_users, unique_sessions, avg_valence, avg_arousal, dominant_emotion, source_distribution}, active_connections, active_users}` every http.metrics_interval. Scope `read`; a bad token closes with 1008."),
+    )
+)]
+pub async fn metrics(
+    ws: WebSocketUpgrade,
+    State(state): State<AppState>,
+    Query(q): Query<TokenOnly>,
+    headers: HeaderMap,
+) -> Response {
+    upgrade(
+        ws,
+        state,
+        q.token.as_deref(),
+        &headers,
+        Scope::Read,
+        WsEndpoint::Metrics,
+        run_metrics,
+    )
+}
+
+/// Accept the upgrade, then either run `session` or, when the token is
+/// missing, wrong or lacks `scope`, close with 1008 (the original clients
+/// expect a close code, not an HTTP error). The session is tracked so that
+/// shutdown waits for it.
+pub(crate) fn upgrade<F, Fut>(
+    ws: WebSocketUpgrade,
+    state: AppState,
+    query_token: Option<&str>,
+    headers: &HeaderMap,
+    scope: Scope,
+    endpoint: WsEndpoint,
+    session: F,
+) -> Response
+where
+    F: FnOnce(WebSocket, AppState) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let auth = state
+        .tokens
+        .authorize(presented_token(query_token, headers), scope);
+    let tasks = state.tasks.clone();
+    ws.max_message_size(state.config.http.max_message_bytes)
+        .on_upgrade(move |socket| {
+            tasks.track_future(async move {
+                match auth {
+                    Err(e) => refuse(socket, e).await,
+                    Ok(_) => {
+                        // Counted for `/metrics` while the session lasts.
+                        let _open = state.counters.ws_connection(endpoint);
+                        session(socket, state).await
+                    }
+                }
+            })
+        })
+}
+
+async fn refuse(socket: WebSocket, e: AuthError) {
+    close(socket, close_code::POLICY, &e.to_string()).await;
+}
+
+async fn close(mut socket: WebSocket, code: u16, reason: &str) {
+    // Close reasons are limited to 123 bytes by the protocol.
+    let reason: String = reason.chars().take(120).collect();
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason),
+        })))
+        .await;
+}
+
+async fn run_stream(mut socket: WebSocket, state: AppState, user: String, session: Option<String>) {
+    let now = Utc::now();
+    let session = session.unwrap_or_else(|| default_session_id(&user, now));
+    let _guard = state.connections.open(&user);
+    // Numeric user ids go back as numbers, as the original sent them.
+    let user_json = user
+        .parse::<u64>()
+        .map_or_else(|_| json!(user), |n| json!(n));
+    let welcome = json!({
+        "status": "connected",
+        "session_id": session,
+        "user_id": user_json,
+        "supported_sources": Source::ALL.map(Source::as_str),
+        "supported_emotions": EmotionLabel::ALL.map(EmotionLabel::as_str),
+        "timestamp": now.to_rfc3339(),
+    });
+    if socket
+        .send(Message::Text(welcome.to_string().into()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mode = Mode::Events {
+        user: Some(user),
+        session: Some(session),
+        style: ReplyStyle::Processed,
+    };
+    serve(socket, state, mode).await;
+}
+
+/// Read events, enqueue them in order, and send each reply in order once its
+/// event is durable. At most `max_in_flight_per_connection` replies are
+/// outstanding; beyond that the connection is not read (back-pressure).
+/// What a connection carries.
+#[derive(Debug, Clone)]
+pub(crate) enum Mode {
+    /// Emotion events, bound to a user and session on the stream endpoint.
+    Events {
+        user: Option<String>,
+        session: Option<String>,
+        style: ReplyStyle,
+    },
+    /// Raw readings for the plugins (`/ws/readings`).
+    Readings,
+}
+
+pub(crate) async fn serve(socket: WebSocket, state: AppState, mode: Mode) {
+    let (mut sink, mut incoming) = socket.split();
+    let mut pending: FuturesOrdered<ReplyFuture> = FuturesOrdered::new();
+    let max_in_flight = state.config.http.max_in_flight_per_connection;
+    let mut reading = true;
+
+    loop {
+        tokio::select! {
+            biased;
+            Some(reply) = pending.next(), if !pending.is_empty() => {
+                if sink.send(Message::Text(reply.into())).await.is_err() {
+                    return;
+                }
+            }
+            msg = incoming.next(), if reading && pending.len() < max_in_flight => {
+                let text = match msg {
+                    Some(Ok(Message::Text(t))) => t.to_string(),
+                    Some(Ok(Message::Binary(b))) => match String::from_utf8(b.to_vec()) {
+                        Ok(t) => t,
+                        Err(_) => {
+                            pending.push_back(ready(error_reply("invalid_json", "Message must be valid JSON (UTF-8 text)")));
+                            continue;
+                        }
+                    },
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                        // The client is gone or done: answer what is in flight
+                        // if it still listens, then stop.
+                        reading = false;
+                        if pending.is_empty() {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                let reply = match &mode {
+                    Mode::Events { user, session, style } => {
+                        handle_message(&state, &text, user.as_deref(), session.as_deref(), *style).await
+                    }
+                    Mode::Readings => super::readings::handle_reading(&state, &text).await,
+                };
+                pending.push_back(reply);
+            }
+            _ = state.shutdown.cancelled(), if reading => {
+                reading = false;
+            }
+            else => break,
+        }
+        if !reading && pending.is_empty() {
+            break;
+        }
+    }
+    if state.shutdown.is_cancelled() {
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code: close_code::AWAY,
+                reason: Utf8Bytes::from_static("gateway shutting down"),
+            })))
+            .await;
+    }
+}
+
+pub(crate) fn ready(s: String) -> ReplyFuture {
+    Box::pin(std::future::ready(s))
+}
+
+pub(crate) fn error_reply(error: &str, message: &str) -> String {
+    json!({"status": "error", "error": error, "message": message}).to_string()
+}
+
+/// Parse and validate one message; enqueue it if valid. Returns the future of
+/// its reply. Enqueueing happens here, before the next message is read, so
+/// the buffer keeps each connection's order.
+async fn handle_message(
+    state: &AppState,
+    text: &str,
+    user: Option<&str>,
+    session: Option<&str>,
+    style: ReplyStyle,
+) -> ReplyFuture {
+    let body: Map<String, Value> = match serde_json::from_str(text) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => return ready(error_reply("invalid_json", "Message must be a JSON object")),
+        Err(_) => return ready(error_reply("invalid_json", "Message must be valid JSON")),
+    };
+    let ctx = IngestContext {
+        user_id: user,
+        session_id: session,
+        gateway_id: &state.config.gateway_id,
+        producer: "client",
+        now: Utc::now(),
+        event_id: Uuid::now_v7(),
+    };
+    let event = match validate(&body, &ctx) {
+        Ok(e) => e,
+        Err(e) => {
+            state.counters.record_rejected();
+            let reply = json!({
+                "status": "error",
+                "error": "validation_error",
+                "message": e.to_string(),
+                "fields": e.errors,
+            });
+            return ready(reply.to_string());
+        }
+    };
+    let counters = state.counters.clone();
+    match state.ingest.enqueue_via(event, Transport::WebSocket).await {
+        Err(e) => ready(ingest_error_reply(&e)),
+        Ok(pending) => Box::pin(async move {
+            match pending.wait().await {
+                Ok(accepted) => {
+                    if !accepted.is_duplicate() {
+                        counters.record_out(Transport::WebSocket, accepted.event.source);
+                    }
+                    accepted_reply(&accepted, style)
+                }
+                Err(e) => ingest_error_reply(&e),
+            }
+        }),
+    }
+}
+
+pub(crate) fn ingest_error_reply(e: &IngestError) -> String {
+    let code = match e {
+        IngestError::ShuttingDown => "unavailable",
+        IngestError::Storage => "storage_error",
+        IngestError::Erased => "erased_user",
+    };
+    error_reply(code, &e.to_string())
+}
+
+#[derive(Serialize)]
+pub(crate) struct ProcessedReply<'a> {
+    status: &'static str,
+    event_id: Uuid,
+    /// The original returned a task id for its background job; the event id
+    /// serves as that handle here.
+    task_id: Uuid,
+    analysis: &'a Analysis,
+    metrics: &'a emotion_core::analyzer::SessionMetrics,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    duplicate: bool,
+}
+
+pub(crate) fn accepted_reply(a: &Accepted, style: ReplyStyle) -> String {
+    let id = a.event.event_id;
+    if style == ReplyStyle::Queued {
+        return json!({"status": "queued", "task_id": id}).to_string();
+    }
+    let duplicate = Analysis::InsufficientData {
+        analysis: "duplicate",
+    };
+    let (analysis, metrics) = match (&a.outcome, &a.current_metrics) {
+        (Some(o), _) => (&o.analysis, o.metrics.clone()),
+        (None, Some(m)) => (&duplicate, m.clone()),
+        (None, None) => (
+            &duplicate,
+            emotion_core::analyzer::SessionMetrics {
+                event_count: 0,
+                avg_valence: None,
+                avg_arousal: None,
+                dominant_emotion: None,
+                stability_score: 1.0,
+            },
+        ),
+    };
+    let reply = ProcessedReply {
+        status: "processed",
+        event_id: id,
+        task_id: id,
+        analysis,
+        metrics: &metrics,
+        duplicate: a.is_duplicate(),
+    };
+    serde_json::to_string(&reply)
+        .unwrap_or_else(|_| error_reply("internal", "reply could not be encoded"))
+}
+
+async fn run_metrics(mut socket: WebSocket, state: AppState) {
+    let mut tick = tokio::time::interval(state.config.http.metrics_interval.0);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let now = Utc::now();
+                let metrics = state.analyzer.lock().global_metrics(now);
+                let msg = json!({
+                    "timestamp": now.to_rfc3339(),
+                    "metrics": metrics,
+                    "active_connections": state.connections.active_connections(),
+                    "active_users": state.connections.active_users(),
+                });
+                if socket.send(Message::Text(msg.to_string().into())).await.is_err() {
+                    return;
+                }
+            }
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                _ => {}
+            },
+            _ = state.shutdown.cancelled() => {
+                close(socket, close_code::AWAY, "gateway shutting down").await;
+                return;
+            }
+        }
+    }
+}

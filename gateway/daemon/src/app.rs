@@ -1,0 +1,334 @@
+//! Start-up and shutdown of the whole gateway.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::serve::ListenerExt;
+use chrono::Utc;
+use emotion_core::Analyzer;
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api;
+use crate::auth::Tokens;
+use crate::buffer::{EventStore, SledStore, StoreError};
+use crate::config::Config;
+use crate::ingest::Pipeline;
+use crate::privacy::Privacy;
+use crate::state::{AppState, Connections};
+use crate::sync::SyncStatus;
+use crate::telemetry::Counters;
+use emotion_plugin_host::{PluginHost, PluginState, Watcher};
+
+/// How long shutdown waits for open connections to finish their replies.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("opening the buffer at {path}: {source}")]
+    Storage { path: String, source: StoreError },
+    #[error("cannot listen on {addr} (config key http.listen): {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("starting a worker thread: {0}")]
+    Thread(std::io::Error),
+    #[error("starting the plugin host: {0}")]
+    Plugins(emotion_plugin_host::HostError),
+    #[error("reading consents and erasures: {0}")]
+    Privacy(crate::privacy::PrivacyError),
+    #[error("starting MQTT: {0}")]
+    Mqtt(#[from] crate::mqtt::MqttError),
+    #[error("start-up task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A started gateway. Dropping it does not stop it; call `shutdown`.
+#[derive(Debug)]
+pub struct Running {
+    /// The address the API actually listens on (port 0 resolved).
+    pub addr: SocketAddr,
+    pub state: AppState,
+    server: JoinHandle<std::io::Result<()>>,
+    pipeline: Pipeline,
+    /// Polls the plugins directory for hot swaps while it lives.
+    watcher: Option<Watcher>,
+    /// The MQTT broker and upstream client, when `[mqtt]` turns either on.
+    mqtt: Option<crate::mqtt::MqttHandle>,
+}
+
+/// Open the buffer (replaying it into the analyzer), start the pipeline and
+/// the housekeeping tasks, and begin serving.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let config = Arc::new(config);
+    if config
+        .auth
+        .tokens
+        .iter()
+        .any(|t| t.token == crate::config::DEV_TOKEN)
+    {
+        tracing::warn!(
+            "the development token from the embedded default is enabled (allowed on loopback only); \
+             configure your own [[auth.tokens]] before exposing this gateway"
+        );
+    }
+    let analyzer = Arc::new(Mutex::new(Analyzer::new(config.analyzer_config())));
+
+    let path = config.storage.path.clone();
+    let cache = config.storage.cache_mb * 1024 * 1024;
+    let replay_into = analyzer.clone();
+    let began = Instant::now();
+    let (store, report) = tokio::task::spawn_blocking(move || {
+        let mut an = replay_into.lock();
+        SledStore::open(&path, cache, &mut |_, e| {
+            an.ingest(e);
+        })
+    })
+    .await?
+    .map_err(|source| StartError::Storage {
+        path: config.storage.path.display().to_string(),
+        source,
+    })?;
+    tracing::info!(
+        events = report.events,
+        batches = report.batches,
+        corrupt_batches = report.corrupt_batches,
+        took_ms = began.elapsed().as_millis() as u64,
+        path = %config.storage.path.display(),
+        "buffer opened; history replayed into the analyzer"
+    );
+    let store: Arc<dyn EventStore> = Arc::new(store);
+    let privacy = Arc::new(Privacy::load(store.clone()).map_err(StartError::Privacy)?);
+
+    let host_config = config.plugins.clone();
+    let gateway_id = config.gateway_id.clone();
+    let plugins = tokio::task::spawn_blocking(move || PluginHost::new(host_config, gateway_id))
+        .await?
+        .map_err(StartError::Plugins)?;
+    for p in plugins.status() {
+        match &p.state {
+            PluginState::Running => tracing::info!(
+                plugin = %p.name,
+                producer = p.producer.as_deref().unwrap_or("?"),
+                sources = ?p.sources,
+                from_cache = p.from_cache,
+                "plugin loaded"
+            ),
+            other => tracing::warn!(plugin = %p.name, state = ?other, "plugin not serving"),
+        }
+    }
+    if plugins.status().is_empty() {
+        tracing::warn!(
+            dir = %config.plugins.dir.display(),
+            "no plugins loaded: raw readings will be answered with no_plugin (build them with scripts/build-plugins.sh)"
+        );
+    }
+    let watcher = plugins.watch();
+
+    let counters = Arc::new(Counters::default());
+    let live = Arc::new(crate::live::Live::default());
+    // Install the Prometheus recorder before anything records into it.
+    let _ = crate::telemetry::prometheus();
+    let (ingest, pipeline) = Pipeline::start(
+        store.clone(),
+        analyzer.clone(),
+        privacy.clone(),
+        counters.clone(),
+        live.clone(),
+        config.storage.max_batch_events,
+        config.storage.queue_capacity,
+    )
+    .map_err(StartError::Thread)?;
+
+    let addr = config.listen_addr();
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+
+    let state = AppState {
+        tokens: Arc::new(Tokens::new(&config.auth.tokens)),
+        config: config.clone(),
+        ingest,
+        store,
+        analyzer,
+        counters,
+        privacy,
+        plugins,
+        sync: Arc::new(SyncStatus::default()),
+        devices: Arc::new(crate::devices::Devices::default()),
+        connections: Arc::new(Connections::default()),
+        mqtt: Arc::default(),
+        live,
+        shutdown: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+        started: Instant::now(),
+    };
+    spawn_housekeeping(&state);
+    spawn_metrics_upkeep(&state);
+    crate::devices::start(&state, &config.serial, &config.ble).await;
+    if config.sync.enabled {
+        let (st, cfg, status, token) = (
+            state.clone(),
+            config.sync.clone(),
+            state.sync.clone(),
+            state.shutdown.clone(),
+        );
+        state.tasks.spawn(crate::sync::run(st, cfg, status, token));
+        tracing::info!(database = %emotion_sync::config::redact_url(&config.sync.database_url), "central sync is on");
+    } else {
+        tracing::info!(
+            "central sync is off (set [sync] enabled = true and database_url to turn it on)"
+        );
+    }
+
+    let mqtt = if config.mqtt.enabled_anything() {
+        let handle = crate::mqtt::start(state.clone(), config.mqtt.clone()).await?;
+        let _ = state.mqtt.set(handle.status());
+        Some(handle)
+    } else {
+        tracing::info!(
+            "MQTT is off (set [mqtt] enabled = true, or [mqtt.upstream] enabled = true)"
+        );
+        None
+    };
+
+    let app = api::router(state.clone());
+    let token = state.shutdown.clone();
+    // Replies are small and latency matters: no Nagle delay on accepted sockets.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await
+    });
+    tracing::info!(%addr, gateway_id = %config.gateway_id, "gateway started");
+    Ok(Running {
+        addr,
+        state,
+        server,
+        pipeline,
+        watcher,
+        mqtt,
+    })
+}
+
+/// The Prometheus recorder keeps histogram samples until upkeep folds them
+/// into buckets; without an HTTP listener of its own nobody else runs it.
+fn spawn_metrics_upkeep(state: &AppState) {
+    let Some(handle) = crate::telemetry::prometheus() else {
+        return;
+    };
+    let token = state.shutdown.clone();
+    state.tasks.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => handle.run_upkeep(),
+                _ = token.cancelled() => return,
+            }
+        }
+    });
+}
+
+/// Retention and idle-session eviction, on timers, until shutdown.
+fn spawn_housekeeping(state: &AppState) {
+    let st = state.clone();
+    state.tasks.spawn(async move {
+        let retention = st.config.storage.retention.0;
+        let idle = st.config.analyzer.session_idle.0;
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        let mut minutes = 0u64;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = st.shutdown.cancelled() => return,
+            }
+            let now = Utc::now();
+            if let Ok(idle) = chrono::Duration::from_std(idle) {
+                let evicted = st.analyzer.lock().evict_sessions_idle_since(now - idle);
+                if evicted > 0 {
+                    tracing::debug!(evicted, "dropped live state of idle sessions");
+                }
+            }
+            // Retention runs at start and then hourly.
+            if !retention.is_zero()
+                && minutes.is_multiple_of(60)
+                && let Ok(keep) = chrono::Duration::from_std(retention)
+            {
+                let store = st.store.clone();
+                // Never purge what the central sync has not shipped yet.
+                let keep_from = st.sync.keep_from();
+                match tokio::task::spawn_blocking(move || {
+                    store.purge_ingested_before(now - keep, keep_from)
+                })
+                .await
+                {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => tracing::info!(events = n, "retention removed old events"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "retention pass failed"),
+                    Err(e) => tracing::warn!(error = %e, "retention task failed"),
+                }
+            }
+            minutes += 1;
+        }
+    });
+}
+
+impl Running {
+    /// Stop accepting, let open connections finish their replies, drain the
+    /// pipeline, flush the buffer.
+    pub async fn shutdown(self) {
+        let Running {
+            state,
+            server,
+            pipeline,
+            watcher,
+            mqtt,
+            ..
+        } = self;
+        drop(watcher);
+        state.shutdown.cancel();
+        // MQTT stores and acknowledges what is in flight, then lets go of
+        // the pipeline, before the pipeline drains.
+        if let Some(m) = mqtt {
+            m.shutdown().await;
+        }
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
+        }
+        state.tasks.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, state.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing anyway");
+        }
+        let store = state.store.clone();
+        // Dropping the last `Ingest` handle lets the writer drain and stop.
+        drop(state);
+        let joined = tokio::task::spawn_blocking(move || {
+            pipeline.join();
+            store.flush()
+        })
+        .await;
+        match joined {
+            Ok(Ok(())) => tracing::info!("buffer flushed; gateway stopped"),
+            Ok(Err(e)) => tracing::error!(error = %e, "final flush failed"),
+            Err(e) => tracing::error!(error = %e, "shutdown task failed"),
+        }
+    }
+}

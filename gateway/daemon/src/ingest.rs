@@ -1,0 +1,294 @@
+//! The ingest pipeline: group commit into the buffer, then analysis, then the
+//! reply to the sender.
+//!
+//! ```text
+//! senders ──mpsc──► writer thread ──────────────► analyzer thread ──oneshot──► senders
+//!                   (drain queue, append batch,    (update analyzer in
+//!                    one flush for all)             buffer order, reply)
+//! ```
+//!
+//! An event is answered only after the flush that made it durable. While the
+//! writer flushes one batch, the next one gathers in the queue, so one flush
+//! serves everything that arrived meanwhile. Two stages let the next flush
+//! start while the previous batch is being analyzed.
+
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use emotion_core::analyzer::{EventOutcome, SessionMetrics};
+use emotion_core::{Analyzer, EmotionEvent};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::buffer::EventStore;
+use crate::live::Live;
+use crate::privacy::Privacy;
+use crate::telemetry::{Counters, Transport};
+
+/// The answer to one submitted event.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub event: Arc<EmotionEvent>,
+    /// `Some` for a newly stored event; `None` when its `event_id` was already
+    /// stored (the earlier copy stands and nothing is analyzed twice).
+    pub outcome: Option<EventOutcome>,
+    /// For duplicates: the session's metrics as they are now.
+    pub current_metrics: Option<SessionMetrics>,
+}
+
+impl Accepted {
+    pub fn is_duplicate(&self) -> bool {
+        self.outcome.is_none()
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum IngestError {
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+    #[error("the buffer could not store the event")]
+    Storage,
+    #[error("the user's data was erased; events from before the erasure are refused")]
+    Erased,
+}
+
+struct Job {
+    event: EmotionEvent,
+    transport: Transport,
+    reply: oneshot::Sender<Result<Accepted, IngestError>>,
+}
+
+/// What the writer hands the analyzer stage: the batch and whether each
+/// event was newly stored (or the storage error).
+struct Written {
+    events: Vec<EmotionEvent>,
+    /// How each event came in (for the per-transport counters and the live feed).
+    transports: Vec<Transport>,
+    replies: Vec<oneshot::Sender<Result<Accepted, IngestError>>>,
+    stored: Result<Vec<bool>, ()>,
+}
+
+type Reply = oneshot::Sender<Result<Accepted, IngestError>>;
+
+/// A cheap handle for submitting events.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    tx: mpsc::Sender<Job>,
+}
+
+/// The answer to an enqueued event, once it is durable and analyzed.
+#[derive(Debug)]
+pub struct Pending(oneshot::Receiver<Result<Accepted, IngestError>>);
+
+impl Pending {
+    pub async fn wait(self) -> Result<Accepted, IngestError> {
+        self.0.await.unwrap_or(Err(IngestError::ShuttingDown))
+    }
+}
+
+impl Ingest {
+    /// Put one event in the queue (waiting while the queue is full). Events
+    /// enqueued one after another are stored and analyzed in that order.
+    pub async fn enqueue(&self, event: EmotionEvent) -> Result<Pending, IngestError> {
+        self.enqueue_via(event, Transport::Other).await
+    }
+
+    /// [`Ingest::enqueue`], saying which transport the event came over (the
+    /// `transport` label of `/metrics` and of the dashboard's live feed).
+    pub async fn enqueue_via(
+        &self,
+        event: EmotionEvent,
+        transport: Transport,
+    ) -> Result<Pending, IngestError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job {
+                event,
+                transport,
+                reply,
+            })
+            .await
+            .map_err(|_| IngestError::ShuttingDown)?;
+        Ok(Pending(rx))
+    }
+
+    /// Store and analyze one event; resolves once it is durable.
+    pub async fn submit(&self, event: EmotionEvent) -> Result<Accepted, IngestError> {
+        self.enqueue(event).await?.wait().await
+    }
+
+    /// Events waiting in the queue for the buffer writer (for `/metrics`).
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// [`Ingest::submit`], saying which transport the event came over.
+    pub async fn submit_via(
+        &self,
+        event: EmotionEvent,
+        transport: Transport,
+    ) -> Result<Accepted, IngestError> {
+        self.enqueue_via(event, transport).await?.wait().await
+    }
+}
+
+/// The running pipeline; `join` waits for it to drain after every `Ingest`
+/// handle is dropped.
+#[derive(Debug)]
+pub struct Pipeline {
+    writer: JoinHandle<()>,
+    analyzer: JoinHandle<()>,
+}
+
+impl Pipeline {
+    pub fn start(
+        store: Arc<dyn EventStore>,
+        analyzer: Arc<Mutex<Analyzer>>,
+        privacy: Arc<Privacy>,
+        counters: Arc<Counters>,
+        live: Arc<Live>,
+        max_batch: usize,
+        queue_capacity: usize,
+    ) -> std::io::Result<(Ingest, Pipeline)> {
+        let (tx, rx) = mpsc::channel::<Job>(queue_capacity);
+        // Two batches in flight between the stages is enough to overlap a flush
+        // with analysis; more would only add latency.
+        let (done_tx, done_rx) = std_mpsc::sync_channel::<Written>(2);
+        let writer = {
+            let (privacy, counters) = (privacy.clone(), counters.clone());
+            std::thread::Builder::new()
+                .name("buffer-writer".into())
+                .spawn(move || writer_loop(rx, done_tx, store, privacy, counters, max_batch))?
+        };
+        let analyzer = std::thread::Builder::new()
+            .name("analyzer".into())
+            .spawn(move || analyzer_loop(done_rx, analyzer, privacy, counters, live))?;
+        Ok((Ingest { tx }, Pipeline { writer, analyzer }))
+    }
+
+    /// Wait until both stages have finished (all `Ingest` handles dropped and
+    /// the queue drained). Blocking: call from a blocking context.
+    pub fn join(self) {
+        if self.writer.join().is_err() {
+            tracing::error!("buffer writer thread panicked");
+        }
+        if self.analyzer.join().is_err() {
+            tracing::error!("analyzer thread panicked");
+        }
+    }
+}
+
+/// Stage 1: take everything queued (up to `max_batch`), store it with one
+/// flush, hand it to the analyzer stage.
+fn writer_loop(
+    mut rx: mpsc::Receiver<Job>,
+    done: std_mpsc::SyncSender<Written>,
+    store: Arc<dyn EventStore>,
+    privacy: Arc<Privacy>,
+    counters: Arc<Counters>,
+    max_batch: usize,
+) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut jobs = Vec::with_capacity(64);
+        jobs.push(first);
+        while jobs.len() < max_batch {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        // Events of a user erased meanwhile (queued before the erasure, or late
+        // arrivals from before it) must not come back.
+        let mut events = Vec::with_capacity(jobs.len());
+        let mut transports = Vec::with_capacity(jobs.len());
+        let mut replies: Vec<Reply> = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            if privacy.is_erased(&j.event) {
+                counters.record_rejected();
+                let _ = j.reply.send(Err(IngestError::Erased));
+            } else {
+                events.push(j.event);
+                transports.push(j.transport);
+                replies.push(j.reply);
+            }
+        }
+        if events.is_empty() {
+            continue;
+        }
+        let started = Instant::now();
+        let stored = store.append(&events).map_err(|e| {
+            tracing::error!(error = %e, events = events.len(), "group commit failed; senders get an error");
+        });
+        counters.record_flush(events.len(), started.elapsed());
+        if done
+            .send(Written {
+                events,
+                transports,
+                replies,
+                stored,
+            })
+            .is_err()
+        {
+            break;
+        }
+    }
+    tracing::debug!("buffer writer drained and stopped");
+}
+
+/// Stage 2: update the analyzer in buffer order and answer each sender.
+fn analyzer_loop(
+    done: std_mpsc::Receiver<Written>,
+    analyzer: Arc<Mutex<Analyzer>>,
+    privacy: Arc<Privacy>,
+    counters: Arc<Counters>,
+    live: Arc<Live>,
+) {
+    for Written {
+        events,
+        transports,
+        replies,
+        stored,
+    } in done
+    {
+        let Ok(stored) = stored else {
+            for reply in replies {
+                let _ = reply.send(Err(IngestError::Storage));
+            }
+            continue;
+        };
+        let mut an = analyzer.lock();
+        for (((event, transport), reply), fresh) in
+            events.into_iter().zip(transports).zip(replies).zip(stored)
+        {
+            // Erased after it was written: the erasure removed it from the
+            // buffer, so the analyzer must not learn it either.
+            if fresh && privacy.is_erased(&event) {
+                let _ = reply.send(Err(IngestError::Erased));
+                continue;
+            }
+            let event = Arc::new(event);
+            let accepted = if fresh {
+                counters.record_event(transport, &event);
+                let outcome = an.ingest(&event);
+                // Alerts and the dashboard's feed; cheap when nobody listens.
+                live.publish(&event, &outcome, transport);
+                Accepted {
+                    outcome: Some(outcome),
+                    current_metrics: None,
+                    event,
+                }
+            } else {
+                counters.record_duplicate();
+                Accepted {
+                    outcome: None,
+                    current_metrics: an.session_summary(&event.session_id).map(|s| s.metrics),
+                    event,
+                }
+            };
+            // The sender may have gone away; the event is stored regardless.
+            let _ = reply.send(Ok(accepted));
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! `emotion-gateway`: run the gateway, or check a configuration.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use emotion_gateway::app;
+use emotion_gateway::config::{Config, LogFormat};
+
+/// Edge gateway for real-time emotion processing: ingests emotion events and
+/// device readings, analyzes every user's state, trajectory and risk locally,
+/// and keeps everything in a durable local buffer.
+///
+/// With no subcommand it runs the gateway. Without --config it runs on the
+/// embedded defaults (config/gateway.toml in the source tree). Any key can be
+/// overridden with EMOTION_GATEWAY__SECTION__KEY=value.
+#[derive(Debug, Parser)]
+#[command(name = "emotion-gateway", version, about, long_about)]
+struct Cli {
+    /// Configuration file merged over the embedded defaults.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "EMOTION_GATEWAY_CONFIG",
+        value_name = "PATH"
+    )]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Run,
+    /// Validate the configuration, print every problem, and exit.
+    CheckConfig,
+    /// Print the embedded default configuration.
+    DefaultConfig,
+    /// Tools for plugin authors: keys, signatures, trying a plugin.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Make an ed25519 signing key: DIR/NAME.key (secret) and DIR/NAME.pub.
+    Keygen {
+        name: String,
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Sign a component: writes FILE.sig beside it.
+    Sign {
+        file: PathBuf,
+        /// The secret key file made by `keygen`.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Run a plugin on readings (one JSON object per line; `-` for stdin) and
+    /// print one result per line with its time, then a summary on stderr.
+    Test {
+        file: PathBuf,
+        readings: PathBuf,
+        /// The plugin's settings, as JSON.
+        #[arg(long)]
+        settings: Option<String>,
+        /// Budget of one call.
+        #[arg(long, default_value = "100ms")]
+        deadline: String,
+        /// Memory limit of the instance.
+        #[arg(long, default_value = "64MiB")]
+        memory: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::DefaultConfig) => {
+            print!("{}", emotion_gateway::config::EMBEDDED);
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Plugin(cmd)) => {
+            return match plugin_command(cmd) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("emotion-gateway plugin: {}", describe(&e));
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
+    let config = match Config::load(cli.config.as_deref(), std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("emotion-gateway: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(Command::CheckConfig) = cli.command {
+        // Not errors: the gateway being checked may be the one holding them.
+        for warning in config.mqtt.problems() {
+            eprintln!("warning: {warning}");
+        }
+        println!("configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&config);
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let message = describe(&e);
+            tracing::error!("{message}");
+            eprintln!("emotion-gateway: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes, each said once: our error messages already
+/// quote their cause, so a cause already in the text is not repeated.
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let m = cause.to_string();
+        if !out.contains(&m) {
+            out.push_str(": ");
+            out.push_str(&m);
+        }
+    }
+    out
+}
+
+fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
+    use emotion_plugin_host as host;
+    match cmd {
+        PluginCommand::Keygen { name, dir } => {
+            let kp = host::keygen(&dir, &name)?;
+            println!(
+                "secret key: {} (keep it secret)",
+                kp.secret_key_file.display()
+            );
+            println!("public key: {}", kp.public_key_file.display());
+            println!("fingerprint: {}", kp.fingerprint);
+            println!(
+                "trust it with: [plugins] trusted_keys = [\"{}\"]",
+                kp.public_key
+            );
+        }
+        PluginCommand::Sign { file, key } => {
+            let sig = host::sign_file(&file, &key)?;
+            println!("signed {}: {}", file.display(), sig.display());
+        }
+        PluginCommand::Test {
+            file,
+            readings,
+            settings,
+            deadline,
+            memory,
+        } => {
+            let mut opts = host::TestOptions::default()
+                .with_limits(&deadline, &memory)
+                .map_err(anyhow::Error::msg)?;
+            if let Some(s) = settings {
+                opts.settings = Some(serde_json::from_str(&s).context("--settings must be JSON")?);
+            }
+            let input: Box<dyn std::io::BufRead> = if readings.as_os_str() == "-" {
+                Box::new(std::io::stdin().lock())
+            } else {
+                let f = std::fs::File::open(&readings)
+                    .with_context(|| format!("opening {}", readings.display()))?;
+                Box::new(std::io::BufReader::new(f))
+            };
+            let summary = host::test_plugin(&file, input, std::io::stdout().lock(), &opts)?;
+            eprintln!("{summary}");
+        }
+    }
+    Ok(())
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("gateway")
+        .build()
+        .context("building the async runtime")?;
+    rt.block_on(async {
+        let running = app::start(config).await?;
+        // Tests and scripts read this line to find the port.
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "emotion-gateway listening on http://{}", running.addr)?;
+        out.flush()?;
+        drop(out);
+        wait_for_signal().await?;
+        tracing::info!("shutdown requested; finishing in-flight events");
+        running.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    Ok(())
+}

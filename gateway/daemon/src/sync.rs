@@ -1,0 +1,430 @@
+//! The sync driver: ships the buffer to the central PostgreSQL, in order and
+//! exactly once, together with consents, erasures and credit/risk summaries.
+//!
+//! Exactly once rests on the central cursor: every batch is written in one
+//! transaction that also moves this gateway's cursor (the position after the
+//! last event shipped). At start, and after every reconnect, the driver reads
+//! the cursor back from the central database, so a crash between a commit and
+//! anything local neither loses nor repeats a batch (and a re-sent batch would
+//! change nothing anyway: rows are inserted with ON CONFLICT DO NOTHING).
+//!
+//! Each round, in this order: erasures (so nothing erased is shipped after),
+//! consents, one batch of events, and the summaries when they are due. Events
+//! leave only for users who consented to `analytics`, summaries only for
+//! users who consented to `credit`. Failures are retried forever with
+//! exponential back-off and jitter; meanwhile the gateway keeps ingesting
+//! and the buffer simply grows (retention never removes unsynced batches).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use emotion_core::EmotionEvent;
+use emotion_sync::{Backoff, Consent, ConsentPurpose, Cursor, SyncClient, SyncConfig, SyncError};
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::buffer::EventPos;
+use crate::privacy::Purpose;
+use crate::state::AppState;
+
+/// How often an idle driver looks for new events.
+const IDLE_POLL: Duration = Duration::from_millis(50);
+
+/// What `/health` and `GET /api/sync` show.
+#[derive(Debug, Default)]
+pub struct SyncStatus {
+    enabled: AtomicBool,
+    connected: AtomicBool,
+    /// Next position to ship (the central cursor, as last read or written).
+    cursor: Mutex<Option<Cursor>>,
+    lag_events: AtomicU64,
+    /// Ingestion time of the oldest event not yet shipped.
+    oldest_unsynced: Mutex<Option<DateTime<Utc>>>,
+    events_shipped: AtomicU64,
+    events_withheld: AtomicU64,
+    summaries_shipped: AtomicU64,
+    batches: AtomicU64,
+    failures: AtomicU64,
+    last_error: Mutex<Option<(DateTime<Utc>, String)>>,
+    last_success: Mutex<Option<DateTime<Utc>>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncView {
+    pub enabled: bool,
+    pub connected: bool,
+    pub cursor: Option<Cursor>,
+    pub lag_events: u64,
+    pub lag_seconds: f64,
+    pub events_shipped: u64,
+    /// Events passed over because their user has not consented to analytics.
+    pub events_withheld: u64,
+    pub summaries_shipped: u64,
+    pub batches: u64,
+    pub failures: u64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    pub last_success_at: Option<DateTime<Utc>>,
+}
+
+impl SyncStatus {
+    pub fn view(&self, now: DateTime<Utc>) -> SyncView {
+        let err = self.last_error.lock().clone();
+        SyncView {
+            enabled: self.enabled.load(Ordering::Relaxed),
+            connected: self.connected.load(Ordering::Relaxed),
+            cursor: *self.cursor.lock(),
+            lag_events: self.lag_events.load(Ordering::Relaxed),
+            lag_seconds: self
+                .oldest_unsynced
+                .lock()
+                .map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0),
+            events_shipped: self.events_shipped.load(Ordering::Relaxed),
+            events_withheld: self.events_withheld.load(Ordering::Relaxed),
+            summaries_shipped: self.summaries_shipped.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            last_error_at: err.as_ref().map(|e| e.0),
+            last_error: err.map(|e| e.1),
+            last_success_at: *self.last_success.lock(),
+        }
+    }
+
+    /// The position retention must not purge past (`None`: nothing to keep).
+    pub fn keep_from(&self) -> Option<EventPos> {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return None;
+        }
+        // Before the cursor is known, keep everything.
+        Some(
+            self.cursor
+                .lock()
+                .map_or(EventPos { batch: 0, index: 0 }, |c| EventPos {
+                    batch: c.batch,
+                    index: c.index,
+                }),
+        )
+    }
+}
+
+/// The buffer position just before `next` (the argument of `events_after`).
+fn before(next: Option<Cursor>) -> Option<EventPos> {
+    match next {
+        None => None,
+        Some(c) if c.index > 0 => Some(EventPos {
+            batch: c.batch,
+            index: c.index - 1,
+        }),
+        Some(c) if c.batch > 0 => Some(EventPos {
+            batch: c.batch - 1,
+            index: u32::MAX,
+        }),
+        Some(_) => None,
+    }
+}
+
+fn after(pos: EventPos) -> Cursor {
+    Cursor::new(pos.batch, pos.index.saturating_add(1))
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RoundError {
+    #[error(transparent)]
+    Central(#[from] SyncError),
+    #[error("local: {0}")]
+    Local(String),
+}
+
+impl RoundError {
+    fn is_transient(&self) -> bool {
+        match self {
+            RoundError::Central(e) => e.is_transient(),
+            RoundError::Local(_) => false,
+        }
+    }
+}
+
+/// Run the driver until `shutdown`.
+pub async fn run(
+    state: AppState,
+    cfg: SyncConfig,
+    status: Arc<SyncStatus>,
+    shutdown: CancellationToken,
+) {
+    status.enabled.store(true, Ordering::Relaxed);
+    let gateway = state.config.gateway_id.clone();
+    let mut backoff = Backoff::new(&cfg.retry);
+    let mut summaries_due = Instant::now();
+    loop {
+        let mut client = match SyncClient::from_config(&cfg) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "sync: bad database_url; sync stays off");
+                return;
+            }
+        };
+        let result = session(
+            &state,
+            &cfg,
+            &gateway,
+            &mut client,
+            &status,
+            &mut backoff,
+            &mut summaries_due,
+            &shutdown,
+        )
+        .await;
+        status.connected.store(false, Ordering::Relaxed);
+        match result {
+            Ok(()) => return, // shutdown
+            Err(e) => {
+                status.failures.fetch_add(1, Ordering::Relaxed);
+                *status.last_error.lock() = Some((Utc::now(), e.to_string()));
+                // The lag keeps growing while the database is away: show it.
+                refresh_lag(&state, &status).await;
+                let delay = backoff.next_delay().unwrap_or(cfg.retry.max);
+                if e.is_transient() {
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "sync: central database unavailable; will retry");
+                } else {
+                    tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "sync: round failed; will retry");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
+/// Recompute the lag (events after the cursor, and the oldest one's age)
+/// without the central database.
+async fn refresh_lag(state: &AppState, status: &SyncStatus) {
+    let from = before(*status.cursor.lock());
+    let store = state.store.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        let lag = store.count_after(from)?;
+        let oldest = store
+            .events_after(from, 1)?
+            .first()
+            .map(|(_, e)| e.ingested_at);
+        Ok::<_, crate::buffer::StoreError>((lag, oldest))
+    })
+    .await;
+    if let Ok(Ok((lag, oldest))) = res {
+        status.lag_events.store(lag, Ordering::Relaxed);
+        *status.oldest_unsynced.lock() = oldest;
+    }
+}
+
+/// One connection's life: migrate, read the cursor, then ship rounds until
+/// an error or shutdown.
+#[allow(clippy::too_many_arguments)]
+async fn session(
+    state: &AppState,
+    cfg: &SyncConfig,
+    gateway: &str,
+    client: &mut SyncClient,
+    status: &SyncStatus,
+    backoff: &mut Backoff,
+    summaries_due: &mut Instant,
+    shutdown: &CancellationToken,
+) -> Result<(), RoundError> {
+    client.ensure_connected().await?;
+    client.migrate().await?;
+    let mut next = client.read_cursor(gateway).await?;
+    *status.cursor.lock() = next;
+    status.connected.store(true, Ordering::Relaxed);
+    tracing::info!(cursor = ?next, "sync: connected to the central database");
+    loop {
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        ship_erasures(state, gateway, client).await?;
+        ship_consents(state, gateway, client).await?;
+        let shipped = ship_events(state, cfg, gateway, client, status, &mut next).await?;
+        if Instant::now() >= *summaries_due {
+            ship_summaries(state, cfg, gateway, client, status).await?;
+            *summaries_due = Instant::now() + cfg.summary_interval;
+        }
+        backoff.reset();
+        *status.last_success.lock() = Some(Utc::now());
+        if shipped == 0 {
+            tokio::select! {
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = shutdown.cancelled() => return Ok(()),
+            }
+        }
+    }
+}
+
+async fn ship_erasures(
+    state: &AppState,
+    gateway: &str,
+    client: &mut SyncClient,
+) -> Result<(), RoundError> {
+    for e in state.privacy.pending_erasures() {
+        let out = client
+            .apply_erasure(gateway, &e.user_id, e.request_id, e.requested_at)
+            .await?;
+        tracing::info!(user = %e.user_id, request = %e.request_id, outcome = ?out, "sync: erasure applied centrally");
+        state
+            .privacy
+            .erasure_applied(&e.user_id, e.request_id)
+            .map_err(|e| RoundError::Local(e.to_string()))?;
+    }
+    Ok(())
+}
+
+async fn ship_consents(
+    state: &AppState,
+    gateway: &str,
+    client: &mut SyncClient,
+) -> Result<(), RoundError> {
+    let pending = state.privacy.unsynced_consents();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<Consent> = pending
+        .iter()
+        .flat_map(|(user, c)| {
+            [
+                (ConsentPurpose::Analytics, c.analytics),
+                (ConsentPurpose::Credit, c.credit),
+            ]
+            .map(|(purpose, granted)| Consent {
+                user_id: user.clone(),
+                purpose,
+                granted,
+                updated_at: c.updated_at,
+            })
+        })
+        .collect();
+    client.upsert_consents(gateway, &rows).await?;
+    for (user, c) in pending {
+        state
+            .privacy
+            .consent_synced(&user, c.updated_at)
+            .map_err(|e| RoundError::Local(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Ship one batch (waiting up to `batch_max_age` for a partial one to fill).
+/// Returns how many events the cursor passed.
+async fn ship_events(
+    state: &AppState,
+    cfg: &SyncConfig,
+    gateway: &str,
+    client: &mut SyncClient,
+    status: &SyncStatus,
+    next: &mut Option<Cursor>,
+) -> Result<u64, RoundError> {
+    let store = state.store.clone();
+    let from = before(*next);
+    let max = cfg.batch_max_events;
+    let batch = tokio::task::spawn_blocking(move || store.events_after(from, max))
+        .await
+        .map_err(|e| RoundError::Local(e.to_string()))?
+        .map_err(|e| RoundError::Local(e.to_string()))?;
+    let lag = {
+        let store = state.store.clone();
+        tokio::task::spawn_blocking(move || store.count_after(from))
+            .await
+            .map_err(|e| RoundError::Local(e.to_string()))?
+            .map_err(|e| RoundError::Local(e.to_string()))?
+    };
+    status.lag_events.store(lag, Ordering::Relaxed);
+    let Some(((last_pos, _), (_, first))) = batch.last().zip(batch.first()) else {
+        *status.oldest_unsynced.lock() = None;
+        return Ok(0);
+    };
+    *status.oldest_unsynced.lock() = Some(first.ingested_at);
+    // A small batch of recent events waits a little to grow.
+    let age = Utc::now() - first.ingested_at;
+    if batch.len() < max && age.to_std().unwrap_or_default() < cfg.batch_max_age {
+        return Ok(0);
+    }
+    let new_cursor = after(*last_pos);
+    let passed = batch.len() as u64;
+    let events: Vec<EmotionEvent> = batch
+        .into_iter()
+        .map(|(_, e)| e)
+        .filter(|e| {
+            state.privacy.allows(&e.user_id, Purpose::Analytics) && !state.privacy.is_erased(e)
+        })
+        .collect();
+    let withheld = passed - events.len() as u64;
+    let out = client.write_events(gateway, &events, new_cursor).await?;
+    *next = Some(new_cursor);
+    *status.cursor.lock() = *next;
+    status
+        .events_shipped
+        .fetch_add(out.inserted, Ordering::Relaxed);
+    status
+        .events_withheld
+        .fetch_add(withheld, Ordering::Relaxed);
+    status.batches.fetch_add(1, Ordering::Relaxed);
+    status
+        .lag_events
+        .store(lag.saturating_sub(passed), Ordering::Relaxed);
+    tracing::debug!(
+        events = passed,
+        inserted = out.inserted,
+        withheld,
+        "sync: batch shipped"
+    );
+    Ok(passed)
+}
+
+async fn ship_summaries(
+    state: &AppState,
+    cfg: &SyncConfig,
+    gateway: &str,
+    client: &mut SyncClient,
+    status: &SyncStatus,
+) -> Result<(), RoundError> {
+    let now = Utc::now();
+    let summaries: Vec<_> = state
+        .analyzer
+        .lock()
+        .all_credit_summaries(now, &cfg.summary_windows)
+        .into_iter()
+        .filter(|s| state.privacy.allows(&s.user_id, Purpose::Credit))
+        .collect();
+    if summaries.is_empty() {
+        return Ok(());
+    }
+    let out = client.upsert_summaries(gateway, &summaries).await?;
+    status
+        .summaries_shipped
+        .fetch_add(summaries.len() as u64, Ordering::Relaxed);
+    tracing::debug!(summaries = summaries.len(), outcome = ?out, "sync: summaries shipped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_and_buffer_positions_line_up() {
+        assert_eq!(before(None), None);
+        assert_eq!(before(Some(Cursor::new(0, 0))), None);
+        assert_eq!(
+            before(Some(Cursor::new(3, 2))),
+            Some(EventPos { batch: 3, index: 1 })
+        );
+        assert_eq!(
+            before(Some(Cursor::new(3, 0))),
+            Some(EventPos {
+                batch: 2,
+                index: u32::MAX
+            })
+        );
+        assert_eq!(after(EventPos { batch: 3, index: 1 }), Cursor::new(3, 2));
+    }
+}

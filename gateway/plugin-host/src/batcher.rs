@@ -1,0 +1,189 @@
+//! Batching: readings submitted one at a time are grouped per source into
+//! batches of at most `batch_max_size`, each sent no later than
+//! `batch_max_latency` after its oldest reading arrived. Crossing into a
+//! plugin has a fixed cost; batches spread it.
+//!
+//! One worker thread per source runs the batches of that source, so a slow
+//! or quarantined plugin delays only its own sources.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use emotion_core::Source;
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::oneshot;
+
+use crate::error::ReadingError;
+use crate::host::{Inner, ReadingResult};
+use crate::wit;
+
+/// The result of a submitted reading, once its batch has run.
+///
+/// `.await` it from async code, or call [`PendingReading::wait`] from a
+/// plain thread (not from inside an async runtime: it blocks).
+#[derive(Debug)]
+pub struct PendingReading(Receiver);
+
+#[derive(Debug)]
+enum Receiver {
+    Waiting(oneshot::Receiver<ReadingResult>),
+    // Boxed: an answer given at once is rare (overload, shutdown), and a
+    // pending reading should stay small.
+    Ready(Option<Box<ReadingResult>>),
+}
+
+impl PendingReading {
+    fn ready(r: ReadingResult) -> Self {
+        PendingReading(Receiver::Ready(Some(Box::new(r))))
+    }
+
+    /// Block until the result is there.
+    pub fn wait(self) -> ReadingResult {
+        match self.0 {
+            Receiver::Waiting(rx) => rx.blocking_recv().unwrap_or(Err(ReadingError::ShutDown)),
+            Receiver::Ready(r) => r.map_or(Err(ReadingError::ShutDown), |r| *r),
+        }
+    }
+}
+
+impl Future for PendingReading {
+    type Output = ReadingResult;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            Receiver::Waiting(rx) => Pin::new(rx)
+                .poll(cx)
+                .map(|r| r.unwrap_or(Err(ReadingError::ShutDown))),
+            Receiver::Ready(r) => Poll::Ready(r.take().map_or(Err(ReadingError::ShutDown), |r| *r)),
+        }
+    }
+}
+
+struct Pending {
+    reading: wit::Reading,
+    arrived: Instant,
+    reply: oneshot::Sender<ReadingResult>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    items: VecDeque<Pending>,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct SourceQueue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+/// The per-source queues and their workers.
+pub(crate) struct Queues {
+    queues: [Arc<SourceQueue>; 8],
+}
+
+impl Queues {
+    pub(crate) fn new() -> Self {
+        Queues {
+            queues: Default::default(),
+        }
+    }
+
+    /// Start one worker per source. Workers hold only a weak reference to
+    /// the host, so dropping the last handle shuts them down.
+    pub(crate) fn start(&self, inner: &Arc<Inner>) {
+        let max = inner.config.batch_max_size;
+        let latency = inner.config.batch_max_latency.0;
+        for source in Source::ALL {
+            let queue = self.queues[source.index()].clone();
+            let weak = Arc::downgrade(inner);
+            let spawned = std::thread::Builder::new()
+                .name(format!("plugin-batch-{source}"))
+                .spawn(move || worker(source, &queue, &weak, max, latency));
+            if let Err(e) = spawned {
+                // Without a worker, readings of this source would wait
+                // forever: close its queue so `submit` answers at once.
+                tracing::error!(%source, error = %e, "cannot start a batch worker");
+                self.queues[source.index()].state.lock().closed = true;
+            }
+        }
+    }
+
+    pub(crate) fn submit(
+        &self,
+        source: Source,
+        reading: wit::Reading,
+        capacity: usize,
+    ) -> PendingReading {
+        let queue = &self.queues[source.index()];
+        let mut st = queue.state.lock();
+        if st.closed {
+            return PendingReading::ready(Err(ReadingError::ShutDown));
+        }
+        if st.items.len() >= capacity {
+            return PendingReading::ready(Err(ReadingError::Overloaded(st.items.len(), source)));
+        }
+        let (reply, rx) = oneshot::channel();
+        st.items.push_back(Pending {
+            reading,
+            arrived: Instant::now(),
+            reply,
+        });
+        // Wake the worker when the first reading arrives (it starts the
+        // latency clock) and when a batch is full.
+        queue.ready.notify_one();
+        PendingReading(Receiver::Waiting(rx))
+    }
+
+    pub(crate) fn close(&self) {
+        for q in &self.queues {
+            q.state.lock().closed = true;
+            q.ready.notify_all();
+        }
+    }
+}
+
+fn worker(source: Source, queue: &SourceQueue, host: &Weak<Inner>, max: usize, latency: Duration) {
+    loop {
+        let batch: Vec<Pending> = {
+            let mut st = queue.state.lock();
+            while st.items.is_empty() {
+                if st.closed {
+                    return;
+                }
+                queue.ready.wait(&mut st);
+            }
+            // Wait for a full batch or for the oldest reading's deadline.
+            while st.items.len() < max && !st.closed {
+                let due = st
+                    .items
+                    .front()
+                    .map_or_else(Instant::now, |p| p.arrived + latency);
+                let now = Instant::now();
+                if now >= due {
+                    break;
+                }
+                queue.ready.wait_for(&mut st, due - now);
+            }
+            let n = st.items.len().min(max);
+            st.items.drain(..n).collect()
+        };
+        let (readings, replies): (Vec<wit::Reading>, Vec<oneshot::Sender<ReadingResult>>) =
+            batch.into_iter().map(|p| (p.reading, p.reply)).unzip();
+        let results = match host.upgrade() {
+            Some(inner) => inner.run_batch(source, &readings),
+            None => readings
+                .iter()
+                .map(|_| Err(ReadingError::ShutDown))
+                .collect(),
+        };
+        for (reply, result) in replies.into_iter().zip(results) {
+            // The submitter may have stopped waiting; that is its choice.
+            let _ = reply.send(result);
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! The plugin host's configuration: the `[plugins]` section of the gateway's
+//! configuration file.
+//!
+//! ```toml
+//! [plugins]
+//! dir = "./plugins"                 # every *.wasm here is loaded at start
+//! cache_dir = "./data/plugin-cache" # precompiled components (default: <dir>/.cache)
+//! require_signatures = true
+//! trusted_keys = ["Zm9v…base64 ed25519 public key…"]
+//! deadline = "100ms"                # CPU budget of one call (one batch)
+//! memory_limit = "64MiB"            # linear memory of one instance
+//! batch_max_size = 100
+//! batch_max_latency = "5ms"
+//! queue_capacity = 10000
+//! watch_interval = "1s"             # "0s" disables the directory poller
+//!
+//! [plugins.quarantine]
+//! after_failures = 3
+//! initial_backoff = "1s"
+//! max_backoff = "5m"
+//!
+//! [plugins.per_plugin.lexicon]      # keyed by file name without .wasm
+//! deadline = "20ms"
+//! memory_limit = "16MiB"
+//! settings = { language = "en" }    # handed to the plugin as JSON
+//! ```
+//!
+//! Every key is optional; unknown keys are errors. [`HostConfig::validate`]
+//! reports every problem at once.
+
+use std::collections::BTreeMap;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use emotion_core::units::{ByteSize, Dur};
+
+use crate::signing::TrustedKey;
+
+/// Configuration of a [`PluginHost`](crate::PluginHost).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostConfig {
+    /// Directory of plugin components (`NAME.wasm`, with `NAME.wasm.sig` beside
+    /// it when signed). A plugin's name in the host is its file name without
+    /// `.wasm`.
+    pub dir: PathBuf,
+    /// Where precompiled components are kept; `None`: `<dir>/.cache`.
+    pub cache_dir: Option<PathBuf>,
+    /// Refuse components without a valid signature from a trusted key.
+    pub require_signatures: bool,
+    /// Trusted ed25519 public keys, base64 (as `keygen` writes them).
+    pub trusted_keys: Vec<String>,
+    /// Wall-clock budget of one call into a plugin (one batch).
+    pub deadline: Dur,
+    /// Most linear memory one plugin instance may use.
+    pub memory_limit: ByteSize,
+    /// Most readings in one call.
+    pub batch_max_size: usize,
+    /// Longest a reading waits for its batch to fill before the batch is sent.
+    pub batch_max_latency: Dur,
+    /// Readings waiting per source before `submit` answers `Overloaded`.
+    pub queue_capacity: usize,
+    /// How often the directory is polled for new, changed or removed
+    /// components; `0s` turns hot reloading off.
+    pub watch_interval: Dur,
+    /// Granularity of deadlines: the epoch ticker's period.
+    pub epoch_tick: Dur,
+    pub quarantine: QuarantineConfig,
+    /// Per-plugin limits and settings, keyed by plugin (file) name.
+    pub per_plugin: BTreeMap<String, PluginConfig>,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            dir: PathBuf::from("./plugins"),
+            cache_dir: None,
+            require_signatures: false,
+            trusted_keys: Vec::new(),
+            deadline: Dur(Duration::from_millis(100)),
+            memory_limit: ByteSize(64 << 20),
+            batch_max_size: 100,
+            batch_max_latency: Dur(Duration::from_millis(5)),
+            queue_capacity: 10_000,
+            watch_interval: Dur(Duration::from_secs(1)),
+            epoch_tick: Dur(Duration::from_millis(5)),
+            quarantine: QuarantineConfig::default(),
+            per_plugin: BTreeMap::new(),
+        }
+    }
+}
+
+/// When a failing plugin is taken out of service, and for how long.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuarantineConfig {
+    /// Consecutive failed calls (trap, timeout, memory, garbage) before the
+    /// plugin is quarantined. After a quarantine ends, one more failure puts it
+    /// back, for twice as long.
+    pub after_failures: u32,
+    pub initial_backoff: Dur,
+    pub max_backoff: Dur,
+}
+
+impl Default for QuarantineConfig {
+    fn default() -> Self {
+        QuarantineConfig {
+            after_failures: 3,
+            initial_backoff: Dur(Duration::from_secs(1)),
+            max_backoff: Dur(Duration::from_secs(300)),
+        }
+    }
+}
+
+/// Overrides for one plugin.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginConfig {
+    pub deadline: Option<Dur>,
+    pub memory_limit: Option<ByteSize>,
+    /// The plugin's settings, handed to it as JSON by `host.settings()`.
+    pub settings: Option<serde_json::Value>,
+}
+
+/// The limits one plugin runs under, after defaults and overrides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub deadline: Duration,
+    pub memory_limit: u64,
+}
+
+/// Every problem found in a [`HostConfig`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid plugin host configuration:\n  - {}", problems.join("\n  - "))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+const MIN_DEADLINE: Duration = Duration::from_millis(1);
+const MAX_DEADLINE: Duration = Duration::from_secs(60);
+const MIN_MEMORY: u64 = 1 << 20;
+/// wasm32 linear memory cannot exceed 4 GiB.
+const MAX_MEMORY: u64 = 4 << 30;
+const MAX_BATCH: usize = 100_000;
+
+impl HostConfig {
+    /// Check every value; returns the trusted keys parsed.
+    pub fn validate(&self) -> Result<Vec<TrustedKey>, ConfigError> {
+        let mut problems = Vec::new();
+        let mut keys = Vec::new();
+        for (i, k) in self.trusted_keys.iter().enumerate() {
+            match TrustedKey::parse(k) {
+                Ok(key) => keys.push(key),
+                Err(e) => problems.push(format!("trusted_keys[{i}]: {e}")),
+            }
+        }
+        if self.require_signatures && self.trusted_keys.is_empty() {
+            problems.push(
+                "require_signatures = true but trusted_keys is empty: no plugin could load".into(),
+            );
+        }
+        check_deadline("deadline", self.deadline.0, &mut problems);
+        check_memory("memory_limit", self.memory_limit.0, &mut problems);
+        if !(1..=MAX_BATCH).contains(&self.batch_max_size) {
+            problems.push(format!(
+                "batch_max_size must be between 1 and {MAX_BATCH}, got {}",
+                self.batch_max_size
+            ));
+        }
+        if self.batch_max_latency.0 > Duration::from_secs(10) {
+            problems.push(format!(
+                "batch_max_latency must be at most 10s, got {}",
+                self.batch_max_latency
+            ));
+        }
+        if self.queue_capacity < self.batch_max_size {
+            problems.push(format!(
+                "queue_capacity ({}) must be at least batch_max_size ({})",
+                self.queue_capacity, self.batch_max_size
+            ));
+        }
+        if self.epoch_tick.0 < Duration::from_millis(1)
+            || self.epoch_tick.0 > Duration::from_secs(1)
+        {
+            problems.push(format!(
+                "epoch_tick must be between 1ms and 1s, got {}",
+                self.epoch_tick
+            ));
+        }
+        let q = &self.quarantine;
+        if q.after_failures == 0 {
+            problems.push("quarantine.after_failures must be at least 1".into());
+        }
+        if q.max_backoff.0 > Duration::from_secs(86_400) {
+            problems.push(format!(
+                "quarantine.max_backoff must be at most 1d, got {}",
+                q.max_backoff
+            ));
+        }
+        if q.initial_backoff.0.is_zero() || q.initial_backoff.0 > q.max_backoff.0 {
+            problems.push(format!(
+                "quarantine.initial_backoff ({}) must be positive and at most max_backoff ({})",
+                q.initial_backoff, q.max_backoff
+            ));
+        }
+        for (name, p) in &self.per_plugin {
+            if let Err(m) = crate::host::check_plugin_name(name) {
+                problems.push(format!("per_plugin.{name}: {m}"));
+            }
+            if let Some(d) = p.deadline {
+                check_deadline(&format!("per_plugin.{name}.deadline"), d.0, &mut problems);
+            }
+            if let Some(m) = p.memory_limit {
+                check_memory(
+                    &format!("per_plugin.{name}.memory_limit"),
+                    m.0,
+                    &mut problems,
+                );
+            }
+        }
+        if problems.is_empty() {
+            Ok(keys)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// The limits of plugin `name`.
+    pub fn limits(&self, name: &str) -> Limits {
+        let p = self.per_plugin.get(name);
+        Limits {
+            deadline: p.and_then(|p| p.deadline).unwrap_or(self.deadline).0,
+            memory_limit: p
+                .and_then(|p| p.memory_limit)
+                .unwrap_or(self.memory_limit)
+                .0,
+        }
+    }
+
+    /// The settings JSON of plugin `name` (`{}` when none).
+    pub fn settings(&self, name: &str) -> String {
+        self.per_plugin
+            .get(name)
+            .and_then(|p| p.settings.as_ref())
+            .map_or_else(|| "{}".to_owned(), |v| v.to_string())
+    }
+
+    /// The cache directory in effect.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| self.dir.join(".cache"))
+    }
+}
+
+fn check_deadline(field: &str, d: Duration, problems: &mut Vec<String>) {
+    if !(MIN_DEADLINE..=MAX_DEADLINE).contains(&d) {
+        problems.push(format!(
+            "{field} must be between 1ms and 60s, got {}",
+            Dur(d)
+        ));
+    }
+}
+
+fn check_memory(field: &str, bytes: u64, problems: &mut Vec<String>) {
+    if !(MIN_MEMORY..=MAX_MEMORY).contains(&bytes) {
+        problems.push(format!(
+            "{field} must be between 1MiB and 4GiB, got {}",
+            ByteSize(bytes)
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_example_parses_and_validates() {
+        let text = r#"
+            dir = "/srv/plugins"
+            cache_dir = "/var/cache/plugins"
+            require_signatures = true
+            trusted_keys = ["11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="]
+            deadline = "100ms"
+            memory_limit = "64MiB"
+            batch_max_size = 50
+            batch_max_latency = "2ms"
+            watch_interval = "0s"
+            [quarantine]
+            after_failures = 2
+            initial_backoff = "500ms"
+            max_backoff = "1m"
+            [per_plugin.lexicon]
+            deadline = "20ms"
+            memory_limit = 16777216
+            settings = { language = "en", weights = [1, 2] }
+        "#;
+        let c: HostConfig = toml::from_str(text).expect("parses");
+        c.validate().expect("valid");
+        assert_eq!(
+            c.limits("lexicon"),
+            Limits {
+                deadline: Duration::from_millis(20),
+                memory_limit: 16 << 20
+            }
+        );
+        assert_eq!(
+            c.limits("other"),
+            Limits {
+                deadline: Duration::from_millis(100),
+                memory_limit: 64 << 20
+            }
+        );
+        assert_eq!(
+            c.settings("lexicon"),
+            r#"{"language":"en","weights":[1,2]}"#
+        );
+        assert_eq!(c.settings("other"), "{}");
+        assert_eq!(c.cache_dir(), PathBuf::from("/var/cache/plugins"));
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        HostConfig::default().validate().expect("valid");
+        let c: HostConfig = toml::from_str("").expect("empty is fine");
+        assert_eq!(c, HostConfig::default());
+        assert_eq!(c.cache_dir(), PathBuf::from("./plugins/.cache"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors_not_panics() {
+        assert!(toml::from_str::<HostConfig>("dirr = \"x\"").is_err());
+        assert!(toml::from_str::<HostConfig>("[per_plugin.x]\ndeadlin = \"1s\"").is_err());
+        assert!(toml::from_str::<HostConfig>("deadline = \"soon\"").is_err());
+        assert!(toml::from_str::<HostConfig>("memory_limit = \"12 parsecs\"").is_err());
+        let c: HostConfig = toml::from_str(
+            r#"
+            require_signatures = true
+            deadline = "0ms"
+            memory_limit = "5GiB"
+            batch_max_size = 0
+            trusted_keys = ["not base64!"]
+            [quarantine]
+            after_failures = 0
+            max_backoff = "9999d"
+            [per_plugin."../evil"]
+            deadline = "2m"
+            "#,
+        )
+        .expect("parses");
+        let e = c.validate().expect_err("invalid");
+        let text = e.to_string();
+        for needle in [
+            "trusted_keys[0]",
+            "deadline must be",
+            "memory_limit must be",
+            "batch_max_size",
+            "after_failures",
+            "max_backoff must be at most 1d",
+            "per_plugin.../evil",
+            "per_plugin.../evil.deadline",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn sizes_and_durations_round_trip() {
+        for s in ["1KiB", "64MiB", "2GiB", "100B"] {
+            assert_eq!(ByteSize::parse(s).expect(s).to_string(), s);
+        }
+        for s in ["5ms", "2s", "1500ms"] {
+            assert_eq!(Dur::parse(s).expect(s).to_string(), s);
+        }
+        assert_eq!(Dur::parse("1m"), Ok(Dur(Duration::from_secs(60))));
+        assert!(ByteSize::parse("99999999999999GiB").is_err());
+    }
+}

@@ -1,0 +1,210 @@
+//! Between the gateway's types and the plugin ABI: a raw reading (JSON wire
+//! form) into a WIT reading, and a plugin's emotion into an emotion event.
+
+use chrono::{DateTime, TimeZone, Utc};
+use emotion_core::reading::{AuValue, RawReading, ReadingPayload, VoicePayload};
+use emotion_core::{EmotionEvent, EmotionLabel, Json};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::wit;
+
+/// The WIT reading for a raw reading; a missing session or timestamp is
+/// filled in from `now` (the gateway's clock at reception).
+pub fn to_wit(r: &RawReading, now: DateTime<Utc>) -> wit::Reading {
+    wit::Reading {
+        user_id: r.user_id.clone(),
+        session_id: r.session_or_default(now),
+        device_id: r.device_id.clone(),
+        timestamp_ms: r.timestamp.unwrap_or(now).timestamp_millis(),
+        source: wit::source_from_core(r.source),
+        payload: payload_to_wit(&r.payload),
+    }
+}
+
+fn payload_to_wit(p: &ReadingPayload) -> wit::Payload {
+    match p {
+        ReadingPayload::Text(t) => wit::Payload::Text(wit::Text {
+            content: t.text.clone(),
+            language: t.language.clone(),
+        }),
+        ReadingPayload::Facial(f) => wit::Payload::Facial(wit::Facial {
+            action_units: f
+                .action_units
+                .iter()
+                .map(|(number, v)| wit::ActionUnit {
+                    number: *number,
+                    value: match v {
+                        AuValue::Intensity(x) => wit::AuValue::Intensity(*x),
+                        AuValue::Presence(b) => wit::AuValue::Presence(*b),
+                    },
+                })
+                .collect(),
+            landmarks: f
+                .landmarks
+                .iter()
+                .map(|(x, y)| wit::Point { x: *x, y: *y })
+                .collect(),
+            head_pose: f.head_pose.map(|h| wit::HeadPose {
+                pitch: h.pitch,
+                yaw: h.yaw,
+                roll: h.roll,
+            }),
+            detection_quality: f.detection_quality,
+        }),
+        ReadingPayload::Voice(VoicePayload::Prosody(p)) => {
+            wit::Payload::Voice(wit::Voice::Prosody(wit::Prosody {
+                f0_mean_hz: p.f0_mean_hz,
+                f0_range_hz: p.f0_range_hz,
+                loudness_db: p.loudness_db,
+                speech_rate: p.speech_rate,
+                jitter: p.jitter,
+                shimmer: p.shimmer,
+                hnr_db: p.hnr_db,
+            }))
+        }
+        ReadingPayload::Voice(VoicePayload::Pcm {
+            samples,
+            sample_rate_hz,
+        }) => wit::Payload::Voice(wit::Voice::Pcm(wit::Pcm {
+            samples: samples.clone(),
+            sample_rate_hz: *sample_rate_hz,
+        })),
+        ReadingPayload::Physiological(p) => wit::Payload::Physiological(wit::Physiological {
+            heart_rate_bpm: p.heart_rate,
+            rr_intervals_ms: p.rr_intervals_ms.clone(),
+            skin_conductance_us: p.skin_conductance.clone(),
+            eda_sample_rate_hz: p.eda_sample_rate_hz,
+            breathing_rate_bpm: p.breathing_rate,
+            skin_temperature_c: p.skin_temperature,
+        }),
+        ReadingPayload::Json(v) => wit::Payload::Json(v.to_string()),
+        ReadingPayload::Raw(b) => wit::Payload::Raw(b.clone()),
+    }
+}
+
+/// The event for one emotion. The numbers were checked when the batch came
+/// back (see `runtime::check_results`); here the label and the extra fields
+/// are judged, which are per-reading answers.
+pub fn to_event(
+    reading: &wit::Reading,
+    emotion: wit::Emotion,
+    producer: &str,
+    gateway_id: &str,
+    now: DateTime<Utc>,
+) -> Result<EmotionEvent, String> {
+    let label = match &emotion.label {
+        // A label without coordinates is not possible here (the ABI requires
+        // both); a label with coordinates keeps the plugin's coordinates.
+        Some(l) => l
+            .parse::<EmotionLabel>()
+            .map_err(|e| format!("label: {e}"))?,
+        None => EmotionLabel::nearest(emotion.valence, emotion.arousal),
+    };
+    let mut extra = Map::new();
+    for (key, text) in emotion.extra {
+        let value: Value = serde_json::from_str(&text)
+            .map_err(|e| format!("extra field `{key}` is not valid JSON ({e}): {text:?}"))?;
+        extra.insert(key, value);
+    }
+    let timestamp = Utc
+        .timestamp_millis_opt(reading.timestamp_ms)
+        .single()
+        .unwrap_or(now);
+    Ok(EmotionEvent {
+        event_id: Uuid::now_v7(),
+        user_id: reading.user_id.clone(),
+        session_id: reading.session_id.clone(),
+        source: wit::source_to_core(reading.source),
+        emotion_label: label,
+        valence: emotion.valence,
+        arousal: emotion.arousal,
+        confidence: Some(emotion.confidence),
+        timestamp,
+        ingested_at: now,
+        gateway_id: gateway_id.to_owned(),
+        producer: producer.to_owned(),
+        context: (!extra.is_empty()).then_some(Json(Value::Object(extra))),
+        biometrics: None,
+        location: None,
+        device_info: reading.device_id.as_ref().map(|d| {
+            let mut m = Map::new();
+            m.insert("device_id".into(), Value::String(d.clone()));
+            Json(Value::Object(m))
+        }),
+        raw_data: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2024, 8, 15, 14, 30, 0)
+            .single()
+            .expect("valid")
+    }
+
+    fn reading() -> wit::Reading {
+        let raw = RawReading::from_json(
+            &json!({"user_id": "u1", "device_id": "cam-1", "source": "text",
+                    "timestamp": "2024-08-15T14:00:00Z", "payload": {"text": "hi"}}),
+            None,
+        )
+        .expect("valid");
+        to_wit(&raw, now())
+    }
+
+    fn emotion(label: Option<&str>, extra: Vec<(&str, &str)>) -> wit::Emotion {
+        wit::Emotion {
+            label: label.map(str::to_owned),
+            valence: 0.8,
+            arousal: 0.7,
+            confidence: 0.65,
+            extra: extra
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn defaults_and_event_fields() {
+        let r = reading();
+        assert_eq!(r.session_id, format!("session_u1_{}", now().timestamp()));
+        assert_eq!(r.timestamp_ms, now().timestamp_millis() - 30 * 60 * 1000);
+        let e = to_event(
+            &r,
+            emotion(None, vec![("n", "3"), ("tags", r#"["a"]"#)]),
+            "p@1.0.0",
+            "gw",
+            now(),
+        )
+        .expect("event");
+        assert_eq!(e.emotion_label, EmotionLabel::nearest(0.8, 0.7));
+        assert_eq!(e.producer, "p@1.0.0");
+        assert_eq!(e.gateway_id, "gw");
+        assert_eq!(e.confidence, Some(0.65));
+        assert_eq!(e.timestamp.timestamp_millis(), r.timestamp_ms);
+        assert_eq!(e.context.map(|j| j.0), Some(json!({"n": 3, "tags": ["a"]})));
+        assert_eq!(
+            e.device_info.map(|j| j.0),
+            Some(json!({"device_id": "cam-1"}))
+        );
+    }
+
+    #[test]
+    fn unknown_labels_and_bad_extra_are_errors() {
+        let r = reading();
+        let e = to_event(&r, emotion(Some("joy"), vec![]), "p@1", "gw", now()).expect("joy");
+        assert_eq!(e.emotion_label, EmotionLabel::Joy);
+        let err = to_event(&r, emotion(Some("elation"), vec![]), "p@1", "gw", now())
+            .expect_err("unknown label");
+        assert!(err.contains("elation"), "{err}");
+        let err = to_event(&r, emotion(None, vec![("k", "{oops")]), "p@1", "gw", now())
+            .expect_err("bad json");
+        assert!(err.contains("`k`"), "{err}");
+    }
+}

@@ -1,0 +1,879 @@
+//! The plugin host: the registry of plugins, routing by source, quarantine,
+//! status, and reloading (hot swap).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use emotion_core::reading::RawReading;
+use emotion_core::{EmotionEvent, Source};
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::batcher::{PendingReading, Queues};
+use crate::cache::{Cache, hex};
+use crate::config::{HostConfig, QuarantineConfig};
+use crate::convert;
+use crate::error::{CallFailure, HostError, LoadError, ReadingError};
+use crate::runtime::{LoadRequest, LoadedPlugin, PluginInfo, Runtime};
+use crate::signing::{SignatureError, TrustedKey, signature_path, verify};
+use crate::wit;
+
+/// One answer per reading: an event, nothing (the plugin saw no emotion), or
+/// why not.
+pub type ReadingResult = Result<Option<EmotionEvent>, ReadingError>;
+
+/// Runs the plugins of one directory. Cheap to clone (a handle); the host
+/// shuts down when the last handle is dropped.
+#[derive(Debug, Clone)]
+pub struct PluginHost {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: HostConfig,
+    trusted: Vec<TrustedKey>,
+    gateway_id: String,
+    pub(crate) runtime: Arc<Runtime>,
+    cache: Option<Cache>,
+    registry: RwLock<Registry>,
+    /// One reload at a time: a directory poll and an API call must not
+    /// interleave their swaps.
+    reload_lock: Mutex<()>,
+    pub(crate) queues: Queues,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginHost")
+            .field("dir", &self.config.dir)
+            .field(
+                "plugins",
+                &self.registry.read().slots.keys().collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.queues.close();
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    /// By plugin name (the file name without `.wasm`).
+    slots: BTreeMap<String, Arc<Slot>>,
+    /// Which plugin handles each source, by `Source::index`.
+    routes: [Option<Arc<Slot>>; 8],
+}
+
+impl Registry {
+    /// Routes follow the loaded versions; conflicts were refused before a
+    /// version was installed, so the first claimant (in name order) wins
+    /// only where two were loaded at start.
+    fn rebuild_routes(&mut self) {
+        let mut routes: [Option<Arc<Slot>>; 8] = Default::default();
+        for slot in self.slots.values() {
+            if let Some(p) = slot.current.read().as_ref() {
+                for s in &p.info.sources {
+                    let r = &mut routes[s.index()];
+                    if r.is_none() {
+                        *r = Some(slot.clone());
+                    }
+                }
+            }
+        }
+        self.routes = routes;
+    }
+
+    /// The plugin other than `name` that handles `source`, if any.
+    fn owner_other_than(&self, source: Source, name: &str) -> Option<String> {
+        self.routes[source.index()]
+            .as_ref()
+            .filter(|s| s.name != name)
+            .map(|s| s.name.clone())
+    }
+}
+
+/// One plugin name: its current version (if any) and its health.
+struct Slot {
+    name: String,
+    path: PathBuf,
+    current: RwLock<Option<Arc<LoadedPlugin>>>,
+    state: Mutex<SlotState>,
+    stats: Stats,
+}
+
+struct SlotState {
+    /// Why there is no current version (only meaningful then).
+    rejected: Option<String>,
+    quarantine: Option<Quarantine>,
+    consecutive_failures: u32,
+    backoff: Duration,
+    last_failure: Option<Event>,
+    last_reload: Option<Event>,
+    /// Hash of the bytes and signature last tried, so an unchanged (or an
+    /// unchanged broken) file is not loaded again on every poll.
+    attempted: Option<[u8; 32]>,
+}
+
+struct Quarantine {
+    until: Instant,
+    until_utc: DateTime<Utc>,
+    reason: String,
+}
+
+#[derive(Default)]
+struct Stats {
+    calls: AtomicU64,
+    readings: AtomicU64,
+    failures: AtomicU64,
+    errors: AtomicU64,
+    ok_readings: AtomicU64,
+    busy_nanos: AtomicU64,
+}
+
+/// Something that happened to a plugin, with when.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    pub at: DateTime<Utc>,
+    pub message: String,
+}
+
+impl Event {
+    fn now(message: impl Into<String>) -> Self {
+        Event {
+            at: Utc::now(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A plugin's state, as `GET /api/plugins` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum PluginState {
+    /// Loaded and serving.
+    Running,
+    /// Taken out of service after repeated failures; readings for its
+    /// sources get an error until then.
+    Quarantined {
+        until: DateTime<Utc>,
+        reason: String,
+    },
+    /// Could not be loaded; nothing serves its sources.
+    Rejected { reason: String },
+}
+
+/// Counters since the plugin was first loaded (they survive hot swaps).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PluginStats {
+    /// Calls into the plugin (batches).
+    pub calls: u64,
+    /// Readings routed to it.
+    pub readings: u64,
+    /// Calls that failed as a whole (trap, timeout, memory, garbage).
+    pub failures: u64,
+    /// Readings answered with an error (failed calls, error answers,
+    /// unusable emotions, and refusals while quarantined).
+    pub errors: u64,
+    /// Mean wall time per reading of successful calls, microseconds.
+    pub mean_us_per_reading: Option<f64>,
+}
+
+/// Everything known about one plugin.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PluginStatus {
+    /// The plugin's name in this host: its file name without `.wasm`.
+    pub name: String,
+    pub file: PathBuf,
+    /// The name the plugin gives itself (`describe`).
+    pub plugin_name: Option<String>,
+    pub version: Option<String>,
+    /// `name@version`, as stamped on its events.
+    pub producer: Option<String>,
+    pub abi_version: Option<u32>,
+    pub sources: Vec<Source>,
+    pub settings_schema: Option<serde_json::Value>,
+    #[serde(flatten)]
+    pub state: PluginState,
+    pub deadline_ms: u64,
+    pub memory_limit_bytes: u64,
+    pub stats: PluginStats,
+    pub consecutive_failures: u32,
+    pub last_failure: Option<Event>,
+    /// The last reload attempt (start-up load, hot swap, refusal).
+    pub last_reload: Option<Event>,
+    pub sha256: Option<String>,
+    /// Fingerprint of the trusted key that signed it.
+    pub signed_by: Option<String>,
+    /// Whether its compiled code came from the on-disk cache.
+    pub from_cache: bool,
+    pub loaded_at: Option<DateTime<Utc>>,
+    pub load_ms: Option<f64>,
+}
+
+/// What one reload did to one plugin.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReloadReport {
+    pub plugin: String,
+    #[serde(flatten)]
+    pub outcome: ReloadOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ReloadOutcome {
+    /// A plugin that was not serving now is.
+    Loaded { producer: String },
+    /// A new version replaced the old one.
+    Replaced { old: String, new: String },
+    /// Same bytes and signature as before: nothing to do.
+    Unchanged,
+    /// The new file was refused; `serving` is the version that keeps
+    /// serving, if there is one.
+    Refused {
+        reason: String,
+        serving: Option<String>,
+    },
+    /// The file is gone; so is the plugin.
+    Removed,
+}
+
+/// Whether a file name (without `.wasm`) is acceptable as a plugin name.
+pub(crate) fn check_plugin_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("a plugin name must be 1–64 characters".into());
+    }
+    if name.starts_with('.')
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!(
+            "plugin name `{name}` may contain only letters, digits, - _ . and not start with ."
+        ));
+    }
+    Ok(())
+}
+
+impl PluginHost {
+    /// Validate the configuration, start the engine, and load every
+    /// component in the plugins directory. Plugins that fail to load are
+    /// listed as rejected (see [`PluginHost::status`]); they do not stop the
+    /// host. A missing directory is an empty one (plugins may appear later,
+    /// see [`PluginHost::watch`]).
+    ///
+    /// `gateway_id` is stamped on every event.
+    pub fn new(config: HostConfig, gateway_id: impl Into<String>) -> Result<Self, HostError> {
+        let trusted = config.validate()?;
+        let runtime = Arc::new(Runtime::new(config.epoch_tick.0).map_err(HostError::Engine)?);
+        let cache = match Cache::open(&config.cache_dir(), &runtime.engine) {
+            Ok(c) => {
+                c.prune_foreign();
+                Some(c)
+            }
+            Err(e) => {
+                tracing::warn!(dir = %config.cache_dir().display(), error = %e,
+                    "plugin cache unavailable: components are compiled at every start");
+                None
+            }
+        };
+        let queues = Queues::new();
+        let inner = Arc::new(Inner {
+            trusted,
+            gateway_id: gateway_id.into(),
+            runtime,
+            cache,
+            registry: RwLock::new(Registry::default()),
+            reload_lock: Mutex::new(()),
+            queues,
+            config,
+        });
+        inner.queues.start(&inner);
+        let host = PluginHost { inner };
+        if host.inner.config.dir.exists() {
+            host.inner.reload_all()?;
+        } else {
+            tracing::warn!(dir = %host.inner.config.dir.display(),
+                "plugins directory does not exist: starting with no plugins");
+        }
+        Ok(host)
+    }
+
+    /// The configuration in effect.
+    pub fn config(&self) -> &HostConfig {
+        &self.inner.config
+    }
+
+    /// Normalize readings on the calling thread, in batches of at most
+    /// `batch_max_size` per source; one result per reading, in order. Blocks
+    /// for as long as the plugins take (each call is bounded by its deadline):
+    /// from async code, call it through `spawn_blocking`, or use
+    /// [`PluginHost::submit`].
+    pub fn normalize(&self, readings: Vec<RawReading>) -> Vec<ReadingResult> {
+        let now = Utc::now();
+        let n = readings.len();
+        let mut by_source: [Vec<(usize, wit::Reading)>; 8] = Default::default();
+        for (i, r) in readings.iter().enumerate() {
+            by_source[r.source.index()].push((i, convert::to_wit(r, now)));
+        }
+        let mut out: Vec<Option<ReadingResult>> = (0..n).map(|_| None).collect();
+        for (source, group) in Source::ALL.into_iter().zip(by_source) {
+            for chunk in group.chunks(self.inner.config.batch_max_size) {
+                let batch: Vec<wit::Reading> = chunk.iter().map(|(_, r)| r.clone()).collect();
+                let results = self.inner.run_batch(source, &batch);
+                for ((i, _), r) in chunk.iter().zip(results) {
+                    out[*i] = Some(r);
+                }
+            }
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or(Err(ReadingError::ShutDown)))
+            .collect()
+    }
+
+    /// Normalize readings already in the plugin ABI's form, all of one
+    /// source, as one call (no batching, no conversion). For benchmarks and
+    /// callers that build WIT readings themselves.
+    pub fn normalize_prepared(
+        &self,
+        source: Source,
+        readings: &[wit::Reading],
+    ) -> Vec<ReadingResult> {
+        self.inner.run_batch(source, readings)
+    }
+
+    /// Queue one reading for the batcher of its source and return a handle
+    /// to its result: `.await` it, or `.wait()` from a plain thread. Never
+    /// blocks; a full queue answers `Overloaded` at once.
+    pub fn submit(&self, reading: RawReading) -> PendingReading {
+        let wit = convert::to_wit(&reading, Utc::now());
+        self.inner
+            .queues
+            .submit(reading.source, wit, self.inner.config.queue_capacity)
+    }
+
+    /// Status of every plugin, by name.
+    pub fn status(&self) -> Vec<PluginStatus> {
+        let slots: Vec<Arc<Slot>> = self.inner.registry.read().slots.values().cloned().collect();
+        slots.iter().map(|s| s.status(&self.inner.config)).collect()
+    }
+
+    /// Status of one plugin.
+    pub fn plugin_status(&self, name: &str) -> Option<PluginStatus> {
+        let slot = self.inner.registry.read().slots.get(name).cloned();
+        slot.map(|s| s.status(&self.inner.config))
+    }
+
+    /// Which plugin handles each source now.
+    pub fn routes(&self) -> BTreeMap<Source, String> {
+        let reg = self.inner.registry.read();
+        Source::ALL
+            .into_iter()
+            .filter_map(|s| {
+                reg.routes[s.index()]
+                    .as_ref()
+                    .map(|slot| (s, slot.name.clone()))
+            })
+            .collect()
+    }
+
+    /// Rescan the directory: load new components, swap changed ones in
+    /// (after their self-check), drop removed ones. Batches in flight finish
+    /// on the version they started with.
+    pub fn reload(&self) -> Result<Vec<ReloadReport>, HostError> {
+        self.inner.reload_all()
+    }
+
+    /// Reload one plugin from `DIR/NAME.wasm`.
+    pub fn reload_plugin(&self, name: &str) -> ReloadReport {
+        let path = self.inner.config.dir.join(format!("{name}.wasm"));
+        match check_plugin_name(name) {
+            Ok(()) => self.inner.reload_file(name, &path),
+            Err(reason) => ReloadReport {
+                plugin: name.to_owned(),
+                outcome: ReloadOutcome::Refused {
+                    reason,
+                    serving: None,
+                },
+            },
+        }
+    }
+
+    pub(crate) fn downgrade(&self) -> Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+}
+
+/// A `.wasm` file of the plugins directory.
+pub(crate) struct PluginFile {
+    pub(crate) name: String,
+    pub(crate) path: PathBuf,
+}
+
+/// The plugin files of a directory, by name. Other files (the cache
+/// directory, signatures, temporary files) are ignored.
+pub(crate) fn list_plugin_files(dir: &Path) -> std::io::Result<Vec<PluginFile>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("wasm") {
+            continue;
+        }
+        let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        if name.starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        if let Err(e) = check_plugin_name(name) {
+            tracing::warn!(file = %path.display(), "ignoring: {e}");
+            continue;
+        }
+        out.push(PluginFile {
+            name: name.to_owned(),
+            path,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+impl Inner {
+    pub(crate) fn reload_all(&self) -> Result<Vec<ReloadReport>, HostError> {
+        let files = list_plugin_files(&self.config.dir).map_err(|source| HostError::PluginDir {
+            path: self.config.dir.clone(),
+            source,
+        })?;
+        let mut reports: Vec<ReloadReport> = files
+            .iter()
+            .map(|f| self.reload_file(&f.name, &f.path))
+            .collect();
+        let gone: Vec<String> = {
+            let reg = self.registry.read();
+            reg.slots
+                .keys()
+                .filter(|name| !files.iter().any(|f| &f.name == *name))
+                .cloned()
+                .collect()
+        };
+        for name in gone {
+            reports.push(self.remove(&name));
+        }
+        Ok(reports)
+    }
+
+    pub(crate) fn remove(&self, name: &str) -> ReloadReport {
+        let _guard = self.reload_lock.lock();
+        let mut reg = self.registry.write();
+        if reg.slots.remove(name).is_some() {
+            reg.rebuild_routes();
+            tracing::info!(plugin = name, "plugin removed: its file is gone");
+        }
+        ReloadReport {
+            plugin: name.to_owned(),
+            outcome: ReloadOutcome::Removed,
+        }
+    }
+
+    /// Load `path` as plugin `name`, and install it if it passes.
+    pub(crate) fn reload_file(&self, name: &str, path: &Path) -> ReloadReport {
+        let _guard = self.reload_lock.lock();
+        let report = |outcome| ReloadReport {
+            plugin: name.to_owned(),
+            outcome,
+        };
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                drop(_guard);
+                return self.remove(name);
+            }
+            Err(e) => {
+                return report(self.refuse(name, path, None, LoadError::Read(e.to_string())));
+            }
+        };
+        let sig_path = signature_path(path);
+        let signature = std::fs::read_to_string(&sig_path).ok();
+        let attempt: [u8; 32] = {
+            let mut h = Sha256::new();
+            h.update(&bytes);
+            h.update([0xff]);
+            h.update(signature.as_deref().unwrap_or("").as_bytes());
+            h.finalize().into()
+        };
+        let existing = self.registry.read().slots.get(name).cloned();
+        if let Some(slot) = &existing
+            && slot.state.lock().attempted == Some(attempt)
+        {
+            return report(ReloadOutcome::Unchanged);
+        }
+
+        match self.load(name, path, &bytes, signature.as_deref(), &sig_path) {
+            Ok(plugin) => report(self.install(name, path, plugin, attempt)),
+            Err(e) => report(self.refuse(name, path, Some(attempt), e)),
+        }
+    }
+
+    fn load(
+        &self,
+        name: &str,
+        path: &Path,
+        bytes: &[u8],
+        signature: Option<&str>,
+        sig_path: &Path,
+    ) -> Result<LoadedPlugin, LoadError> {
+        let sig_file = sig_path
+            .file_name()
+            .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+        let signed_by = match signature {
+            Some(sig) => match verify(bytes, sig, &sig_file, &self.trusted) {
+                Ok(key) => Some(key.id.clone()),
+                Err(e) if self.config.require_signatures => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), "signature ignored (not required): {e}");
+                    None
+                }
+            },
+            None if self.config.require_signatures => {
+                return Err(SignatureError::Missing(sig_file).into());
+            }
+            None => None,
+        };
+        let plugin = LoadedPlugin::load(
+            &self.runtime,
+            self.cache.as_ref(),
+            LoadRequest {
+                slot_name: name,
+                bytes,
+                limits: self.config.limits(name),
+                settings: self.config.settings(name),
+                signed_by,
+            },
+        )?;
+        let reg = self.registry.read();
+        if let Some(slot) = reg.slots.get(name)
+            && let Some(current) = slot.current.read().as_ref()
+            && current.info.name != plugin.info.name
+        {
+            return Err(LoadError::NameChanged {
+                old: current.info.name.clone(),
+                new: plugin.info.name.clone(),
+            });
+        }
+        for s in &plugin.info.sources {
+            if let Some(other) = reg.owner_other_than(*s, name) {
+                return Err(LoadError::SourceConflict {
+                    source_name: *s,
+                    other,
+                });
+            }
+        }
+        Ok(plugin)
+    }
+
+    /// Swap a checked version in. Calls that already hold the old version
+    /// finish on it; the next batch gets the new one.
+    fn install(
+        &self,
+        name: &str,
+        path: &Path,
+        plugin: LoadedPlugin,
+        attempt: [u8; 32],
+    ) -> ReloadOutcome {
+        let producer = plugin.producer.clone();
+        let mut reg = self.registry.write();
+        let slot = reg
+            .slots
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::new(Slot::new(name, path, &self.config.quarantine)))
+            .clone();
+        let old = slot.current.write().replace(Arc::new(plugin));
+        reg.rebuild_routes();
+        drop(reg);
+        let mut st = slot.state.lock();
+        st.rejected = None;
+        st.quarantine = None;
+        st.consecutive_failures = 0;
+        st.backoff = self.config.quarantine.initial_backoff.0;
+        st.attempted = Some(attempt);
+        let outcome = match old {
+            Some(old) => ReloadOutcome::Replaced {
+                old: old.producer.clone(),
+                new: producer.clone(),
+            },
+            None => ReloadOutcome::Loaded {
+                producer: producer.clone(),
+            },
+        };
+        let message = match &outcome {
+            ReloadOutcome::Replaced { old, new } => format!("replaced {old} with {new}"),
+            _ => format!("loaded {producer}"),
+        };
+        tracing::info!(plugin = name, "{message}");
+        st.last_reload = Some(Event::now(message));
+        outcome
+    }
+
+    /// Record a refused load. A version that was serving keeps serving.
+    fn refuse(
+        &self,
+        name: &str,
+        path: &Path,
+        attempt: Option<[u8; 32]>,
+        error: LoadError,
+    ) -> ReloadOutcome {
+        let reason = error.to_string();
+        let mut reg = self.registry.write();
+        let slot = reg
+            .slots
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::new(Slot::new(name, path, &self.config.quarantine)))
+            .clone();
+        drop(reg);
+        let serving = slot.current.read().as_ref().map(|p| p.producer.clone());
+        let mut st = slot.state.lock();
+        st.attempted = attempt;
+        match &serving {
+            Some(v) => {
+                tracing::warn!(
+                    plugin = name,
+                    "new version refused, {v} keeps serving: {reason}"
+                );
+                st.last_reload = Some(Event::now(format!(
+                    "new version refused, {v} keeps serving: {reason}"
+                )));
+            }
+            None => {
+                tracing::warn!(plugin = name, "plugin rejected: {reason}");
+                st.rejected = Some(reason.clone());
+                st.last_reload = Some(Event::now(format!("rejected: {reason}")));
+            }
+        }
+        ReloadOutcome::Refused { reason, serving }
+    }
+
+    /// Run one batch of one source through the plugin that handles it.
+    pub(crate) fn run_batch(
+        &self,
+        source: Source,
+        readings: &[wit::Reading],
+    ) -> Vec<ReadingResult> {
+        if readings.is_empty() {
+            return Vec::new();
+        }
+        let slot = self.registry.read().routes[source.index()].clone();
+        match slot {
+            Some(slot) => slot.run(readings, &self.gateway_id, &self.config.quarantine),
+            None => readings
+                .iter()
+                .map(|_| Err(ReadingError::NoPlugin(source)))
+                .collect(),
+        }
+    }
+}
+
+impl Slot {
+    fn new(name: &str, path: &Path, q: &QuarantineConfig) -> Self {
+        Slot {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            current: RwLock::new(None),
+            state: Mutex::new(SlotState {
+                rejected: None,
+                quarantine: None,
+                consecutive_failures: 0,
+                backoff: q.initial_backoff.0,
+                last_failure: None,
+                last_reload: None,
+                attempted: None,
+            }),
+            stats: Stats::default(),
+        }
+    }
+
+    fn run(
+        &self,
+        readings: &[wit::Reading],
+        gateway_id: &str,
+        q: &QuarantineConfig,
+    ) -> Vec<ReadingResult> {
+        let n = readings.len() as u64;
+        self.stats.readings.fetch_add(n, Ordering::Relaxed);
+        let all = |e: ReadingError| -> Vec<ReadingResult> {
+            readings.iter().map(|_| Err(e.clone())).collect()
+        };
+        {
+            let mut st = self.state.lock();
+            if let Some(qu) = &st.quarantine {
+                if Instant::now() < qu.until {
+                    self.stats.errors.fetch_add(n, Ordering::Relaxed);
+                    return all(ReadingError::Quarantined {
+                        plugin: self.name.clone(),
+                        until: qu.until_utc,
+                        reason: qu.reason.clone(),
+                    });
+                }
+                // Back-off over: let calls through again. The failure count
+                // stays at its threshold, so one more failure re-quarantines
+                // (for twice as long) and one success clears it.
+                st.quarantine = None;
+            }
+        }
+        // The Arc keeps this version alive until the call ends, even if a
+        // hot swap replaces it meanwhile.
+        let plugin = self.current.read().clone();
+        let Some(plugin) = plugin else {
+            self.stats.errors.fetch_add(n, Ordering::Relaxed);
+            let reason = self
+                .state
+                .lock()
+                .rejected
+                .clone()
+                .unwrap_or_else(|| "no version loaded".into());
+            return all(ReadingError::Unavailable {
+                plugin: self.name.clone(),
+                reason,
+            });
+        };
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let result = plugin.call(readings);
+        let elapsed = started.elapsed();
+        match result {
+            Ok(results) => {
+                self.stats.ok_readings.fetch_add(n, Ordering::Relaxed);
+                self.stats.busy_nanos.fetch_add(
+                    u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
+                {
+                    let mut st = self.state.lock();
+                    st.consecutive_failures = 0;
+                    st.backoff = q.initial_backoff.0;
+                }
+                let now = Utc::now();
+                let out: Vec<ReadingResult> = readings
+                    .iter()
+                    .zip(results)
+                    .map(|(reading, result)| match result {
+                        wit::NormalizeResult::Emotion(e) => {
+                            convert::to_event(reading, e, &plugin.producer, gateway_id, now)
+                                .map(Some)
+                                .map_err(|message| ReadingError::InvalidEmotion {
+                                    plugin: self.name.clone(),
+                                    message,
+                                })
+                        }
+                        wit::NormalizeResult::None => Ok(None),
+                        wit::NormalizeResult::Error(message) => Err(ReadingError::Plugin {
+                            plugin: self.name.clone(),
+                            message,
+                        }),
+                    })
+                    .collect();
+                let errors = out.iter().filter(|r| r.is_err()).count() as u64;
+                self.stats.errors.fetch_add(errors, Ordering::Relaxed);
+                out
+            }
+            Err(failure) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                self.stats.errors.fetch_add(n, Ordering::Relaxed);
+                self.on_failure(&plugin.producer, &failure, q);
+                all(ReadingError::PluginFailed {
+                    plugin: self.name.clone(),
+                    failure,
+                })
+            }
+        }
+    }
+
+    fn on_failure(&self, producer: &str, failure: &CallFailure, q: &QuarantineConfig) {
+        let mut st = self.state.lock();
+        st.consecutive_failures = st.consecutive_failures.saturating_add(1);
+        let reason = format!("{producer} {failure}");
+        st.last_failure = Some(Event::now(reason.clone()));
+        if st.consecutive_failures >= q.after_failures {
+            let backoff = st.backoff;
+            // Saturating everywhere: a back-off from the configuration must
+            // never overflow a clock and panic.
+            let now = Utc::now();
+            let until_utc = chrono::Duration::from_std(backoff)
+                .ok()
+                .and_then(|d| now.checked_add_signed(d))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC);
+            tracing::warn!(plugin = %self.name, backoff_ms = backoff.as_millis() as u64,
+                "plugin quarantined after {} consecutive failures: {reason}", st.consecutive_failures);
+            st.quarantine = Some(Quarantine {
+                until: Instant::now()
+                    .checked_add(backoff)
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400)),
+                until_utc,
+                reason: format!(
+                    "{} consecutive failed calls, the last: {reason}",
+                    st.consecutive_failures
+                ),
+            });
+            st.backoff = backoff.saturating_mul(2).min(q.max_backoff.0);
+        } else {
+            tracing::warn!(plugin = %self.name, "plugin call failed, instance restarted: {reason}");
+        }
+    }
+
+    fn status(&self, config: &HostConfig) -> PluginStatus {
+        let current = self.current.read().clone();
+        let st = self.state.lock();
+        let state = match (&current, &st.quarantine) {
+            (Some(_), Some(q)) if Instant::now() < q.until => PluginState::Quarantined {
+                until: q.until_utc,
+                reason: q.reason.clone(),
+            },
+            (Some(_), _) => PluginState::Running,
+            (None, _) => PluginState::Rejected {
+                reason: st.rejected.clone().unwrap_or_else(|| "not loaded".into()),
+            },
+        };
+        let limits = current
+            .as_ref()
+            .map_or_else(|| config.limits(&self.name), |p| p.limits);
+        let ok = self.stats.ok_readings.load(Ordering::Relaxed);
+        let busy = self.stats.busy_nanos.load(Ordering::Relaxed);
+        let info: Option<&PluginInfo> = current.as_ref().map(|p| &p.info);
+        PluginStatus {
+            name: self.name.clone(),
+            file: self.path.clone(),
+            plugin_name: info.map(|i| i.name.clone()),
+            version: info.map(|i| i.version.clone()),
+            producer: current.as_ref().map(|p| p.producer.clone()),
+            abi_version: info.map(|i| i.abi_version),
+            sources: info.map(|i| i.sources.clone()).unwrap_or_default(),
+            settings_schema: info.map(|i| i.settings_schema.clone()),
+            state,
+            deadline_ms: u64::try_from(limits.deadline.as_millis()).unwrap_or(u64::MAX),
+            memory_limit_bytes: limits.memory_limit,
+            stats: PluginStats {
+                calls: self.stats.calls.load(Ordering::Relaxed),
+                readings: self.stats.readings.load(Ordering::Relaxed),
+                failures: self.stats.failures.load(Ordering::Relaxed),
+                errors: self.stats.errors.load(Ordering::Relaxed),
+                mean_us_per_reading: (ok > 0).then(|| busy as f64 / ok as f64 / 1000.0),
+            },
+            consecutive_failures: st.consecutive_failures,
+            last_failure: st.last_failure.clone(),
+            last_reload: st.last_reload.clone(),
+            sha256: current.as_ref().map(|p| hex(&p.sha256)),
+            signed_by: current.as_ref().and_then(|p| p.signed_by.clone()),
+            from_cache: current.as_ref().is_some_and(|p| p.from_cache),
+            loaded_at: current.as_ref().map(|p| p.loaded_at),
+            load_ms: current.as_ref().map(|p| p.load_time.as_secs_f64() * 1000.0),
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Test plugin `echo` 2.0.0: the same source as `echo`, another version.
+#[path = "../../echo/src/echo.rs"]
+mod echo;
+pub use echo::Echo;

@@ -1,0 +1,3 @@
+//! Test plugin `echo` 1.0.0 (see echo.rs).
+mod echo;
+pub use echo::Echo;

@@ -1,0 +1,483 @@
+//! From raw PCM to prosodic features.
+//!
+//! 1. The signal is resampled to 8 kHz ([`crate::resample`]), high-passed at
+//!    50 Hz (DC, hum, handling noise) and split at 1 kHz into a low and a
+//!    high band (two cascaded Butterworth sections each).
+//! 2. Frames: 20 ms windows every 10 ms. Frame power gives the level contour;
+//!    frames within 30 dB of the loudest (the 99th percentile) and clear of
+//!    the noise floor (10th percentile + 6 dB, when there are pauses to
+//!    measure it on) are *active* speech.
+//! 3. Pitch: YIN (de Cheveigné & Kawahara 2002) on the low band, searched
+//!    coarsely at 4 kHz (25 ms integration window, lags for 50–500 Hz,
+//!    absolute threshold 0.15 on the cumulative-mean-normalised difference)
+//!    and refined at 8 kHz around the coarse lag with parabolic
+//!    interpolation. A frame is voiced when it is active, its aperiodicity
+//!    d′ is below 0.35 and its F0 is within 50–500 Hz. Voiced runs shorter
+//!    than 30 ms are dropped and the contour is median-filtered over five
+//!    frames, which removes isolated octave jumps.
+//! 4. Syllable nuclei (after de Jong & Wempe 2009): peaks of the smoothed
+//!    level contour at most 25 dB below its 99th percentile, each more than
+//!    2 dB above the dip that separates it from the next peak, and voiced.
+//!    Speech rate = nuclei per second of speaking time (pauses of 0.3 s and
+//!    more excluded: an articulation rate).
+//! 5. Spectral balance: energy above 1 kHz over energy below it in voiced
+//!    frames, in dB — the alpha ratio of eGeMAPS (Eyben et al. 2016) limited
+//!    to the telephone band.
+//! 6. Quality: clipped samples, a signal-to-noise estimate (active level over
+//!    the pause floor, or the periodicity of voiced frames when there are no
+//!    pauses), the duration of speech and the voiced fraction.
+
+use crate::dsp::{self, Biquad};
+use crate::resample::{self, ANALYSIS_RATE};
+
+/// Lowest accepted input rate, Hz.
+pub const MIN_RATE: u32 = 8000;
+/// Highest accepted input rate, Hz.
+pub const MAX_RATE: u32 = 384_000;
+/// Shortest accepted audio, seconds.
+pub const MIN_SECONDS: f64 = 0.1;
+
+/// Lowest and highest F0 searched, Hz.
+pub const F0_MIN_HZ: f64 = 50.0;
+pub const F0_MAX_HZ: f64 = 500.0;
+
+/// Frame hop (10 ms) and energy window (20 ms) at 8 kHz.
+const HOP: usize = 80;
+const WIN: usize = 160;
+/// Seconds per frame hop.
+pub const FRAME_S: f64 = HOP as f64 / ANALYSIS_RATE as f64;
+
+/// YIN at 4 kHz: 25 ms integration window, lags 7..=80 (about 570–50 Hz).
+const W4: usize = 100;
+const TAU_MIN4: usize = 7;
+const TAU_MAX4: usize = 80;
+/// Refinement at 8 kHz: 25 ms integration window.
+const W8: usize = 200;
+/// YIN's absolute threshold (step 4).
+const YIN_THRESHOLD: f64 = 0.15;
+/// Highest aperiodicity d′ of a voiced frame.
+const VOICED_MAX_APERIODICITY: f64 = 0.35;
+/// Shortest voiced run kept, frames.
+const MIN_VOICED_RUN: usize = 3;
+/// Fewest voiced frames for an F0 estimate.
+pub const MIN_VOICED_FRAMES: usize = MIN_VOICED_RUN;
+
+/// Frames quieter than this (dBFS) are never speech.
+const ABSOLUTE_FLOOR_DB: f64 = -70.0;
+/// Active speech: within this many dB of the loudest frames...
+const ACTIVE_RANGE_DB: f64 = 30.0;
+/// ...and this far above the noise floor.
+const ABOVE_NOISE_DB: f64 = 6.0;
+/// Syllable nuclei: peaks within this many dB of the loudest, and a dip of
+/// more than this many dB to the next peak (de Jong & Wempe 2009).
+const NUCLEUS_RANGE_DB: f64 = 25.0;
+const NUCLEUS_MIN_DIP_DB: f64 = 2.0;
+/// Shortest pause, frames (0.3 s).
+const MIN_PAUSE_FRAMES: usize = 30;
+
+/// Offset from a frame's centre to the start of its YIN window at 8 kHz:
+/// half the span of integration window plus largest lag (even, so that the
+/// 4 kHz window starts on a sample of its own).
+const YIN_HALF_SPAN8: usize = (W8 + 2 * TAU_MAX4) / 2 / 2 * 2;
+/// Zero padding around the low-band signals, 8 kHz samples (even).
+const PAD8: usize = YIN_HALF_SPAN8 + 16;
+
+/// Why a PCM reading could not be analysed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnalysisError {
+    /// The audio itself is unusable (empty, bad rate, too short).
+    Invalid(String),
+    /// Readable audio without speech in it (silence, noise, no voicing).
+    NoSpeech(String),
+}
+
+impl std::fmt::Display for AnalysisError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AnalysisError::Invalid(m) | AnalysisError::NoSpeech(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Everything measured on one PCM reading.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Analysis {
+    /// Input rate, Hz.
+    pub sample_rate: u32,
+    /// Length of the input, seconds.
+    pub duration_s: f64,
+    /// Length analysed (the most recent `max_seconds`), seconds.
+    pub analysed_s: f64,
+    /// Frames (10 ms), active frames, voiced frames.
+    pub frames: usize,
+    pub active_frames: usize,
+    pub voiced_frames: usize,
+    /// Voiced frames over active frames.
+    pub voiced_fraction: f64,
+    /// Time between the first and last active frame without pauses ≥ 0.3 s.
+    pub speaking_s: f64,
+    /// F0 statistics over voiced frames, Hz.
+    pub f0_mean_hz: f64,
+    pub f0_median_hz: f64,
+    pub f0_p10_hz: f64,
+    pub f0_p90_hz: f64,
+    /// 10th–90th percentile range, semitones.
+    pub f0_range_st: f64,
+    /// Standard deviation of F0, semitones.
+    pub f0_sd_st: f64,
+    /// Active speech level, dBFS (RMS re a full-scale square wave).
+    pub loudness_dbfs: f64,
+    /// Energy above 1 kHz over energy below, voiced frames, dB.
+    pub alpha_ratio_db: f64,
+    /// Harmonics-to-noise ratio of voiced frames below 1 kHz, dB (median).
+    pub hnr_low_band_db: f64,
+    /// Syllable nuclei found, and nuclei per second of speaking time
+    /// (`None` with less than 0.3 s of speaking time).
+    pub nuclei: usize,
+    pub speech_rate: Option<f64>,
+    /// Signal-to-noise estimate, dB.
+    pub snr_db: f64,
+    /// Fraction of input samples at full scale.
+    pub clipped_fraction: f64,
+    /// Per-frame F0 (Hz; 0 = unvoiced), for diagnostics and tests.
+    pub f0_track: Vec<f32>,
+}
+
+/// Analyse mono 16-bit PCM at `rate` Hz; at most the last `max_seconds`.
+pub fn analyze(samples: &[i16], rate: u32, max_seconds: f64) -> Result<Analysis, AnalysisError> {
+    use AnalysisError::{Invalid, NoSpeech};
+    if rate == 0 {
+        return Err(Invalid("sample rate must not be 0".into()));
+    }
+    if rate < MIN_RATE {
+        return Err(Invalid(format!(
+            "sample rate {rate} Hz is below the {MIN_RATE} Hz minimum"
+        )));
+    }
+    if rate > MAX_RATE {
+        return Err(Invalid(format!(
+            "sample rate {rate} Hz is above the {MAX_RATE} Hz maximum"
+        )));
+    }
+    if samples.is_empty() {
+        return Err(Invalid("empty audio: no samples".into()));
+    }
+    let duration_s = samples.len() as f64 / f64::from(rate);
+    if duration_s < MIN_SECONDS {
+        return Err(Invalid(format!(
+            "audio too short: {:.0} ms, at least {:.0} ms needed",
+            duration_s * 1e3,
+            MIN_SECONDS * 1e3
+        )));
+    }
+    let keep = ((max_seconds.max(MIN_SECONDS) * f64::from(rate)) as usize).max(1);
+    let used = &samples[samples.len().saturating_sub(keep)..];
+    let analysed_s = used.len() as f64 / f64::from(rate);
+    let clipped = used
+        .iter()
+        .filter(|&&s| s == i16::MAX || s <= -i16::MAX)
+        .count();
+    let clipped_fraction = clipped as f64 / used.len() as f64;
+
+    // 1. Analysis-rate signal and bands.
+    let fs = f64::from(ANALYSIS_RATE);
+    let mut x = resample::to_analysis_rate(used, rate);
+    Biquad::highpass(fs, 50.0, std::f64::consts::FRAC_1_SQRT_2).apply(&mut x);
+    let lp = Biquad::lowpass(fs, 1000.0, std::f64::consts::FRAC_1_SQRT_2);
+    let hp = Biquad::highpass(fs, 1000.0, std::f64::consts::FRAC_1_SQRT_2);
+    let mut low = x.clone();
+    lp.apply(&mut low);
+    lp.apply(&mut low);
+    let mut high = x.clone();
+    hp.apply(&mut high);
+    hp.apply(&mut high);
+
+    // 2. Frames.
+    if x.len() < WIN {
+        return Err(Invalid("audio too short for one analysis frame".into()));
+    }
+    let frames = (x.len() - WIN) / HOP + 1;
+    let p_full = frame_powers(&x, frames);
+    let p_low = frame_powers(&low, frames);
+    let p_high = frame_powers(&high, frames);
+    let level: Vec<f64> = p_full.iter().map(|&p| dsp::db(p)).collect();
+    let sorted_level = dsp::sorted(level.clone());
+    let loudest = dsp::quantile(&sorted_level, 0.99).unwrap_or(-120.0);
+    let noise_floor = dsp::quantile(&sorted_level, 0.10).unwrap_or(-120.0);
+    if loudest < ABSOLUTE_FLOOR_DB {
+        return Err(NoSpeech(format!(
+            "no speech: silence (loudest frames at {loudest:.0} dBFS)"
+        )));
+    }
+    let threshold = (loudest - ACTIVE_RANGE_DB)
+        .max((noise_floor + ABOVE_NOISE_DB).min(loudest - 10.0))
+        .max(ABSOLUTE_FLOOR_DB);
+    let active: Vec<bool> = level.iter().map(|&l| l >= threshold).collect();
+    let active_frames = active.iter().filter(|&&a| a).count();
+
+    // 3. Pitch on the active frames.
+    let pitch = track_pitch(&low, &active);
+    let mut f0: Vec<f64> = pitch.iter().map(|p| p.map_or(0.0, |p| p.f0)).collect();
+    clean_track(&mut f0);
+    let voiced: Vec<usize> = (0..frames).filter(|&i| f0[i] > 0.0).collect();
+    if voiced.len() < MIN_VOICED_FRAMES {
+        return Err(NoSpeech(format!(
+            "no voiced speech: {} voiced frames of 10 ms in {active_frames} active ones",
+            voiced.len()
+        )));
+    }
+    let hz = dsp::sorted(voiced.iter().map(|&i| f0[i]).collect());
+    let st: Vec<f64> = hz.iter().map(|&f| semitones(f)).collect();
+    let f0_mean_hz = hz.iter().sum::<f64>() / hz.len() as f64;
+    let f0_median_hz = dsp::quantile(&hz, 0.5).unwrap_or(f0_mean_hz);
+    let f0_p10_hz = dsp::quantile(&hz, 0.1).unwrap_or(f0_mean_hz);
+    let f0_p90_hz = dsp::quantile(&hz, 0.9).unwrap_or(f0_mean_hz);
+    let st_mean = st.iter().sum::<f64>() / st.len() as f64;
+    let f0_sd_st = (st.iter().map(|s| (s - st_mean).powi(2)).sum::<f64>() / st.len() as f64).sqrt();
+
+    // Levels and spectral balance.
+    let active_power: f64 = (0..frames).filter(|&i| active[i]).map(|i| p_full[i]).sum();
+    let loudness_dbfs = dsp::db(active_power / active_frames.max(1) as f64);
+    let (vl, vh) = voiced
+        .iter()
+        .fold((0.0, 0.0), |(l, h), &i| (l + p_low[i], h + p_high[i]));
+    let alpha_ratio_db = dsp::db(vh) - dsp::db(vl);
+    let hnr: Vec<f64> = voiced
+        .iter()
+        .filter_map(|&i| pitch[i].map(|p| p.periodicity))
+        .map(|r| {
+            let r = r.clamp(1e-4, 1.0 - 1e-4);
+            10.0 * (r / (1.0 - r)).log10()
+        })
+        .collect();
+    let hnr_low_band_db = dsp::median(&hnr).unwrap_or(0.0);
+
+    // 4. Syllable nuclei and speaking time.
+    let nuclei = syllable_nuclei(&p_full, &f0, threshold);
+    let speaking = speaking_frames(&active);
+    let speaking_s = speaking as f64 * FRAME_S;
+    let speech_rate = (speaking >= MIN_PAUSE_FRAMES).then(|| nuclei as f64 / speaking_s);
+
+    // 6. Signal-to-noise: the pause floor, or periodicity without pauses.
+    let pause_snr = loudness_dbfs - noise_floor;
+    let snr_db = pause_snr.max(hnr_low_band_db).clamp(-20.0, 60.0);
+
+    Ok(Analysis {
+        sample_rate: rate,
+        duration_s,
+        analysed_s,
+        frames,
+        active_frames,
+        voiced_frames: voiced.len(),
+        voiced_fraction: voiced.len() as f64 / active_frames.max(1) as f64,
+        speaking_s,
+        f0_mean_hz,
+        f0_median_hz,
+        f0_p10_hz,
+        f0_p90_hz,
+        f0_range_st: semitones(f0_p90_hz) - semitones(f0_p10_hz),
+        f0_sd_st,
+        loudness_dbfs,
+        alpha_ratio_db,
+        hnr_low_band_db,
+        nuclei,
+        speech_rate,
+        snr_db,
+        clipped_fraction,
+        f0_track: f0.iter().map(|&f| f as f32).collect(),
+    })
+}
+
+/// Semitones re 1 Hz.
+pub fn semitones(hz: f64) -> f64 {
+    12.0 * hz.max(1e-9).log2()
+}
+
+/// Mean power of each 20 ms frame (hop 10 ms).
+fn frame_powers(x: &[f32], frames: usize) -> Vec<f64> {
+    let prefix = dsp::prefix_squares(x);
+    (0..frames)
+        .map(|i| dsp::energy(&prefix, i * HOP, WIN) / WIN as f64)
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pitch {
+    f0: f64,
+    /// Normalised autocorrelation at the period (0..1).
+    periodicity: f64,
+}
+
+/// YIN on the active frames of the low band; `None` for unvoiced frames.
+fn track_pitch(low: &[f32], active: &[bool]) -> Vec<Option<Pitch>> {
+    // Zero-padded low band at 8 kHz and its 2:1 decimation (the band is
+    // below 1 kHz, so 4 kHz sampling aliases little).
+    let tail = PAD8 + W8 + 2 * TAU_MAX4 + 16;
+    let mut x8 = vec![0.0f32; PAD8 + low.len() + tail];
+    x8[PAD8..PAD8 + low.len()].copy_from_slice(low);
+    let x4: Vec<f32> = x8.iter().step_by(2).copied().collect();
+    let pre8 = dsp::prefix_squares(&x8);
+    let pre4 = dsp::prefix_squares(&x4);
+    let mut d4 = [0.0f64; TAU_MAX4 + 1];
+    let mut cmnd = [0.0f64; TAU_MAX4 + 1];
+    let mut d8 = [f64::INFINITY; 2 * TAU_MAX4 + 8];
+    let tau_max8 = d8.len() - 2;
+    let mut out = vec![None; active.len()];
+    for (i, slot) in out.iter_mut().enumerate() {
+        if !active[i] {
+            continue;
+        }
+        // Windows centred on the energy frame's centre (i·HOP + WIN/2).
+        let start8 = i * HOP + WIN / 2 + PAD8 - YIN_HALF_SPAN8;
+        let start4 = start8 / 2;
+        dsp::difference(&x4, &pre4, start4, W4, 1..=TAU_MAX4, &mut d4);
+        let Some(pick) = dsp::yin_pick(&d4, TAU_MIN4, TAU_MAX4, YIN_THRESHOLD, &mut cmnd) else {
+            continue;
+        };
+        if pick.aperiodicity > VOICED_MAX_APERIODICITY {
+            continue;
+        }
+        // Refine at 8 kHz around twice the coarse lag.
+        d8.fill(f64::INFINITY);
+        let centre = 2 * pick.lag;
+        let (mut lo, mut hi) = (centre.saturating_sub(2).max(2), (centre + 2).min(tau_max8));
+        dsp::difference(&x8, &pre8, start8, W8, lo..=hi, &mut d8);
+        let mut best = argmin(&d8, lo, hi);
+        for _ in 0..3 {
+            if best == lo && lo > 2 {
+                lo -= 1;
+                dsp::difference(&x8, &pre8, start8, W8, lo..=lo, &mut d8);
+            } else if best == hi && hi < tau_max8 {
+                hi += 1;
+                dsp::difference(&x8, &pre8, start8, W8, hi..=hi, &mut d8);
+            } else {
+                break;
+            }
+            best = argmin(&d8, lo, hi);
+        }
+        let mut lag = best as f64;
+        if best > lo && best < hi {
+            lag += dsp::parabolic_offset(d8[best - 1], d8[best], d8[best + 1]);
+        } else {
+            // Neighbours for the interpolation, computed on demand.
+            dsp::difference(&x8, &pre8, start8, W8, best - 1..=best + 1, &mut d8);
+            lag += dsp::parabolic_offset(d8[best - 1], d8[best], d8[best + 1]);
+        }
+        let f0 = f64::from(ANALYSIS_RATE) / lag;
+        if !(F0_MIN_HZ..=F0_MAX_HZ).contains(&f0) {
+            continue;
+        }
+        let e0 = dsp::energy(&pre8, start8, W8);
+        let et = dsp::energy(&pre8, start8 + best, W8);
+        let periodicity = if e0 + et > 0.0 {
+            (1.0 - d8[best] / (e0 + et)).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        *slot = Some(Pitch { f0, periodicity });
+    }
+    out
+}
+
+fn argmin(d: &[f64], lo: usize, hi: usize) -> usize {
+    let mut best = lo;
+    for t in lo..=hi {
+        if d[t] < d[best] {
+            best = t;
+        }
+    }
+    best
+}
+
+/// Drop voiced runs shorter than [`MIN_VOICED_RUN`] frames and median-filter
+/// F0 (in semitones) over five frames within each run.
+fn clean_track(f0: &mut [f64]) {
+    let n = f0.len();
+    let mut i = 0;
+    while i < n {
+        if f0[i] <= 0.0 {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < n && f0[i] > 0.0 {
+            i += 1;
+        }
+        let run = &mut f0[start..i];
+        if run.len() < MIN_VOICED_RUN {
+            run.fill(0.0);
+            continue;
+        }
+        let st: Vec<f64> = run.iter().map(|&f| semitones(f)).collect();
+        let mut window = Vec::with_capacity(5);
+        for (k, v) in run.iter_mut().enumerate() {
+            window.clear();
+            window.extend_from_slice(&st[k.saturating_sub(2)..(k + 3).min(st.len())]);
+            window.sort_by(|a, b| a.total_cmp(b));
+            *v = 2f64.powf(window[window.len() / 2] / 12.0);
+        }
+    }
+}
+
+/// Syllable nuclei after de Jong & Wempe (2009): peaks of the level contour
+/// (smoothed over ±20 ms), within 25 dB of its 99th percentile and above the
+/// active-speech threshold, each more than 2 dB above the lowest point
+/// between it and the next peak, and voiced (within ±1 frame).
+fn syllable_nuclei(power: &[f64], f0: &[f64], active_threshold: f64) -> usize {
+    let n = power.len();
+    if n < 3 {
+        return 0;
+    }
+    const KERNEL: [f64; 5] = [1.0, 2.0, 3.0, 2.0, 1.0];
+    let smooth: Vec<f64> = (0..n)
+        .map(|i| {
+            let (mut s, mut w) = (0.0, 0.0);
+            for (k, &c) in KERNEL.iter().enumerate() {
+                if let Some(j) = (i + k).checked_sub(2).filter(|&j| j < n) {
+                    s += c * power[j];
+                    w += c;
+                }
+            }
+            dsp::db(s / w)
+        })
+        .collect();
+    let top = dsp::quantile(&dsp::sorted(smooth.clone()), 0.99).unwrap_or(-120.0);
+    let threshold = (top - NUCLEUS_RANGE_DB).max(active_threshold);
+    let peaks: Vec<usize> = (1..n - 1)
+        .filter(|&i| smooth[i] > smooth[i - 1] && smooth[i] >= smooth[i + 1])
+        .filter(|&i| smooth[i] >= threshold)
+        .collect();
+    let voiced_near = |i: usize| (i.saturating_sub(1)..=(i + 1).min(n - 1)).any(|j| f0[j] > 0.0);
+    let mut count = 0;
+    for (k, &p) in peaks.iter().enumerate() {
+        let end = peaks.get(k + 1).copied().unwrap_or(n);
+        let dip = smooth[p..end].iter().copied().fold(f64::INFINITY, f64::min);
+        let dip = if end == n { dip.min(threshold) } else { dip };
+        if smooth[p] - dip > NUCLEUS_MIN_DIP_DB && voiced_near(p) {
+            count += 1;
+        }
+    }
+    count
+}
+
+/// Frames from the first to the last active one, minus pauses (inactive
+/// runs of at least 0.3 s).
+fn speaking_frames(active: &[bool]) -> usize {
+    let (Some(first), Some(last)) = (
+        active.iter().position(|&a| a),
+        active.iter().rposition(|&a| a),
+    ) else {
+        return 0;
+    };
+    let mut total = 0;
+    let mut gap = 0;
+    for &a in &active[first..=last] {
+        if a {
+            total += 1 + if gap < MIN_PAUSE_FRAMES { gap } else { 0 };
+            gap = 0;
+        } else {
+            gap += 1;
+        }
+    }
+    total
+}

@@ -1,0 +1,159 @@
+//! The voice plugin on real synthesized speech: espeak-ng renders the same
+//! sentences calm (low pitch, narrow range, slow, soft) and excited (high
+//! pitch, wide range, fast, loud), sox converts them to mono 16-bit PCM, and
+//! every excited rendering must get a higher arousal than its calm twin.
+//!
+//! Needs espeak-ng and sox (`scripts/install-voice-test-deps.sh`). Without
+//! them these tests FAIL, naming that script: they never skip.
+
+mod render;
+
+use emotion_plugin_sdk::{Outcome, Payload, Pcm, Reading, Source, Voice as WitVoice};
+use emotion_plugin_voice::{Settings, Voice};
+
+fn reading(user: &str, samples: Vec<i16>, rate: u32) -> Reading {
+    Reading {
+        user_id: user.into(),
+        session_id: "s1".into(),
+        device_id: None,
+        timestamp_ms: 0,
+        source: Source::Voice,
+        payload: Payload::Voice(WitVoice::Pcm(Pcm {
+            samples,
+            sample_rate_hz: rate,
+        })),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Scored {
+    arousal: f64,
+    confidence: f64,
+    label: Option<String>,
+}
+
+fn score(voice: &mut Voice, user: &str, samples: Vec<i16>, rate: u32) -> Scored {
+    match voice.normalize(reading(user, samples, rate)) {
+        Outcome::Emotion(e) => {
+            assert!((0.70..=0.90).contains(&e.confidence), "{e:?}");
+            Scored {
+                arousal: e.arousal,
+                confidence: e.confidence,
+                label: e.label,
+            }
+        }
+        other => panic!("expected an emotion, got {other:?}"),
+    }
+}
+
+/// Sentences × voices used here (the quality example uses all of them).
+const SENTENCES: usize = 8;
+const VOICES: [&str; 2] = ["en-us", "en-us+f3"];
+
+#[test]
+fn every_excited_rendering_outranks_its_calm_twin() {
+    render::require_tools();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut failures = Vec::new();
+    let mut gaps = Vec::new();
+    for voice in VOICES {
+        for sentence in &render::SENTENCES[..SENTENCES] {
+            let calm = render::render(dir.path(), sentence, &render::CALM, voice, 16000);
+            let excited = render::render(dir.path(), sentence, &render::EXCITED, voice, 16000);
+            // A fresh instance per reading: population norms only.
+            let c = score(&mut Voice::default(), voice, calm, 16000);
+            let e = score(&mut Voice::default(), voice, excited, 16000);
+            gaps.push(e.arousal - c.arousal);
+            if e.arousal <= c.arousal {
+                failures.push(format!(
+                    "{voice} {sentence:?}: excited {:.3} <= calm {:.3}",
+                    e.arousal, c.arousal
+                ));
+            }
+            assert_ne!(c.label.as_deref(), Some("excitement"), "{voice} {sentence}");
+            assert_ne!(e.label.as_deref(), Some("calm"), "{voice} {sentence}");
+        }
+    }
+    let mean_gap = gaps.iter().sum::<f64>() / gaps.len() as f64;
+    assert!(
+        failures.is_empty(),
+        "misranked pairs:\n{}",
+        failures.join("\n")
+    );
+    assert!(mean_gap > 0.3, "mean arousal gap {mean_gap:.3}");
+}
+
+#[test]
+fn ranking_holds_with_warm_speaker_baselines() {
+    // One instance for everything, one user per espeak voice, the renderings
+    // of all three styles interleaved: each speaker's baseline warms up as
+    // the test goes, and pairs are still ranked right.
+    render::require_tools();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut v = Voice::new(Settings::default());
+    let mut failures = Vec::new();
+    for sentence in &render::SENTENCES[..SENTENCES] {
+        for voice in VOICES {
+            let calm = render::render(dir.path(), sentence, &render::CALM, voice, 16000);
+            let neutral = render::render(dir.path(), sentence, &render::NEUTRAL, voice, 16000);
+            let excited = render::render(dir.path(), sentence, &render::EXCITED, voice, 16000);
+            let c = score(&mut v, voice, calm, 16000);
+            let n = score(&mut v, voice, neutral, 16000);
+            let e = score(&mut v, voice, excited, 16000);
+            if !(c.arousal < n.arousal && n.arousal < e.arousal) {
+                failures.push(format!(
+                    "{voice} {sentence:?}: calm {:.3}, neutral {:.3}, excited {:.3}",
+                    c.arousal, n.arousal, e.arousal
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "misordered:\n{}", failures.join("\n"));
+    // Baselines are per speaker and warmed up.
+    for voice in VOICES {
+        let s = v.speakers().get(voice).expect("baseline");
+        assert_eq!(s.readings, 3 * SENTENCES as u64);
+    }
+}
+
+#[test]
+fn ranking_holds_at_telephone_and_studio_rates() {
+    render::require_tools();
+    let dir = tempfile::tempdir().expect("tempdir");
+    for rate in [8000, 44100] {
+        for sentence in &render::SENTENCES[..3] {
+            let calm = render::render(dir.path(), sentence, &render::CALM, "en-us", rate);
+            let excited = render::render(dir.path(), sentence, &render::EXCITED, "en-us", rate);
+            let c = score(&mut Voice::default(), "u", calm, rate);
+            let e = score(&mut Voice::default(), "u", excited, rate);
+            assert!(
+                e.arousal > c.arousal,
+                "{rate} Hz {sentence:?}: excited {:.3} <= calm {:.3}",
+                e.arousal,
+                c.arousal
+            );
+        }
+    }
+}
+
+#[test]
+fn the_same_speech_reads_alike_at_every_rate() {
+    render::require_tools();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sentence = render::SENTENCES[0];
+    let at = |rate| {
+        let pcm = render::render(dir.path(), sentence, &render::NEUTRAL, "en-us", rate);
+        score(&mut Voice::default(), "u", pcm, rate)
+    };
+    let reference = at(16000);
+    for rate in [8000, 22050, 44100, 48000] {
+        let s = at(rate);
+        assert!(
+            (s.arousal - reference.arousal).abs() < 0.05,
+            "{rate} Hz: arousal {:.3} vs {:.3} at 16 kHz",
+            s.arousal,
+            reference.arousal
+        );
+        assert!((s.confidence - reference.confidence).abs() < 0.03);
+    }
+}

@@ -1,0 +1,296 @@
+//! Guest SDK for emotion gateway plugins.
+//!
+//! A plugin is a WebAssembly component that turns raw readings (facial action
+//! units, voice prosody, text, physiological samples, survey answers, …) into
+//! emotions on the circumplex model. This crate hides the component-model
+//! plumbing behind one trait and one macro:
+//!
+//! ```no_run
+//! use emotion_plugin_sdk::{Emotion, Info, Outcome, Payload, Plugin, Reading, Source};
+//!
+//! struct Shouty;
+//!
+//! impl Plugin for Shouty {
+//!     fn info() -> Info {
+//!         Info::new("shouty", env!("CARGO_PKG_VERSION"), [Source::Text])
+//!     }
+//!
+//!     fn normalize_one(reading: Reading) -> Outcome {
+//!         match reading.payload {
+//!             Payload::Text(t) if t.content.ends_with('!') => {
+//!                 Outcome::Emotion(Emotion::new(0.3, 0.8, 0.6))
+//!             }
+//!             Payload::Text(_) => Outcome::None,
+//!             _ => Outcome::error("expected a text payload"),
+//!         }
+//!     }
+//! }
+//!
+//! emotion_plugin_sdk::export_plugin!(Shouty);
+//! ```
+//!
+//! Build it for `wasm32-unknown-unknown` and turn it into a component with
+//! `scripts/build-plugins.sh` (see this crate's README). The ABI is defined by
+//! `wit/plugin.wit` (package [`WIT_PACKAGE`]); [`export_plugin!`] stamps
+//! [`ABI_VERSION`] into a custom section the host reads before it instantiates
+//! anything.
+
+pub mod bindings {
+    //! The raw bindings generated from `wit/plugin.wit`. Plugins normally use
+    //! the re-exports at the crate root instead.
+    #![allow(missing_docs, missing_debug_implementations, unsafe_code)]
+    #![allow(clippy::all)]
+
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "emotion-plugin",
+        pub_export_macro: true,
+        default_bindings_module: "emotion_plugin_sdk::bindings",
+    });
+}
+
+use bindings::emotion::plugin::host;
+
+pub use bindings::emotion::plugin::host::LogLevel;
+pub use bindings::emotion::plugin::types::{
+    ActionUnit, AuValue, Emotion, Facial, HeadPose, NormalizeResult as Outcome, Payload, Pcm,
+    Physiological, PluginInfo, Point, Prosody, Reading, Source, Text, Voice,
+};
+
+/// The ABI version this SDK speaks. It moves with the WIT package version:
+/// `emotion:plugin@0.1.0` is ABI 1.
+pub const ABI_VERSION: u32 = 1;
+
+/// The WIT package this SDK was generated from.
+pub const WIT_PACKAGE: &str = "emotion:plugin@0.1.0";
+
+/// Name of the custom section holding the ABI version (4 bytes, little-endian
+/// `u32`). The host reads it from the component before instantiating it, so a
+/// plugin built against another ABI is refused with a clear reason instead of
+/// failing somewhere inside the component-model type checks.
+pub const ABI_SECTION: &str = "emotion-plugin-abi";
+
+/// The WIT text, for tools that want to show or check it.
+pub const WIT_SOURCE: &str = include_str!("../wit/plugin.wit");
+
+/// What a plugin says about itself; the SDK adds the ABI version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Info {
+    pub name: String,
+    pub version: String,
+    pub sources: Vec<Source>,
+    /// JSON Schema of the plugin's settings, as text.
+    pub settings_schema: String,
+}
+
+impl Info {
+    /// An info with no settings (`settings_schema` = `{}`).
+    pub fn new(
+        name: impl Into<String>,
+        version: impl Into<String>,
+        sources: impl IntoIterator<Item = Source>,
+    ) -> Self {
+        Info {
+            name: name.into(),
+            version: version.into(),
+            sources: sources.into_iter().collect(),
+            settings_schema: "{}".to_owned(),
+        }
+    }
+
+    /// Declare the JSON Schema of the settings the plugin reads.
+    pub fn with_settings_schema(mut self, schema: impl Into<String>) -> Self {
+        self.settings_schema = schema.into();
+        self
+    }
+}
+
+/// A plugin: implement this and pass the type to [`export_plugin!`].
+///
+/// Functions take no `self`: a plugin instance is a WebAssembly instance, and
+/// state that must survive between calls lives in `static`s (the host may drop
+/// an instance and create a fresh one at any time, e.g. after a failure, so
+/// such state is a cache, never the truth).
+pub trait Plugin {
+    /// Name, version, handled sources and settings schema.
+    fn info() -> Info;
+
+    /// Normalize one reading. Return [`Outcome::None`] when the reading carries
+    /// no emotion (no face found, empty text) and [`Outcome::Error`] when it
+    /// cannot be read; both are answers, not failures.
+    fn normalize_one(reading: Reading) -> Outcome;
+
+    /// Normalize a batch. The default maps [`Plugin::normalize_one`] over it;
+    /// override it to share work across a batch. Must return exactly one
+    /// result per reading, in order (the host fails the whole batch otherwise).
+    fn normalize(readings: Vec<Reading>) -> Vec<Outcome> {
+        readings.into_iter().map(Self::normalize_one).collect()
+    }
+}
+
+impl Emotion {
+    /// An emotion without a label: the host picks the label nearest to
+    /// (valence, arousal).
+    pub fn new(valence: f64, arousal: f64, confidence: f64) -> Self {
+        Emotion {
+            label: None,
+            valence,
+            arousal,
+            confidence,
+            extra: Vec::new(),
+        }
+    }
+
+    /// An emotion with one of the gateway's labels (`joy`, `calm`, `stress`, …).
+    pub fn labelled(label: impl Into<String>, valence: f64, arousal: f64, confidence: f64) -> Self {
+        Emotion {
+            label: Some(label.into()),
+            ..Emotion::new(valence, arousal, confidence)
+        }
+    }
+
+    /// Attach an extra field; `json` must be valid JSON text (`"\"text\""`,
+    /// `"3.5"`, `"{\"a\":1}"`), the host refuses the reading otherwise.
+    pub fn with_extra(mut self, key: impl Into<String>, json: impl Into<String>) -> Self {
+        self.extra.push((key.into(), json.into()));
+        self
+    }
+}
+
+impl Outcome {
+    /// An error answer for one reading.
+    pub fn error(message: impl Into<String>) -> Self {
+        Outcome::Error(message.into())
+    }
+}
+
+impl Source {
+    /// The source's name as the gateway spells it (`"text"`, `"facial"`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Text => "text",
+            Source::Voice => "voice",
+            Source::Facial => "facial",
+            Source::Physiological => "physiological",
+            Source::Survey => "survey",
+            Source::Biometric => "biometric",
+            Source::Behavioral => "behavioral",
+            Source::Contextual => "contextual",
+        }
+    }
+}
+
+/// The plugin's settings from the gateway configuration, as JSON text (`{}`
+/// when none are configured).
+pub fn settings() -> String {
+    host::settings()
+}
+
+/// Write to the gateway's log, tagged with the plugin's name.
+pub fn log(level: LogLevel, message: &str) {
+    host::log(level, message);
+}
+
+/// Log at info level.
+pub fn info(message: &str) {
+    log(LogLevel::Info, message);
+}
+
+/// Log at warn level.
+pub fn warn(message: &str) {
+    log(LogLevel::Warn, message);
+}
+
+/// Log at debug level.
+pub fn debug(message: &str) {
+    log(LogLevel::Debug, message);
+}
+
+#[doc(hidden)]
+pub mod __private {
+    //! Used by [`export_plugin!`](crate::export_plugin); not a stable API.
+    use super::*;
+
+    /// A panic in a plugin becomes a trap (wasm32 aborts on panic). Without a
+    /// hook the host would only see "wasm trap: unreachable"; with it the panic
+    /// message reaches the host's log first, and the host quotes it in the
+    /// plugin's failure reason.
+    fn install_panic_hook() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            std::panic::set_hook(Box::new(|info| {
+                host::log(LogLevel::Error, &format!("panic: {info}"));
+            }));
+        });
+    }
+
+    pub fn describe<P: Plugin>(abi_version: u32) -> PluginInfo {
+        install_panic_hook();
+        let info = P::info();
+        PluginInfo {
+            name: info.name,
+            version: info.version,
+            abi_version,
+            sources: info.sources,
+            settings_schema: info.settings_schema,
+        }
+    }
+
+    pub fn normalize<P: Plugin>(readings: Vec<Reading>) -> Vec<Outcome> {
+        install_panic_hook();
+        P::normalize(readings)
+    }
+
+    /// The content of the ABI custom section.
+    pub const fn abi_section(abi_version: u32) -> [u8; 4] {
+        abi_version.to_le_bytes()
+    }
+}
+
+/// Export a type implementing [`Plugin`] as this component's plugin, and stamp
+/// the ABI version into the `emotion-plugin-abi` custom section.
+///
+/// Use it exactly once, in the plugin's `cdylib` crate.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        $crate::export_plugin!(@abi $crate::ABI_VERSION, $plugin);
+    };
+    // Hidden arm: stamp another ABI version. Only the host's tests use it,
+    // to build a plugin the host must refuse.
+    (@abi $abi:expr, $plugin:ty) => {
+        // Only WebAssembly builds export anything: native builds of a plugin
+        // crate (its unit tests, or a benchmark calling it in-process) must not
+        // define the component's `name:pkg/iface#func` symbols, which native
+        // linkers cannot export.
+        #[cfg(target_family = "wasm")]
+        #[allow(unsafe_code)]
+        const _: () = {
+            struct __EmotionPluginExport;
+
+            impl $crate::bindings::exports::emotion::plugin::plugin::Guest for __EmotionPluginExport {
+                fn describe() -> $crate::PluginInfo {
+                    $crate::__private::describe::<$plugin>($abi)
+                }
+
+                fn normalize(readings: ::std::vec::Vec<$crate::Reading>) -> ::std::vec::Vec<$crate::Outcome> {
+                    $crate::__private::normalize::<$plugin>(readings)
+                }
+            }
+
+            $crate::bindings::export!(__EmotionPluginExport with_types_in $crate::bindings);
+
+            // A data section the linker keeps as a custom section of the core
+            // module; wit-component carries it into the component unchanged.
+            #[unsafe(link_section = "emotion-plugin-abi")]
+            #[used]
+            static __EMOTION_PLUGIN_ABI: [u8; 4] = $crate::__private::abi_section($abi);
+        };
+        // Native builds still check that the type is a plugin.
+        #[cfg(not(target_family = "wasm"))]
+        const _: fn() = || {
+            fn assert_plugin<P: $crate::Plugin>() {}
+            assert_plugin::<$plugin>();
+        };
+    };
+}
