@@ -205,7 +205,7 @@ async fn hot_swap_under_load_loses_nothing_and_refuses_a_broken_replacement() {
                     .await
                     .expect("send");
                 i += 1;
-                if i % 50 == 0 {
+                if i.is_multiple_of(50) {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }
@@ -216,11 +216,12 @@ async fn hot_swap_under_load_loses_nothing_and_refuses_a_broken_replacement() {
     let recv = tokio::spawn(async move {
         let mut replies = Vec::new();
         loop {
-            if let Some(total) = *total_rx.borrow() {
-                if replies.len() >= total {
-                    assert_eq!(replies.len(), total, "one reply per reading");
-                    return replies;
-                }
+            let total = *total_rx.borrow();
+            if let Some(total) = total
+                && replies.len() >= total
+            {
+                assert_eq!(replies.len(), total, "one reply per reading");
+                return replies;
             }
             tokio::select! {
                 changed = total_rx.changed() => {
