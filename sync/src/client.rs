@@ -107,12 +107,19 @@ struct Prepared {
 /// Move the staged rows into `target`. The anti-join is the no-resurrection
 /// rule: an event of a user erased at or after the event's ingestion is never
 /// stored again. `ON CONFLICT DO NOTHING` makes a re-sent event a no-op.
+///
+/// Rows go in primary-key order: a batch interleaves many users, and in key
+/// order consecutive inserts land on the same leaf pages of the primary key
+/// and of the `(user_id, session_id)` index (both lead with the user) instead
+/// of hopping between them. Sorting 5000 rows costs far less than it saves:
+/// 20–25 % of the insert time, measured (sync/README.md).
 fn insert_sql(target: &str) -> String {
     format!(
         "INSERT INTO {target} ({EVENT_COLUMNS}) \
          SELECT {EVENT_COLUMNS} FROM sync_staging s \
          WHERE NOT EXISTS (SELECT 1 FROM erasure_requests r \
                            WHERE r.user_id = s.user_id AND r.requested_at >= s.ingested_at) \
+         ORDER BY s.user_id, s.ingested_at, s.event_id \
          ON CONFLICT DO NOTHING"
     )
 }

@@ -46,15 +46,18 @@ async fn run() {
     psql(&cluster.url("postgres"), "CREATE DATABASE emotion").await;
     let url = cluster.url("emotion");
     let dir = data_dir().unwrap_or_else(|e| panic!("tmp: {e}"));
-    let opts = GatewayOptions {
-        env: vec![
-            ("EMOTION_GATEWAY__SYNC__ENABLED".into(), "true".into()),
-            ("EMOTION_GATEWAY__SYNC__DATABASE_URL".into(), url.clone()),
-            ("EMOTION_GATEWAY__SYNC__RETRY__MAX".into(), "200ms".into()),
-            ("EMOTION_GATEWAY__LOG__LEVEL".into(), "warn".into()),
-        ],
-        config: None,
-    };
+    let mut env = vec![
+        ("EMOTION_GATEWAY__SYNC__ENABLED".into(), "true".into()),
+        ("EMOTION_GATEWAY__SYNC__DATABASE_URL".into(), url.clone()),
+        ("EMOTION_GATEWAY__SYNC__RETRY__MAX".into(), "200ms".into()),
+        ("EMOTION_GATEWAY__LOG__LEVEL".into(), "warn".into()),
+    ];
+    // EMOTION_SYNC_BENCH_BATCH: another `sync.batch_max_events` than the default.
+    if let Ok(b) = std::env::var("EMOTION_SYNC_BENCH_BATCH") {
+        println!("sync.batch_max_events = {b}");
+        env.push(("EMOTION_GATEWAY__SYNC__BATCH_MAX_EVENTS".into(), b));
+    }
+    let opts = GatewayOptions { env, config: None };
     let gw = Gateway::start(dir.path(), &opts).unwrap_or_else(|e| panic!("gateway: {e}"));
     let c = reqwest::Client::new();
     for u in 1..=20 {

@@ -9,7 +9,8 @@
 //! change nothing anyway: rows are inserted with ON CONFLICT DO NOTHING).
 //!
 //! Each round, in this order: erasures (so nothing erased is shipped after),
-//! consents, one batch of events, and the summaries when they are due. Events
+//! consents, one batch of events (two, on two connections, when a backlog
+//! holds two full batches), and the summaries when they are due. Events
 //! leave only for users who consented to `analytics`, summaries only for
 //! users who consented to `credit`. Failures are retried forever with
 //! exponential back-off and jitter; meanwhile the gateway keeps ingesting
@@ -204,16 +205,9 @@ pub async fn run(
 /// without the central database.
 async fn refresh_lag(state: &AppState, status: &SyncStatus) {
     let from = before(*status.cursor.lock());
-    let store = state.store.clone();
-    let res = tokio::task::spawn_blocking(move || {
-        let lag = store.count_after(from)?;
-        let oldest = store
-            .events_after(from, 1)?
-            .first()
-            .map(|(_, e)| e.ingested_at);
-        Ok::<_, crate::buffer::StoreError>((lag, oldest))
-    })
-    .await;
+    let res = read_after(state, from, 1)
+        .await
+        .map(|r| r.map(|(first, lag)| (lag, first.first().map(|(_, e)| e.ingested_at))));
     if let Ok(Ok((lag, oldest))) = res {
         status.lag_events.store(lag, Ordering::Relaxed);
         *status.oldest_unsynced.lock() = oldest;
@@ -239,13 +233,23 @@ async fn session(
     *status.cursor.lock() = next;
     status.connected.store(true, Ordering::Relaxed);
     tracing::info!(cursor = ?next, "sync: connected to the central database");
+    let mut read_ahead = None;
     loop {
         if shutdown.is_cancelled() {
             return Ok(());
         }
         ship_erasures(state, gateway, client).await?;
         ship_consents(state, gateway, client).await?;
-        let shipped = ship_events(state, cfg, gateway, client, status, &mut next).await?;
+        let shipped = ship_events(
+            state,
+            cfg,
+            gateway,
+            client,
+            status,
+            &mut next,
+            &mut read_ahead,
+        )
+        .await?;
         if Instant::now() >= *summaries_due {
             ship_summaries(state, cfg, gateway, client, status).await?;
             *summaries_due = Instant::now() + cfg.summary_interval;
@@ -313,8 +317,32 @@ async fn ship_consents(
     Ok(())
 }
 
-/// Ship one batch (waiting up to `batch_max_age` for a partial one to fill).
-/// Returns how many events the cursor passed.
+/// Events after a position and how many there are (the lag), read on the
+/// blocking pool.
+fn read_after(
+    state: &AppState,
+    from: Option<EventPos>,
+    max: usize,
+) -> tokio::task::JoinHandle<ReadResult> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || {
+        Ok((store.events_after(from, max)?, store.count_after(from)?))
+    })
+}
+
+type ReadResult = Result<(Vec<(EventPos, EmotionEvent)>, u64), crate::buffer::StoreError>;
+
+/// A read of the buffer started while the previous batches were written.
+struct ReadAhead {
+    /// The position it reads after; used only if the next round starts there.
+    from: Option<EventPos>,
+    task: tokio::task::JoinHandle<ReadResult>,
+}
+
+/// Ship what the buffer holds after the cursor: two full batches at once on
+/// two connections when there is a backlog (after an outage, say), else one
+/// batch (waiting up to `batch_max_age` for a partial one to fill). Returns
+/// how many events the cursor passed.
 async fn ship_events(
     state: &AppState,
     cfg: &SyncConfig,
@@ -322,43 +350,77 @@ async fn ship_events(
     client: &mut SyncClient,
     status: &SyncStatus,
     next: &mut Option<Cursor>,
+    read_ahead: &mut Option<ReadAhead>,
 ) -> Result<u64, RoundError> {
-    let store = state.store.clone();
     let from = before(*next);
     let max = cfg.batch_max_events;
-    let batch = tokio::task::spawn_blocking(move || store.events_after(from, max))
-        .await
-        .map_err(|e| RoundError::Local(e.to_string()))?
-        .map_err(|e| RoundError::Local(e.to_string()))?;
-    let lag = {
-        let store = state.store.clone();
-        tokio::task::spawn_blocking(move || store.count_after(from))
-            .await
-            .map_err(|e| RoundError::Local(e.to_string()))?
-            .map_err(|e| RoundError::Local(e.to_string()))?
-    };
+    let (mut read, lag) = match read_ahead.take() {
+        Some(ahead) if ahead.from == from => ahead.task.await,
+        _ => read_after(state, from, 2 * max).await,
+    }
+    .map_err(|e| RoundError::Local(e.to_string()))?
+    .map_err(|e| RoundError::Local(e.to_string()))?;
     status.lag_events.store(lag, Ordering::Relaxed);
-    let Some(((last_pos, _), (_, first))) = batch.last().zip(batch.first()) else {
+    let Some((_, first)) = read.first() else {
         *status.oldest_unsynced.lock() = None;
         return Ok(0);
     };
     *status.oldest_unsynced.lock() = Some(first.ingested_at);
     // A small batch of recent events waits a little to grow.
     let age = Utc::now() - first.ingested_at;
-    if batch.len() < max && age.to_std().unwrap_or_default() < cfg.batch_max_age {
+    if read.len() < max && age.to_std().unwrap_or_default() < cfg.batch_max_age {
         return Ok(0);
     }
-    let new_cursor = after(*last_pos);
-    let passed = batch.len() as u64;
-    let events: Vec<EmotionEvent> = batch
-        .into_iter()
-        .map(|(_, e)| e)
-        .filter(|e| {
-            state.privacy.allows(&e.user_id, Purpose::Analytics) && !state.privacy.is_erased(e)
-        })
-        .collect();
-    let withheld = passed - events.len() as u64;
-    let out = client.write_events(gateway, &events, new_cursor).await?;
+    // A backlog: two full batches, each its own transaction with its own
+    // cursor, written concurrently and committed in order. Whatever was read
+    // beyond them is read again next round.
+    read.truncate(2 * max);
+    let mut groups = vec![read];
+    if groups[0].len() == 2 * max {
+        let second = groups[0].split_off(max);
+        groups.push(second);
+    } else {
+        groups[0].truncate(max);
+    }
+    let mut passed = 0u64;
+    let mut withheld = 0u64;
+    let mut batches: Vec<(Vec<EmotionEvent>, Cursor)> = Vec::with_capacity(groups.len());
+    for group in groups {
+        let Some(&(last_pos, _)) = group.last() else {
+            continue;
+        };
+        let n = group.len() as u64;
+        let events: Vec<EmotionEvent> = group
+            .into_iter()
+            .map(|(_, e)| e)
+            .filter(|e| {
+                state.privacy.allows(&e.user_id, Purpose::Analytics) && !state.privacy.is_erased(e)
+            })
+            .collect();
+        passed += n;
+        withheld += n - events.len() as u64;
+        batches.push((events, after(last_pos)));
+    }
+    let Some(&(_, new_cursor)) = batches.last() else {
+        return Ok(0);
+    };
+    // Still a backlog: read the next two batches while these are written, so
+    // decoding the buffer overlaps the database's work instead of idling it.
+    if batches.len() == 2 {
+        let from = before(Some(new_cursor));
+        *read_ahead = Some(ReadAhead {
+            from,
+            task: read_after(state, from, 2 * max),
+        });
+    }
+    let out = match batches.as_slice() {
+        [(events, cursor)] => client.write_events(gateway, events, *cursor).await?,
+        _ => {
+            let pairs: Vec<(&[EmotionEvent], Cursor)> =
+                batches.iter().map(|(e, c)| (e.as_slice(), *c)).collect();
+            client.write_event_batches(gateway, &pairs).await?
+        }
+    };
     *next = Some(new_cursor);
     *status.cursor.lock() = *next;
     status
@@ -367,15 +429,18 @@ async fn ship_events(
     status
         .events_withheld
         .fetch_add(withheld, Ordering::Relaxed);
-    status.batches.fetch_add(1, Ordering::Relaxed);
+    status
+        .batches
+        .fetch_add(batches.len() as u64, Ordering::Relaxed);
     status
         .lag_events
         .store(lag.saturating_sub(passed), Ordering::Relaxed);
     tracing::debug!(
         events = passed,
+        batches = batches.len(),
         inserted = out.inserted,
         withheld,
-        "sync: batch shipped"
+        "sync: events shipped"
     );
     Ok(passed)
 }
