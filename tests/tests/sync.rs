@@ -234,12 +234,14 @@ async fn an_outage_of_the_database_only_grows_the_buffer() {
     cluster
         .stop(false)
         .expect("stop postgres (immediate, like a crash)");
-    send(&mut ws, 500, &mut sent).await;
+    // More than two batches (of 500), so the drain ships pairs of batches on
+    // two connections.
+    send(&mut ws, 1200, &mut sent).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     let during = gw.get_json("/api/sync").await.expect("status");
     assert_eq!(during["connected"], false, "{during}");
     assert!(
-        during["lag_events"].as_u64().unwrap_or(0) >= 500,
+        during["lag_events"].as_u64().unwrap_or(0) >= 1200,
         "{during}"
     );
     assert!(during["last_error"].is_string());
