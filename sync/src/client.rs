@@ -108,18 +108,14 @@ struct Prepared {
 /// rule: an event of a user erased at or after the event's ingestion is never
 /// stored again. `ON CONFLICT DO NOTHING` makes a re-sent event a no-op.
 ///
-/// Rows go in primary-key order: a batch interleaves many users, and in key
-/// order consecutive inserts land on the same leaf pages of the primary key
-/// and of the `(user_id, session_id)` index (both lead with the user) instead
-/// of hopping between them. Sorting 5000 rows costs far less than it saves:
-/// 20–25 % of the insert time, measured (sync/README.md).
+/// The rows go in in the order they were staged, which `stage` makes the
+/// primary key's (see there); no `ORDER BY`, so the server does not sort.
 fn insert_sql(target: &str) -> String {
     format!(
         "INSERT INTO {target} ({EVENT_COLUMNS}) \
          SELECT {EVENT_COLUMNS} FROM sync_staging s \
          WHERE NOT EXISTS (SELECT 1 FROM erasure_requests r \
                            WHERE r.user_id = s.user_id AND r.requested_at >= s.ingested_at) \
-         ORDER BY s.user_id, s.ingested_at, s.event_id \
          ON CONFLICT DO NOTHING"
     )
 }
@@ -984,6 +980,15 @@ async fn slot_ready<'a>(
 /// First half of a batch's transaction: begin, take the erasure lock shared,
 /// COPY the events into the staging table and move them with `insert`.
 /// Returns the open transaction and the number of new rows.
+///
+/// The events are staged in primary-key order (`user_id` bytewise, as its
+/// `COLLATE "C"` compares, then `ingested_at`, `event_id`), and a scan of the
+/// freshly filled temporary table hands them to the INSERT in that order. A
+/// batch interleaves many users; in key order consecutive inserts land on the
+/// same leaf pages of the primary key and of `(user_id, session_id)` instead
+/// of hopping between them, which saved 20–25 % of the insert (sync/README.md).
+/// Sorting here rather than with `ORDER BY` keeps that work off the server,
+/// usually the busier side. Only speed depends on the order, never the result.
 async fn stage<'c, 'e>(
     client: &'c mut Client,
     p: &Prepared,
@@ -1000,6 +1005,14 @@ async fn stage<'c, 'e>(
     if events.len() == 0 {
         return Ok((tx, 0));
     }
+    let mut events: Vec<&EmotionEvent> = events.collect();
+    events.sort_unstable_by(|a, b| {
+        (a.user_id.as_bytes(), a.ingested_at, a.event_id).cmp(&(
+            b.user_id.as_bytes(),
+            b.ingested_at,
+            b.event_id,
+        ))
+    });
     let sink = tx
         .copy_in(&format!(
             "COPY sync_staging ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)"
