@@ -283,28 +283,26 @@ async fn main() {
         raw.batch_execute("CHECKPOINT").await.expect("checkpoint");
         let t_plain = raw_copy(&raw, "bench_plain", &set1).await;
 
-        let mut t_ref1 = 0.0;
-        let mut t_seq = 0.0;
-        for turn in 0..2 {
-            raw.batch_execute("CHECKPOINT").await.expect("checkpoint");
-            if (turn == 0) == reference_first {
-                t_ref1 = raw_copy(&raw, "bench_events_p2025_03", &set1).await;
-            } else {
-                t_seq = ours(&mut client, &set1, next_batch).await;
-                next_batch += set1.len() as u64;
+        // (reference, writer) times for set 1 (write_events) and set 2
+        // (write_event_batches).
+        let mut times = [(0.0, 0.0); 2];
+        for (set, pipelined) in [(&set1, false), (&set2, true)] {
+            let slot = &mut times[usize::from(pipelined)];
+            for turn in 0..2 {
+                raw.batch_execute("CHECKPOINT").await.expect("checkpoint");
+                if (turn == 0) == reference_first {
+                    slot.0 = raw_copy(&raw, "bench_events_p2025_03", set).await;
+                } else {
+                    slot.1 = if pipelined {
+                        ours_pipelined(&mut client, set, next_batch).await
+                    } else {
+                        ours(&mut client, set, next_batch).await
+                    };
+                    next_batch += set.len() as u64;
+                }
             }
         }
-        let mut t_ref2 = 0.0;
-        let mut t_pipe = 0.0;
-        for turn in 0..2 {
-            raw.batch_execute("CHECKPOINT").await.expect("checkpoint");
-            if (turn == 0) == reference_first {
-                t_ref2 = raw_copy(&raw, "bench_events_p2025_03", &set2).await;
-            } else {
-                t_pipe = ours_pipelined(&mut client, &set2, next_batch).await;
-                next_batch += set2.len() as u64;
-            }
-        }
+        let [(t_ref1, t_seq), (t_ref2, t_pipe)] = times;
         let rate = |t: f64| n as f64 / t;
         println!(
             "  round {} ({} first):\n    \
