@@ -53,13 +53,18 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// When the bench's events start. Every run's events (a few million, 250 µs
+/// apart) fall within March 2025: one partition, named in `main`.
+fn t0() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, 3, 1, 0, 0, 0)
+        .single()
+        .expect("valid date")
+}
+
 /// Events as a busy gateway buffers them: 1000 users, time-ordered, every
 /// event with a context object, half with biometrics, some with device info.
 fn make_events(n: usize, offset: u64) -> Vec<EmotionEvent> {
-    let t0 = Utc
-        .with_ymd_and_hms(2025, 3, 1, 0, 0, 0)
-        .single()
-        .expect("valid date");
+    let t0 = t0();
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ offset;
     let mut rnd = move || {
         x ^= x << 13;
@@ -248,10 +253,8 @@ async fn main() {
         .await
         .expect("connect raw");
     tokio::spawn(conn);
-    let first = make_events(1, 0);
-    let month = first[0].ingested_at;
     client
-        .ensure_partitions(month, month)
+        .ensure_partitions(t0(), t0())
         .await
         .expect("partition");
     raw.batch_execute(

@@ -986,7 +986,8 @@ async fn slot_ready<'a>(
 /// freshly filled temporary table hands them to the INSERT in that order. A
 /// batch interleaves many users; in key order consecutive inserts land on the
 /// same leaf pages of the primary key and of `(user_id, session_id)` instead
-/// of hopping between them, which saved 20–25 % of the insert (sync/README.md).
+/// of hopping between them, which saves 11–19 % of the insert
+/// (`sync/benches/key_order.sh`).
 /// Sorting here rather than with `ORDER BY` keeps that work off the server,
 /// usually the busier side. Only speed depends on the order, never the result.
 async fn stage<'c, 'e>(

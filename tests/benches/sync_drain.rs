@@ -11,6 +11,9 @@
 //! timed until `/api/sync` reports no lag (target ≤ 10 s). As a reference in
 //! the same run, the same number of rows is written by one raw binary COPY
 //! into a table of the same definition on the same server.
+//!
+//! `EMOTION_SYNC_BENCH_BATCH` sets the gateway's `sync.batch_max_events`
+//! (default 5000).
 
 use std::time::{Duration, Instant};
 

@@ -374,18 +374,17 @@ async fn ship_events(
     // A backlog: two full batches, each its own transaction with its own
     // cursor, written concurrently and committed in order. Whatever was read
     // beyond them is read again next round.
-    read.truncate(2 * max);
-    let mut groups = vec![read];
-    if groups[0].len() == 2 * max {
-        let second = groups[0].split_off(max);
-        groups.push(second);
+    let rest = if read.len() >= 2 * max {
+        read.truncate(2 * max);
+        read.split_off(max)
     } else {
-        groups[0].truncate(max);
-    }
+        read.truncate(max);
+        Vec::new()
+    };
     let mut passed = 0u64;
     let mut withheld = 0u64;
-    let mut batches: Vec<(Vec<EmotionEvent>, Cursor)> = Vec::with_capacity(groups.len());
-    for group in groups {
+    let mut batches: Vec<(Vec<EmotionEvent>, Cursor)> = Vec::with_capacity(2);
+    for group in [read, rest] {
         let Some(&(last_pos, _)) = group.last() else {
             continue;
         };
