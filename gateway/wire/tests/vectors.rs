@@ -2,15 +2,22 @@
 //! and re-encodes to an equal measurement (the same bytes where our encoder
 //! makes the same choices).
 
+use std::path::PathBuf;
+
 use emotion_wire::gatt::{HeartRateMeasurement, SensorContact};
 use serde_json::Value;
 
-/// `/work/shared` sits beside the repository root; this crate is two levels
-/// below the root.
-const VECTORS: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/data/ble/hrm_0x2a37_vectors.json"
-);
+/// The shared data set: `$EMOTION_SHARED_DATA`, or `../shared/data` beside
+/// the repository root (this crate is two levels below the root), as the
+/// plugins' quality examples find it.
+fn vectors_path() -> PathBuf {
+    std::env::var_os("EMOTION_SHARED_DATA")
+        .map_or_else(
+            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
+            PathBuf::from,
+        )
+        .join("ble/hrm_0x2a37_vectors.json")
+}
 
 fn hex(s: &str) -> Vec<u8> {
     assert!(s.len().is_multiple_of(2), "odd hex {s}");
@@ -22,8 +29,13 @@ fn hex(s: &str) -> Vec<u8> {
 
 #[test]
 fn every_vector_decodes_exactly() {
-    let text = std::fs::read_to_string(VECTORS)
-        .unwrap_or_else(|e| panic!("the shared BLE vectors must be present at {VECTORS}: {e}"));
+    let path = vectors_path();
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "the shared BLE vectors must be present at {} (set EMOTION_SHARED_DATA to the data directory): {e}",
+            path.display()
+        )
+    });
     let doc: Value = serde_json::from_str(&text).expect("vectors file is JSON");
     let vectors = doc["vectors"].as_array().expect("`vectors` array");
     assert!(
