@@ -1,0 +1,1386 @@
+//! `EventStore` on sled.
+//!
+//! ```text
+//! <storage.path>/ledger                 acknowledgements (ledger.rs)
+//! <storage.path>/sled/                  the engine; its trees:
+//!     batches   seq (u64 BE) → batch frame
+//!     ids       seq (u64 BE) → the batch's event ids, 16 bytes each
+//!     postings  kind, name, first seq → seqs of batches holding events of
+//!               that user (kind u) or session (kind s)
+//!     meta      key → meta frame
+//!     state     counters and how far postings are written
+//! <storage.path>/sled.damaged-<time>/   a damaged engine, moved aside
+//! <storage.path>/needs-repair           left by a scrub that found damage
+//! ```
+//!
+//! sled costs several microseconds per key written, so nothing is written per
+//! event: one batch value, one ids value, and the postings of the last
+//! `postings_flush_events` events gathered in RAM and written as one value
+//! per user and per session. A crash loses only those RAM postings, and the
+//! next open rebuilds them from the batches after `state.postings_through`.
+
+use std::collections::BTreeSet;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use emotion_core::EmotionEvent;
+use hashbrown::{HashMap, HashSet};
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::dedup::DedupWindow;
+use crate::ledger::{Ledger, LedgerFound, LedgerState};
+use crate::record::{self, Batch, BatchHeader, Slot};
+use crate::{
+    DamageReport, EventPos, EventQuery, EventStore, RepairReport, ScanReport, ScrubReport,
+    StallBeforeFlush, StoreError, StoreStats, fsperm, salvage,
+};
+
+const ENGINE_DIR: &str = "sled";
+const LEDGER_FILE: &str = "ledger";
+const REPAIR_MARKER: &str = "needs-repair";
+const REPAIRS_KEY: &str = "buffer/repairs";
+/// Meta keys under this prefix record the generation an erasure gave a batch,
+/// so salvage never brings back a copy from before the erasure.
+const GEN_PREFIX: &str = "buffer/gen/";
+const STATE_KEY: &[u8] = b"state";
+
+/// How the store is opened.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// The engine's page cache.
+    pub cache_bytes: u64,
+    /// Ids held by the duplicate window.
+    pub dedup_window: usize,
+    /// Events whose postings gather in RAM before they are written.
+    pub postings_flush_events: usize,
+    /// Test-only: stall the writer between insert and flush.
+    pub stall_before_flush: Option<StallBeforeFlush>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_bytes: 16 << 20,
+            dedup_window: 262_144,
+            postings_flush_events: 65_536,
+            stall_before_flush: None,
+        }
+    }
+}
+
+/// What an open found and did.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpenReport {
+    pub batches: u64,
+    pub events: u64,
+    /// Batches read at open to rebuild the postings kept in RAM.
+    pub reindexed_batches: u64,
+    pub took_ms: u64,
+    /// Set when the store was damaged and rebuilt at this open.
+    pub repaired: Option<RepairReport>,
+    pub ledger_damaged: bool,
+}
+
+/// Counters persisted with every commit.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct PersistState {
+    /// Batches below this number have their postings on disk.
+    postings_through: u64,
+    live: u64,
+    batches: u64,
+    /// Acknowledged slots up to the newest batch.
+    cum: u64,
+    next_seq: u64,
+    meta_version: u64,
+}
+
+/// Postings not yet written: user or session → batch numbers.
+#[derive(Debug, Default)]
+struct RecentPostings {
+    users: HashMap<String, Vec<u64>>,
+    sessions: HashMap<String, Vec<u64>>,
+    events: usize,
+}
+
+impl RecentPostings {
+    fn add<E: std::borrow::Borrow<EmotionEvent>>(&mut self, seq: u64, slots: &[Slot<E>]) {
+        for slot in slots {
+            if let Slot::Event(e) = slot {
+                let e = e.borrow();
+                for (map, key) in [
+                    (&mut self.users, &e.user_id),
+                    (&mut self.sessions, &e.session_id),
+                ] {
+                    let list = map.entry_ref(key.as_str()).or_default();
+                    if list.last() != Some(&seq) {
+                        list.push(seq);
+                    }
+                }
+                self.events += 1;
+            }
+        }
+    }
+}
+
+/// What readers share with the writer.
+#[derive(Debug)]
+struct Ram {
+    recent: RecentPostings,
+    dedup: DedupWindow,
+    state: PersistState,
+}
+
+/// The writer's own state, held while a batch is written.
+#[derive(Debug)]
+struct Writer {
+    ledger: Ledger,
+    appended: u64,
+}
+
+/// The sled-backed buffer.
+#[derive(Debug)]
+pub struct SledStore {
+    dir: PathBuf,
+    db: sled::Db,
+    batches: sled::Tree,
+    ids: sled::Tree,
+    postings: sled::Tree,
+    meta: sled::Tree,
+    state_tree: sled::Tree,
+    ram: RwLock<Ram>,
+    writer: Mutex<Writer>,
+    /// Batches below this are durable and acknowledged (the high-water mark).
+    durable: AtomicU64,
+    corrupt_skipped: AtomicU64,
+    /// Batches read at open to rebuild the RAM postings.
+    reindexed: AtomicU64,
+    damage: Mutex<DamageReport>,
+    opts: StoreOptions,
+}
+
+/// Run `f`, turning a panic of the storage engine into an error.
+fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            tracing::error!(operation = what, panic = %msg, "the storage engine panicked");
+            Err(StoreError::Panicked(format!("{what}: {msg}")))
+        }
+    }
+}
+
+fn seq_of(key: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = key.len().min(8);
+    b[8 - n..].copy_from_slice(&key[key.len() - n..]);
+    u64::from_be_bytes(b)
+}
+
+fn postings_prefix(kind: u8, name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(3 + name.len() + 8);
+    k.push(kind);
+    k.extend_from_slice(&(name.len().min(u16::MAX as usize) as u16).to_be_bytes());
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn encode_seqs(seqs: &[u64]) -> Vec<u8> {
+    // Deltas are small, and postcard writes integers as varints.
+    let mut prev = 0;
+    let deltas: Vec<u64> = seqs
+        .iter()
+        .map(|s| {
+            let d = s - prev;
+            prev = *s;
+            d
+        })
+        .collect();
+    postcard::to_allocvec(&deltas).unwrap_or_default()
+}
+
+fn decode_seqs(bytes: &[u8]) -> Vec<u64> {
+    let deltas: Vec<u64> = postcard::from_bytes(bytes).unwrap_or_default();
+    let mut acc = 0u64;
+    deltas
+        .into_iter()
+        .map(|d| {
+            acc = acc.saturating_add(d);
+            acc
+        })
+        .collect()
+}
+
+fn pack_ids<E: std::borrow::Borrow<EmotionEvent>>(slots: &[Slot<E>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(slots.len() * 16);
+    for s in slots {
+        let id = match s {
+            Slot::Event(e) => e.borrow().event_id,
+            Slot::Erased(id) => *id,
+        };
+        out.extend_from_slice(id.as_bytes());
+    }
+    out
+}
+
+fn engine_error(path: &Path, e: sled::Error) -> StoreError {
+    match e {
+        // sled reports its file lock failing as an I/O error with this text.
+        sled::Error::Io(io)
+            if io.kind() == std::io::ErrorKind::WouldBlock
+                || io.to_string().contains("could not acquire lock") =>
+        {
+            StoreError::InUse {
+                path: path.display().to_string(),
+            }
+        }
+        other => StoreError::Engine(other),
+    }
+}
+
+/// The engine, opened, before any consistency check.
+struct Engine {
+    db: sled::Db,
+    batches: sled::Tree,
+    ids: sled::Tree,
+    postings: sled::Tree,
+    meta: sled::Tree,
+    state_tree: sled::Tree,
+}
+
+fn open_engine(path: &Path, cache_bytes: u64) -> Result<Engine, StoreError> {
+    fsperm::private_dir(path).map_err(|source| StoreError::Dir {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let db = sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_bytes)
+        .mode(sled::Mode::HighThroughput)
+        // We flush explicitly in every group commit; no background timer.
+        .flush_every_ms(None)
+        .open()
+        .map_err(|e| engine_error(path, e))?;
+    let engine = Engine {
+        batches: db.open_tree("batches")?,
+        ids: db.open_tree("ids")?,
+        postings: db.open_tree("postings")?,
+        meta: db.open_tree("meta")?,
+        state_tree: db.open_tree("state")?,
+        db,
+    };
+    // sled creates its files with the process umask.
+    fsperm::tighten_tree(path).map_err(|source| StoreError::Dir {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(engine)
+}
+
+/// Why an opened engine cannot be used as it is.
+fn check_against_ledger(
+    first: Option<BatchHeader>,
+    last: Option<BatchHeader>,
+    ledger: &LedgerState,
+    found: LedgerFound,
+) -> Option<String> {
+    if matches!(found, LedgerFound::Missing | LedgerFound::Unreadable) {
+        return None;
+    }
+    let store_cum = last.map_or(ledger.floor_cum, |h| h.cum_after());
+    if ledger.acked_total > store_cum {
+        return Some(format!(
+            "{} acknowledged events are missing at the end of the store (ledger {}, store {})",
+            ledger.acked_total - store_cum,
+            ledger.acked_total,
+            store_cum
+        ));
+    }
+    if let Some(f) = first
+        && f.seq > ledger.floor_seq
+        && f.cum_before > ledger.floor_cum
+    {
+        return Some(format!(
+            "{} acknowledged events are missing at the start of the store",
+            f.cum_before - ledger.floor_cum
+        ));
+    }
+    None
+}
+
+impl SledStore {
+    /// Open (or create) the buffer in `dir`. A damaged store is moved aside
+    /// and rebuilt from what can be salvaged; only a store in use by another
+    /// process, or a directory that cannot be written, is an error.
+    pub fn open(dir: &Path, opts: StoreOptions) -> Result<(SledStore, OpenReport), StoreError> {
+        let began = Instant::now();
+        fsperm::private_dir(dir).map_err(|source| StoreError::Dir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let ledger_path = dir.join(LEDGER_FILE);
+        let (ledger, found) = Ledger::open(&ledger_path).map_err(StoreError::Ledger)?;
+        if found == LedgerFound::OneSlotDamaged || found == LedgerFound::Unreadable {
+            tracing::warn!(state = ?found, "the acknowledgement ledger is damaged; losses in the newest batches may be undercounted");
+        }
+        let lstate = ledger.state();
+        let engine_dir = dir.join(ENGINE_DIR);
+        let marker = dir.join(REPAIR_MARKER);
+        let reason = if marker.exists() {
+            drop(ledger);
+            "a scrub found damage".to_owned()
+        } else {
+            match guard("open", || Self::open_checked(dir, &engine_dir, &opts, ledger, found)) {
+                Ok(Ok(store)) => return store.finish_open(found, began, None),
+                Ok(Err(reason)) => reason,
+                Err(e @ StoreError::InUse { .. }) => return Err(e),
+                Err(e @ StoreError::Dir { .. }) => return Err(e),
+                Err(e) => format!("the store does not open: {e}"),
+            }
+        };
+        tracing::error!(%reason, path = %engine_dir.display(), "the buffer is damaged; moving it aside and salvaging");
+        // The ledger went into the failed attempt; nothing was written to it.
+        let (ledger, _) = Ledger::open(&ledger_path).map_err(StoreError::Ledger)?;
+        let (store, repair) =
+            Self::repair(dir, &engine_dir, &opts, ledger, lstate, found, &reason)?;
+        let _ = std::fs::remove_file(&marker);
+        store.finish_open(found, began, Some(repair))
+    }
+
+    /// Open the engine and compare it with the ledger. `Ok(Err(reason))`: the
+    /// store opened but lost acknowledged batches.
+    fn open_checked(
+        dir: &Path,
+        engine_dir: &Path,
+        opts: &StoreOptions,
+        ledger: Ledger,
+        found: LedgerFound,
+    ) -> Result<Result<SledStore, String>, StoreError> {
+        let lstate = ledger.state();
+        let engine = open_engine(engine_dir, opts.cache_bytes)?;
+        let store = SledStore::from_engine(dir, engine, opts.clone(), ledger);
+        // Migrate a store of version-1 batches (no headers) once.
+        if let Some((k, v)) = store.batches.first()?
+            && v.first() == Some(&record::VERSION_1)
+        {
+            store.migrate_v1(seq_of(&k))?;
+        }
+        let first = store.edge_header(true)?;
+        let last = store.edge_header(false)?;
+        if let Some(reason) = check_against_ledger(first, last, &lstate, found) {
+            return Ok(Err(reason));
+        }
+        store.load_state(last)?;
+        Ok(Ok(store))
+    }
+
+    fn from_engine(dir: &Path, e: Engine, opts: StoreOptions, ledger: Ledger) -> SledStore {
+        SledStore {
+            dir: dir.to_owned(),
+            db: e.db,
+            batches: e.batches,
+            ids: e.ids,
+            postings: e.postings,
+            meta: e.meta,
+            state_tree: e.state_tree,
+            ram: RwLock::new(Ram {
+                recent: RecentPostings::default(),
+                dedup: DedupWindow::new(opts.dedup_window),
+                state: PersistState::default(),
+            }),
+            writer: Mutex::new(Writer {
+                ledger,
+                appended: 0,
+            }),
+            reindexed: AtomicU64::new(0),
+            durable: AtomicU64::new(0),
+            corrupt_skipped: AtomicU64::new(0),
+            damage: Mutex::new(DamageReport::default()),
+            opts,
+        }
+    }
+
+    /// The header of the first (or last) batch; an unreadable one is an error.
+    fn edge_header(&self, first: bool) -> Result<Option<BatchHeader>, StoreError> {
+        let item = if first {
+            self.batches.first()?
+        } else {
+            self.batches.last()?
+        };
+        match item {
+            None => Ok(None),
+            Some((k, v)) => {
+                let seq = seq_of(&k);
+                record::batch_header(seq, &v)
+                    .map(Some)
+                    .map_err(|source| StoreError::Corrupt { seq, source })
+            }
+        }
+    }
+
+    /// Read the persisted counters and rebuild the RAM postings and the
+    /// duplicate window from the newest batches.
+    fn load_state(&self, last: Option<BatchHeader>) -> Result<(), StoreError> {
+        let mut state: PersistState = match self.state_tree.get(STATE_KEY)? {
+            Some(v) => postcard::from_bytes(&v).map_err(|e| StoreError::Corrupt {
+                seq: 0,
+                source: record::RecordError::Decode(format!("store state: {e}")),
+            })?,
+            None => PersistState::default(),
+        };
+        let store_next = last.map_or(0, |h| h.seq + 1);
+        // Batches written after the state (a crash between the two) are
+        // counted here; postings of everything after `postings_through` are
+        // rebuilt below.
+        let mut ram_recent = RecentPostings::default();
+        let mut reindexed = 0u64;
+        let from = state.postings_through.min(store_next);
+        for item in self.batches.range(from.to_be_bytes()..) {
+            let (k, v) = item?;
+            let seq = seq_of(&k);
+            match record::decode_batch(seq, &v) {
+                Ok((h, batch)) => {
+                    ram_recent.add(seq, &batch);
+                    if seq >= state.next_seq {
+                        state.live += batch.iter().filter(|s| s.event().is_some()).count() as u64;
+                        state.batches += 1;
+                        state.cum = h.cum_after();
+                        state.next_seq = seq + 1;
+                    }
+                    reindexed += 1;
+                }
+                Err(e) => {
+                    self.corrupt_skipped.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(batch = seq, error = %e, "skipping an unreadable batch while rebuilding postings");
+                }
+            }
+        }
+        if let Some(h) = last {
+            state.cum = state.cum.max(h.cum_after());
+            state.next_seq = state.next_seq.max(h.seq + 1);
+        }
+        let mut ram = self.ram.write();
+        ram.recent = ram_recent;
+        ram.state = state;
+        drop(ram);
+        self.reload_dedup()?;
+        self.reindexed.store(reindexed, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Fill the duplicate window with the ids of the newest batches.
+    fn reload_dedup(&self) -> Result<(), StoreError> {
+        let cap = self.opts.dedup_window;
+        let mut chunks: Vec<sled::IVec> = Vec::new();
+        let mut held = 0usize;
+        for item in self.ids.iter().rev() {
+            let (_, v) = item?;
+            held += v.len() / 16;
+            chunks.push(v);
+            if held >= cap {
+                break;
+            }
+        }
+        let mut ram = self.ram.write();
+        for v in chunks.iter().rev() {
+            for id in v.chunks_exact(16) {
+                if let Ok(b) = <[u8; 16]>::try_from(id) {
+                    ram.dedup.insert(&Uuid::from_bytes(b));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_open(
+        self,
+        found: LedgerFound,
+        began: Instant,
+        repaired: Option<RepairReport>,
+    ) -> Result<(SledStore, OpenReport), StoreError> {
+        let state = self.ram.read().state;
+        let ledger_damaged = matches!(found, LedgerFound::OneSlotDamaged | LedgerFound::Unreadable);
+        {
+            // Bring the ledger up to what the store holds: batches flushed
+            // just before a crash, a ledger that is new, missing or damaged.
+            let mut w = self.writer.lock();
+            let mut l = w.ledger.state();
+            let mut changed = false;
+            if found == LedgerFound::Missing || found == LedgerFound::Unreadable {
+                let first = self.edge_header(true).ok().flatten();
+                l.floor_seq = first.map_or(state.next_seq, |h| h.seq);
+                l.floor_cum = first.map_or(state.cum, |h| h.cum_before);
+                changed = true;
+            }
+            if state.next_seq > l.next_seq || state.cum > l.acked_total {
+                l.next_seq = l.next_seq.max(state.next_seq);
+                l.acked_total = l.acked_total.max(state.cum);
+                changed = true;
+            }
+            if changed {
+                w.ledger.commit(l).map_err(StoreError::Ledger)?;
+            }
+            let next_seq = l.next_seq.max(state.next_seq);
+            let mut ram = self.ram.write();
+            ram.state.next_seq = next_seq;
+            ram.state.cum = ram.state.cum.max(l.acked_total);
+            self.durable.store(next_seq, Ordering::Release);
+        }
+        let mut damage = DamageReport {
+            ledger_damaged,
+            ..DamageReport::default()
+        };
+        if let Ok(Some(v)) = self.get_meta(REPAIRS_KEY)
+            && let Ok(list) = serde_json::from_slice::<Vec<RepairReport>>(&v)
+        {
+            damage.acknowledged_lost = list.iter().map(|r| r.acknowledged_lost).sum();
+            damage.repairs = list;
+        }
+        *self.damage.lock() = damage;
+        let state = self.ram.read().state;
+        let report = OpenReport {
+            batches: state.batches,
+            events: state.live,
+            reindexed_batches: self.reindexed.load(Ordering::Relaxed),
+            took_ms: began.elapsed().as_millis() as u64,
+            repaired,
+            ledger_damaged,
+        };
+        Ok((self, report))
+    }
+
+    /// Rewrite version-1 batches with headers (cumulative counts from 0).
+    fn migrate_v1(&self, first_seq: u64) -> Result<(), StoreError> {
+        tracing::info!("migrating the buffer to batch format 2 (one pass)");
+        let mut cum = 0u64;
+        for item in self.batches.range(first_seq.to_be_bytes()..) {
+            let (k, v) = item?;
+            let seq = seq_of(&k);
+            let Ok((mut h, batch)) = record::decode_batch(seq, &v) else {
+                self.batches.remove(&k)?;
+                continue;
+            };
+            h.cum_before = cum;
+            cum = h.cum_after();
+            self.batches.insert(&k, record::encode_batch(&h, &batch)?)?;
+            self.ids.insert(&k, pack_ids(&batch))?;
+        }
+        // Old metadata values were plain bytes: frame them.
+        let mut version = 0u64;
+        for item in self.meta.iter() {
+            let (k, v) = item?;
+            if record::decode_meta(&v).is_err() {
+                version += 1;
+                let key = String::from_utf8_lossy(&k).into_owned();
+                self.meta
+                    .insert(&k, record::encode_meta(version, &key, Some(&v)))?;
+            }
+        }
+        let state = PersistState {
+            meta_version: version,
+            ..PersistState::default()
+        };
+        self.state_tree
+            .insert(STATE_KEY, postcard::to_allocvec(&state)?)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Move the damaged engine aside, salvage every frame whose checksum
+    /// verifies, and build a fresh store from them.
+    fn repair(
+        dir: &Path,
+        engine_dir: &Path,
+        opts: &StoreOptions,
+        ledger_file: Ledger,
+        ledger: LedgerState,
+        found: LedgerFound,
+        reason: &str,
+    ) -> Result<(SledStore, RepairReport), StoreError> {
+        let now = Utc::now();
+        let mut moved = dir.join(format!(
+            "{ENGINE_DIR}.damaged-{}",
+            now.format("%Y%m%dT%H%M%S")
+        ));
+        let mut n = 1;
+        while moved.exists() {
+            n += 1;
+            moved = dir.join(format!(
+                "{ENGINE_DIR}.damaged-{}-{n}",
+                now.format("%Y%m%dT%H%M%S")
+            ));
+        }
+        let found_frames = if engine_dir.exists() {
+            std::fs::rename(engine_dir, &moved).map_err(|source| StoreError::Dir {
+                path: moved.display().to_string(),
+                source,
+            })?;
+            salvage::scan_dir(&moved).map_err(|source| StoreError::Dir {
+                path: moved.display().to_string(),
+                source,
+            })?
+        } else {
+            salvage::Salvaged::default()
+        };
+        let engine = open_engine(engine_dir, opts.cache_bytes)?;
+        let store = SledStore::from_engine(dir, engine, opts.clone(), ledger_file);
+        let ledger_known = !matches!(found, LedgerFound::Missing | LedgerFound::Unreadable);
+        let outcome = store.rebuild_from(found_frames, ledger, ledger_known)?;
+        let report = RepairReport {
+            at: now,
+            reason: reason.to_owned(),
+            moved_to: moved.display().to_string(),
+            salvaged_batches: outcome.batches,
+            salvaged_events: outcome.events,
+            acknowledged_lost: outcome.lost,
+        };
+        let mut list: Vec<RepairReport> = store
+            .get_meta(REPAIRS_KEY)?
+            .and_then(|v| serde_json::from_slice(&v).ok())
+            .unwrap_or_default();
+        list.push(report.clone());
+        store.put_meta(REPAIRS_KEY, &serde_json::to_vec(&list).unwrap_or_default())?;
+        tracing::error!(
+            acknowledged_lost = report.acknowledged_lost,
+            salvaged_batches = report.salvaged_batches,
+            salvaged_events = report.salvaged_events,
+            moved_to = %report.moved_to,
+            "buffer repaired"
+        );
+        Ok((store, report))
+    }
+
+    /// Write salvaged frames into this (fresh) store and count the loss.
+    fn rebuild_from(
+        &self,
+        s: salvage::Salvaged,
+        ledger: LedgerState,
+        ledger_known: bool,
+    ) -> Result<RebuildOutcome, StoreError> {
+        // Metadata first: the generations erasures gave batches decide which
+        // salvaged copies may be used.
+        let mut max_version = 0;
+        for (key, (version, value)) in &s.meta {
+            max_version = max_version.max(*version);
+            self.meta.insert(
+                key.as_bytes(),
+                record::encode_meta(*version, key, value.as_deref()),
+            )?;
+        }
+        let mut state = PersistState {
+            meta_version: max_version,
+            ..PersistState::default()
+        };
+        let min_seq = if ledger_known { ledger.floor_seq } else { 0 };
+        let mut recent = RecentPostings::default();
+        let mut outcome = RebuildOutcome::default();
+        let mut present_acked = 0u64;
+        let mut prev_cum: Option<u64> = None;
+        let mut gaps = 0u64;
+        for (seq, (header, bytes)) in s.batches.range(min_seq..) {
+            let required_gen = s
+                .meta
+                .get(&format!("{GEN_PREFIX}{seq:016x}"))
+                .and_then(|(_, v)| v.as_ref())
+                .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
+                .map_or(0, u32::from_le_bytes);
+            if header.generation < required_gen {
+                tracing::warn!(
+                    batch = seq,
+                    "only a copy from before an erasure survived; dropping the batch"
+                );
+                continue;
+            }
+            let Ok((_, batch)) = record::decode_batch(*seq, bytes) else {
+                continue;
+            };
+            self.batches.insert(seq.to_be_bytes(), bytes.as_slice())?;
+            self.ids.insert(seq.to_be_bytes(), pack_ids(&batch))?;
+            recent.add(*seq, &batch);
+            if recent.events >= self.opts.postings_flush_events {
+                self.write_postings(&recent)?;
+                recent = RecentPostings::default();
+                state.postings_through = seq + 1;
+            }
+            let live = batch.iter().filter(|s| s.event().is_some()).count() as u64;
+            outcome.batches += 1;
+            outcome.events += live;
+            state.live += live;
+            state.batches += 1;
+            state.cum = header.cum_after();
+            state.next_seq = seq + 1;
+            if let Some(p) = prev_cum {
+                gaps += header.cum_before.saturating_sub(p);
+            }
+            prev_cum = Some(header.cum_after());
+            if !ledger_known || *seq < ledger.next_seq {
+                present_acked += u64::from(header.slots);
+            }
+        }
+        outcome.lost = if ledger_known {
+            ledger
+                .acked_total
+                .saturating_sub(ledger.floor_cum)
+                .saturating_sub(present_acked)
+        } else {
+            gaps
+        };
+        state.next_seq = state.next_seq.max(ledger.next_seq);
+        state.cum = state.cum.max(ledger.acked_total);
+        self.state_tree
+            .insert(STATE_KEY, postcard::to_allocvec(&state)?)?;
+        self.db.flush()?;
+        let mut ram = self.ram.write();
+        ram.recent = recent;
+        ram.state = state;
+        drop(ram);
+        self.reload_dedup()?;
+        Ok(outcome)
+    }
+
+    /// Write the RAM postings to disk (one value per user and session).
+    fn write_postings(&self, recent: &RecentPostings) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (kind, map) in [(b'u', &recent.users), (b's', &recent.sessions)] {
+            for (name, seqs) in map {
+                let Some(first) = seqs.first() else { continue };
+                let mut key = postings_prefix(kind, name);
+                key.extend_from_slice(&first.to_be_bytes());
+                batch.insert(key, encode_seqs(seqs));
+            }
+        }
+        self.postings.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn persist_state(&self, state: &PersistState) -> Result<(), StoreError> {
+        self.state_tree
+            .insert(STATE_KEY, postcard::to_allocvec(state)?)?;
+        Ok(())
+    }
+
+    fn read_batch(&self, seq: u64) -> Result<Option<(BatchHeader, Batch)>, StoreError> {
+        match self.batches.get(seq.to_be_bytes())? {
+            None => Ok(None),
+            Some(v) => record::decode_batch(seq, &v)
+                .map(Some)
+                .map_err(|source| StoreError::Corrupt { seq, source }),
+        }
+    }
+
+    /// Batch numbers holding events of `name` (kind u: user, s: session).
+    fn positions(&self, kind: u8, name: &str) -> Result<Vec<u64>, StoreError> {
+        let prefix = postings_prefix(kind, name);
+        // Held while both halves are read, so a concurrent postings write
+        // (disk first, then RAM cleared) is seen on one side or the other.
+        let ram = self.ram.read();
+        let mut seqs = BTreeSet::new();
+        for item in self.postings.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            // Another name that merely starts like this one has a longer key.
+            if k.len() == prefix.len() + 8 {
+                seqs.extend(decode_seqs(&v));
+            }
+        }
+        let recent = if kind == b'u' {
+            &ram.recent.users
+        } else {
+            &ram.recent.sessions
+        };
+        if let Some(list) = recent.get(name) {
+            seqs.extend(list.iter().copied());
+        }
+        Ok(seqs.into_iter().collect())
+    }
+
+    /// Events at `seqs` for which `keep` holds, at most `limit`; unreadable
+    /// batches are skipped (and counted).
+    fn load(
+        &self,
+        seqs: &[u64],
+        mut keep: impl FnMut(&EmotionEvent) -> bool,
+        limit: usize,
+    ) -> Result<Vec<EmotionEvent>, StoreError> {
+        let mut out = Vec::new();
+        for &seq in seqs {
+            if out.len() >= limit {
+                break;
+            }
+            let batch = match self.read_batch(seq) {
+                Ok(Some((_, b))) => b,
+                Ok(None) => continue,
+                Err(e @ StoreError::Corrupt { .. }) => {
+                    self.corrupt_skipped.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "skipping an unreadable batch");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            for slot in batch {
+                if out.len() >= limit {
+                    break;
+                }
+                if let Slot::Event(e) = slot
+                    && keep(&e)
+                {
+                    out.push(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Batches from `from` up to (not including) `until`, in order; corrupt
+    /// ones are logged, counted and skipped. `visit` returns false to stop.
+    fn scan_range(
+        &self,
+        from: u64,
+        until: u64,
+        visit: &mut dyn FnMut(u64, Batch) -> bool,
+    ) -> Result<ScanReport, StoreError> {
+        let mut report = ScanReport::default();
+        if from >= until {
+            return Ok(report);
+        }
+        for item in self.batches.range(from.to_be_bytes()..until.to_be_bytes()) {
+            let (k, v) = item?;
+            let seq = seq_of(&k);
+            match record::decode_batch(seq, &v) {
+                Ok((_, batch)) => {
+                    report.batches += 1;
+                    report.events += batch.iter().filter(|s| s.event().is_some()).count() as u64;
+                    if !visit(seq, batch) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    report.corrupt_batches += 1;
+                    self.corrupt_skipped.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(batch = seq, error = %e, "skipping an unreadable batch in the buffer");
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// The test-only stall: never returns once reached.
+    fn maybe_stall(&self, appended: u64) {
+        if let Some(f) = &self.opts.stall_before_flush
+            && f.after_batches == appended
+        {
+            tracing::warn!(marker = %f.marker.display(), "test fault: stalling between insert and flush");
+            let _ = std::fs::write(&f.marker, b"stalled");
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+    }
+
+    fn append_inner(&self, events: &[EmotionEvent]) -> Result<Vec<bool>, StoreError> {
+        let mut w = self.writer.lock();
+        let mut stored = vec![false; events.len()];
+        let mut fresh: Vec<Slot<&EmotionEvent>> = Vec::with_capacity(events.len());
+        let (seq, cum_before) = {
+            let ram = self.ram.read();
+            let mut in_batch = HashSet::with_capacity(events.len());
+            for (i, e) in events.iter().enumerate() {
+                if !ram.dedup.contains(&e.event_id) && in_batch.insert(e.event_id) {
+                    stored[i] = true;
+                    fresh.push(Slot::Event(e));
+                }
+            }
+            (ram.state.next_seq, ram.state.cum)
+        };
+        if fresh.is_empty() {
+            return Ok(stored);
+        }
+        let header = BatchHeader {
+            seq,
+            generation: 0,
+            cum_before,
+            slots: fresh.len() as u32,
+            newest_ingest: fresh
+                .iter()
+                .filter_map(Slot::event)
+                .map(|e| e.ingested_at)
+                .max()
+                .unwrap_or(DateTime::UNIX_EPOCH),
+        };
+        let key = seq.to_be_bytes();
+        self.batches
+            .insert(key, record::encode_batch(&header, &fresh)?)?;
+        self.ids.insert(key, pack_ids(&fresh))?;
+        let mut state = {
+            let mut ram = self.ram.write();
+            ram.recent.add(seq, &fresh);
+            ram.state.next_seq = seq + 1;
+            ram.state.cum = header.cum_after();
+            ram.state.live += fresh.len() as u64;
+            ram.state.batches += 1;
+            ram.state
+        };
+        if self.ram.read().recent.events >= self.opts.postings_flush_events {
+            let recent = std::mem::take(&mut self.ram.write().recent);
+            self.write_postings(&recent)?;
+            state.postings_through = seq + 1;
+            self.ram.write().state.postings_through = seq + 1;
+        }
+        self.persist_state(&state)?;
+        self.maybe_stall(w.appended);
+        self.db.flush()?;
+        w.appended += 1;
+        let mut l = w.ledger.state();
+        l.next_seq = seq + 1;
+        l.acked_total = header.cum_after();
+        w.ledger.commit(l).map_err(StoreError::Ledger)?;
+        self.durable.store(seq + 1, Ordering::Release);
+        let mut ram = self.ram.write();
+        for s in &fresh {
+            if let Slot::Event(e) = s {
+                ram.dedup.insert(&e.event_id);
+            }
+        }
+        Ok(stored)
+    }
+
+    fn erase_inner(&self, user_id: &str) -> Result<u64, StoreError> {
+        // Writers wait while batches are rewritten, so no append interleaves.
+        let _w = self.writer.lock();
+        let seqs = self.positions(b'u', user_id)?;
+        let mut erased = 0u64;
+        for seq in seqs {
+            let Some((mut header, mut batch)) = (match self.read_batch(seq) {
+                Ok(b) => b,
+                Err(StoreError::Corrupt { .. }) => None,
+                Err(e) => return Err(e),
+            }) else {
+                continue;
+            };
+            let mut gone = 0u64;
+            for slot in batch.iter_mut() {
+                if let Slot::Event(e) = slot
+                    && e.user_id == user_id
+                {
+                    *slot = Slot::Erased(e.event_id);
+                    gone += 1;
+                }
+            }
+            if gone == 0 {
+                continue;
+            }
+            header.generation += 1;
+            self.put_meta_nosync(
+                &format!("{GEN_PREFIX}{seq:016x}"),
+                Some(&header.generation.to_le_bytes()),
+            )?;
+            self.batches
+                .insert(seq.to_be_bytes(), record::encode_batch(&header, &batch)?)?;
+            erased += gone;
+        }
+        // The user's postings go; sessions' postings may now point at
+        // tombstones, which readers skip.
+        let prefix = postings_prefix(b'u', user_id);
+        for item in self.postings.scan_prefix(&prefix) {
+            let (k, _) = item?;
+            if k.len() == prefix.len() + 8 {
+                self.postings.remove(k)?;
+            }
+        }
+        let state = {
+            let mut ram = self.ram.write();
+            ram.recent.users.remove(user_id);
+            ram.state.live = ram.state.live.saturating_sub(erased);
+            ram.state
+        };
+        self.persist_state(&state)?;
+        self.db.flush()?;
+        Ok(erased)
+    }
+
+    fn purge_inner(
+        &self,
+        cutoff: DateTime<Utc>,
+        keep_from: Option<EventPos>,
+    ) -> Result<u64, StoreError> {
+        let mut w = self.writer.lock();
+        let mut old: Vec<(u64, Option<BatchHeader>)> = Vec::new();
+        let mut first_kept: Option<BatchHeader> = None;
+        for item in self.batches.iter() {
+            let (k, v) = item?;
+            let seq = seq_of(&k);
+            if keep_from.is_some_and(|p| seq >= p.batch) {
+                first_kept = record::batch_header(seq, &v).ok();
+                break;
+            }
+            match record::batch_header(seq, &v) {
+                Ok(h) if h.newest_ingest < cutoff => old.push((seq, Some(h))),
+                Ok(h) => {
+                    first_kept = Some(h);
+                    break;
+                }
+                // Unreadable: its age is unknown, but it is garbage anyway.
+                Err(_) => old.push((seq, None)),
+            }
+        }
+        let Some(&(last_seq, _)) = old.last() else {
+            return Ok(0);
+        };
+        // The ledger learns of the purge first: a crash after this point
+        // leaves batches below the floor, which are simply purged again, never
+        // a purge counted as a loss.
+        let mut l = w.ledger.state();
+        l.floor_seq = last_seq + 1;
+        l.floor_cum = match (first_kept, old.last()) {
+            (Some(h), _) => h.cum_before,
+            (None, Some((_, Some(h)))) => h.cum_after(),
+            _ => l.acked_total,
+        };
+        w.ledger.commit(l).map_err(StoreError::Ledger)?;
+        let mut removed = 0u64;
+        for (seq, _) in &old {
+            let key = seq.to_be_bytes();
+            if let Ok(Some((_, batch))) = self.read_batch(*seq) {
+                removed += batch.iter().filter(|s| s.event().is_some()).count() as u64;
+            }
+            self.batches.remove(key)?;
+            self.ids.remove(key)?;
+            self.meta.remove(format!("{GEN_PREFIX}{seq:016x}").as_bytes())?;
+        }
+        // Postings that only point below the floor go too.
+        for item in self.postings.iter() {
+            let (k, v) = item?;
+            if decode_seqs(&v).last().is_none_or(|s| *s <= last_seq) {
+                self.postings.remove(k)?;
+            }
+        }
+        let state = {
+            let mut ram = self.ram.write();
+            ram.state.live = ram.state.live.saturating_sub(removed);
+            ram.state.batches = ram.state.batches.saturating_sub(old.len() as u64);
+            for list in ram.recent.users.values_mut() {
+                list.retain(|s| *s > last_seq);
+            }
+            for list in ram.recent.sessions.values_mut() {
+                list.retain(|s| *s > last_seq);
+            }
+            ram.recent.users.retain(|_, l| !l.is_empty());
+            ram.recent.sessions.retain(|_, l| !l.is_empty());
+            ram.state
+        };
+        self.persist_state(&state)?;
+        self.db.flush()?;
+        Ok(removed)
+    }
+
+    fn put_meta_nosync(&self, key: &str, value: Option<&[u8]>) -> Result<(), StoreError> {
+        let version = {
+            let mut ram = self.ram.write();
+            ram.state.meta_version += 1;
+            ram.state.meta_version
+        };
+        self.meta
+            .insert(key.as_bytes(), record::encode_meta(version, key, value))?;
+        Ok(())
+    }
+
+    fn scrub_inner(&self) -> Result<ScrubReport, StoreError> {
+        let ledger = self.writer.lock().ledger.state();
+        let until = self.durable.load(Ordering::Acquire);
+        let mut report = ScrubReport {
+            at: Utc::now(),
+            ..ScrubReport::default()
+        };
+        let mut prev_cum: Option<u64> = None;
+        let mut lost = 0u64;
+        let read = guard("scrub", || {
+            for item in self.batches.range(..until.to_be_bytes()) {
+                let (k, v) = item?;
+                let seq = seq_of(&k);
+                match record::decode_batch(seq, &v) {
+                    Ok((h, batch)) => {
+                        report.batches += 1;
+                        report.events +=
+                            batch.iter().filter(|s| s.event().is_some()).count() as u64;
+                        let expected = prev_cum.unwrap_or(if seq >= ledger.floor_seq {
+                            ledger.floor_cum
+                        } else {
+                            h.cum_before
+                        });
+                        lost += h.cum_before.saturating_sub(expected);
+                        prev_cum = Some(h.cum_after());
+                    }
+                    Err(e) => {
+                        report.corrupt_batches += 1;
+                        tracing::error!(batch = seq, error = %e, "scrub: unreadable batch");
+                    }
+                }
+            }
+            Ok(())
+        });
+        let end = prev_cum.unwrap_or(ledger.floor_cum);
+        lost += ledger.acked_total.saturating_sub(end);
+        if let Err(e) = read {
+            // The rest could not be read: the repair at the next start counts it.
+            tracing::error!(error = %e, "scrub stopped by the storage engine");
+            report.corrupt_batches += 1;
+        }
+        report.acknowledged_lost = lost;
+        report.repair_scheduled = lost > 0 || report.corrupt_batches > 0;
+        if report.repair_scheduled {
+            let marker = self.dir.join(REPAIR_MARKER);
+            if let Err(e) = std::fs::write(&marker, b"scrub found damage\n") {
+                tracing::error!(error = %e, "could not schedule the repair");
+            }
+            tracing::error!(
+                acknowledged_lost = lost,
+                corrupt_batches = report.corrupt_batches,
+                "scrub found damage in the buffer; it is repaired at the next start"
+            );
+        }
+        let mut d = self.damage.lock();
+        d.corrupt_batches = d.corrupt_batches.max(report.corrupt_batches);
+        let repaired: u64 = d.repairs.iter().map(|r| r.acknowledged_lost).sum();
+        d.acknowledged_lost = repaired + lost;
+        d.last_scrub = Some(report.clone());
+        Ok(report)
+    }
+}
+
+#[derive(Debug, Default)]
+struct RebuildOutcome {
+    batches: u64,
+    events: u64,
+    lost: u64,
+}
+
+impl EventStore for SledStore {
+    fn append(&self, events: &[EmotionEvent]) -> Result<Vec<bool>, StoreError> {
+        guard("append", || self.append_inner(events))
+    }
+
+    fn contains(&self, event_id: &Uuid) -> bool {
+        self.ram.read().dedup.contains(event_id)
+    }
+
+    fn user_events(&self, user_id: &str, q: &EventQuery) -> Result<Vec<EmotionEvent>, StoreError> {
+        guard("user_events", || {
+            let seqs = self.positions(b'u', user_id)?;
+            self.load(
+                &seqs,
+                |e| {
+                    e.user_id == user_id
+                        && q.from.is_none_or(|f| e.timestamp >= f)
+                        && q.to.is_none_or(|t| e.timestamp <= t)
+                },
+                q.limit,
+            )
+        })
+    }
+
+    fn session_events(
+        &self,
+        session_id: &str,
+        limit: usize,
+    ) -> Result<Vec<EmotionEvent>, StoreError> {
+        guard("session_events", || {
+            let seqs = self.positions(b's', session_id)?;
+            self.load(&seqs, |e| e.session_id == session_id, limit)
+        })
+    }
+
+    fn scan(
+        &self,
+        from_batch: u64,
+        visit: &mut dyn FnMut(EventPos, &EmotionEvent),
+    ) -> Result<ScanReport, StoreError> {
+        guard("scan", || {
+            self.scan_range(from_batch, u64::MAX, &mut |seq, batch| {
+                for (i, slot) in batch.iter().enumerate() {
+                    if let Slot::Event(e) = slot {
+                        visit(
+                            EventPos {
+                                batch: seq,
+                                index: i as u32,
+                            },
+                            e,
+                        );
+                    }
+                }
+                true
+            })
+        })
+    }
+
+    fn events_after(
+        &self,
+        after: Option<EventPos>,
+        max: usize,
+    ) -> Result<Vec<(EventPos, EmotionEvent)>, StoreError> {
+        guard("events_after", || {
+            let mut out = Vec::new();
+            let from = after.map_or(0, |p| p.batch);
+            // Never past the high-water mark: what is not durable is not shipped.
+            let until = self.durable.load(Ordering::Acquire);
+            self.scan_range(from, until, &mut |seq, batch| {
+                for (i, slot) in batch.into_iter().enumerate() {
+                    let pos = EventPos {
+                        batch: seq,
+                        index: i as u32,
+                    };
+                    if after.is_some_and(|a| pos <= a) {
+                        continue;
+                    }
+                    if let Slot::Event(e) = slot {
+                        out.push((pos, e));
+                    }
+                }
+                out.len() < max
+            })?;
+            Ok(out)
+        })
+    }
+
+    fn count_after(&self, after: Option<EventPos>) -> Result<u64, StoreError> {
+        let (live, cum) = {
+            let ram = self.ram.read();
+            (ram.state.live, ram.state.cum)
+        };
+        let Some(after) = after else {
+            return Ok(live);
+        };
+        guard("count_after", || {
+            let h = match self.batches.range(after.batch.to_be_bytes()..).next() {
+                None => return Ok(0),
+                Some(item) => {
+                    let (k, v) = item?;
+                    record::batch_header(seq_of(&k), &v).ok()
+                }
+            };
+            Ok(match h {
+                Some(h) if h.seq == after.batch => {
+                    let passed = h.cum_before + u64::from(after.index.saturating_add(1)).min(u64::from(h.slots));
+                    cum.saturating_sub(passed)
+                }
+                Some(h) => cum.saturating_sub(h.cum_before),
+                None => 0,
+            })
+        })
+    }
+
+    fn durable_batches(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    fn erase_user(&self, user_id: &str) -> Result<u64, StoreError> {
+        guard("erase_user", || self.erase_inner(user_id))
+    }
+
+    fn purge_ingested_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        keep_from: Option<EventPos>,
+    ) -> Result<u64, StoreError> {
+        guard("purge", || self.purge_inner(cutoff, keep_from))
+    }
+
+    fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        guard("put_meta", || {
+            self.put_meta_nosync(key, Some(value))?;
+            let state = self.ram.read().state;
+            self.persist_state(&state)?;
+            self.db.flush()?;
+            Ok(())
+        })
+    }
+
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        guard("get_meta", || {
+            Ok(match self.meta.get(key.as_bytes())? {
+                None => None,
+                Some(v) => record::decode_meta(&v)
+                    .map_err(|source| StoreError::Corrupt { seq: 0, source })?
+                    .value,
+            })
+        })
+    }
+
+    fn remove_meta(&self, key: &str) -> Result<(), StoreError> {
+        // A removal is written as a frame too, so salvage cannot bring the
+        // old value back.
+        guard("remove_meta", || {
+            self.put_meta_nosync(key, None)?;
+            let state = self.ram.read().state;
+            self.persist_state(&state)?;
+            self.db.flush()?;
+            Ok(())
+        })
+    }
+
+    fn meta_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        guard("meta_with_prefix", || {
+            let mut out = Vec::new();
+            for item in self.meta.scan_prefix(prefix.as_bytes()) {
+                let (k, v) = item?;
+                match record::decode_meta(&v) {
+                    Ok(f) => {
+                        if let Some(value) = f.value {
+                            out.push((f.key, value));
+                        }
+                    }
+                    Err(e) => tracing::error!(
+                        key = %String::from_utf8_lossy(&k),
+                        error = %e,
+                        "skipping an unreadable metadata record"
+                    ),
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn stats(&self) -> StoreStats {
+        let ram = self.ram.read();
+        StoreStats {
+            events: ram.state.live,
+            batches: ram.state.batches,
+            bytes_on_disk: self.db.size_on_disk().unwrap_or(0),
+            corrupt_batches_skipped: self.corrupt_skipped.load(Ordering::Relaxed),
+            durable_batches: self.durable.load(Ordering::Acquire),
+            dedup_window: ram.dedup.len() as u64,
+        }
+    }
+
+    fn damage(&self) -> DamageReport {
+        self.damage.lock().clone()
+    }
+
+    fn scrub(&self) -> Result<ScrubReport, StoreError> {
+        self.scrub_inner()
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        guard("flush", || {
+            // Postings in RAM are written so the next open rebuilds nothing.
+            let _w = self.writer.lock();
+            let recent = std::mem::take(&mut self.ram.write().recent);
+            self.write_postings(&recent)?;
+            let state = {
+                let mut ram = self.ram.write();
+                ram.state.postings_through = ram.state.next_seq;
+                ram.state
+            };
+            self.persist_state(&state)?;
+            self.db.flush()?;
+            Ok(())
+        })
+    }
+}
