@@ -28,6 +28,9 @@ pub struct LedgerState {
     pub acked_total: u64,
     pub floor_seq: u64,
     pub floor_cum: u64,
+    /// Length of the engine's main file after the last commit: a shorter
+    /// file at open was cut, and is salvaged before the engine touches it.
+    pub engine_len: u64,
 }
 
 /// How the ledger was found at open.
@@ -52,7 +55,14 @@ pub struct Ledger {
 fn encode(writes: u64, s: &LedgerState) -> [u8; SLOT] {
     let mut b = [0u8; SLOT];
     b[..4].copy_from_slice(&MAGIC);
-    for (i, v) in [writes, s.next_seq, s.acked_total, s.floor_seq, s.floor_cum]
+    for (i, v) in [
+        writes,
+        s.next_seq,
+        s.acked_total,
+        s.floor_seq,
+        s.floor_cum,
+        s.engine_len,
+    ]
         .into_iter()
         .enumerate()
     {
@@ -83,6 +93,7 @@ fn decode(b: &[u8]) -> Option<(u64, LedgerState)> {
             acked_total: at(2),
             floor_seq: at(3),
             floor_cum: at(4),
+            engine_len: at(5),
         },
     ))
 }
@@ -160,6 +171,7 @@ mod tests {
             acked_total: n * 10,
             floor_seq: 1,
             floor_cum: 7,
+            engine_len: n * 100,
         }
     }
 

@@ -217,6 +217,18 @@ pub fn decode_batch(seq: u64, bytes: &[u8]) -> Result<(BatchHeader, Batch), Reco
     }
 }
 
+/// A copy of a verified version-2 batch frame with another `cum_before`
+/// (and its checksum recomputed), without decoding the events.
+pub fn with_cum_before(frame: &[u8], cum_before: u64) -> Vec<u8> {
+    let mut out = frame.to_vec();
+    if out.len() >= BATCH_HEADER {
+        out[20..28].copy_from_slice(&cum_before.to_le_bytes());
+        let crc = crc32fast::hash(&out[8..]);
+        out[4..8].copy_from_slice(&crc.to_le_bytes());
+    }
+    out
+}
+
 /// The header alone (checksum verified over the whole value).
 pub fn batch_header(seq: u64, bytes: &[u8]) -> Result<BatchHeader, RecordError> {
     if bytes.first() == Some(&VERSION) {

@@ -335,9 +335,18 @@ impl SledStore {
         let lstate = ledger.state();
         let engine_dir = dir.join(ENGINE_DIR);
         let marker = dir.join(REPAIR_MARKER);
+        let engine_len = std::fs::metadata(engine_dir.join("db")).map_or(0, |m| m.len());
         let reason = if marker.exists() {
             drop(ledger);
             "a scrub found damage".to_owned()
+        } else if engine_len < lstate.engine_len {
+            // sled's recovery zeroes what follows damage it reads; a file cut
+            // short is salvaged before sled sees it.
+            drop(ledger);
+            format!(
+                "the store's main file is {engine_len} bytes, {} at the last commit",
+                lstate.engine_len
+            )
         } else {
             match guard("open", || Self::open_checked(dir, &engine_dir, &opts, ledger, found)) {
                 Ok(Ok(store)) => return store.finish_open(found, began, None),
@@ -515,7 +524,9 @@ impl SledStore {
             let mut w = self.writer.lock();
             let mut l = w.ledger.state();
             let mut changed = false;
-            if found == LedgerFound::Missing || found == LedgerFound::Unreadable {
+            if repaired.is_none()
+                && (found == LedgerFound::Missing || found == LedgerFound::Unreadable)
+            {
                 let first = self.edge_header(true).ok().flatten();
                 l.floor_seq = first.map_or(state.next_seq, |h| h.seq);
                 l.floor_cum = first.map_or(state.cum, |h| h.cum_before);
@@ -526,7 +537,9 @@ impl SledStore {
                 l.acked_total = l.acked_total.max(state.cum);
                 changed = true;
             }
-            if changed {
+            let len = self.engine_len();
+            if changed || len != l.engine_len {
+                l.engine_len = len;
                 w.ledger.commit(l).map_err(StoreError::Ledger)?;
             }
             let next_seq = l.next_seq.max(state.next_seq);
@@ -686,6 +699,10 @@ impl SledStore {
         let mut present_acked = 0u64;
         let mut prev_cum: Option<u64> = None;
         let mut gaps = 0u64;
+        // The rebuilt store is whole by definition: cumulative counts are
+        // renumbered without the lost batches (the loss is recorded in the
+        // repair report), so a later scrub counts only new damage.
+        let mut running: Option<u64> = ledger_known.then_some(ledger.floor_cum);
         for (seq, (header, bytes)) in s.batches.range(min_seq..) {
             let required_gen = s
                 .meta
@@ -703,7 +720,17 @@ impl SledStore {
             let Ok((_, batch)) = record::decode_batch(*seq, bytes) else {
                 continue;
             };
-            self.batches.insert(seq.to_be_bytes(), bytes.as_slice())?;
+            if let Some(p) = prev_cum {
+                gaps += header.cum_before.saturating_sub(p);
+            }
+            prev_cum = Some(header.cum_after());
+            if !ledger_known || *seq < ledger.next_seq {
+                present_acked += u64::from(header.slots);
+            }
+            let cum_before = *running.get_or_insert(header.cum_before);
+            let frame = record::with_cum_before(bytes, cum_before);
+            running = Some(cum_before + u64::from(header.slots));
+            self.batches.insert(seq.to_be_bytes(), frame)?;
             self.ids.insert(seq.to_be_bytes(), pack_ids(&batch))?;
             recent.add(*seq, &batch);
             if recent.events >= self.opts.postings_flush_events {
@@ -716,15 +743,7 @@ impl SledStore {
             outcome.events += live;
             state.live += live;
             state.batches += 1;
-            state.cum = header.cum_after();
             state.next_seq = seq + 1;
-            if let Some(p) = prev_cum {
-                gaps += header.cum_before.saturating_sub(p);
-            }
-            prev_cum = Some(header.cum_after());
-            if !ledger_known || *seq < ledger.next_seq {
-                present_acked += u64::from(header.slots);
-            }
         }
         outcome.lost = if ledger_known {
             ledger
@@ -734,8 +753,31 @@ impl SledStore {
         } else {
             gaps
         };
+        state.cum = running.unwrap_or(ledger.floor_cum);
         state.next_seq = state.next_seq.max(ledger.next_seq);
-        state.cum = state.cum.max(ledger.acked_total);
+        {
+            let mut w = self.writer.lock();
+            let first = s.batches.range(min_seq..).next().map(|(k, _)| *k);
+            let l = LedgerState {
+                next_seq: state.next_seq,
+                acked_total: state.cum,
+                floor_seq: if ledger_known {
+                    ledger.floor_seq
+                } else {
+                    first.unwrap_or(state.next_seq)
+                },
+                floor_cum: if ledger_known {
+                    ledger.floor_cum
+                } else {
+                    s.batches
+                        .range(min_seq..)
+                        .next()
+                        .map_or(state.cum, |(_, (h, _))| h.cum_before)
+                },
+                engine_len: 0,
+            };
+            w.ledger.commit(l).map_err(StoreError::Ledger)?;
+        }
         self.state_tree
             .insert(STATE_KEY, postcard::to_allocvec(&state)?)?;
         self.db.flush()?;
@@ -872,6 +914,10 @@ impl SledStore {
         Ok(report)
     }
 
+    fn engine_len(&self) -> u64 {
+        std::fs::metadata(self.dir.join(ENGINE_DIR).join("db")).map_or(0, |m| m.len())
+    }
+
     /// The test-only stall: never returns once reached.
     fn maybe_stall(&self, appended: u64) {
         if let Some(f) = &self.opts.stall_before_flush
@@ -941,6 +987,7 @@ impl SledStore {
         let mut l = w.ledger.state();
         l.next_seq = seq + 1;
         l.acked_total = header.cum_after();
+        l.engine_len = self.engine_len();
         w.ledger.commit(l).map_err(StoreError::Ledger)?;
         self.durable.store(seq + 1, Ordering::Release);
         let mut ram = self.ram.write();
