@@ -677,24 +677,54 @@ pub(crate) mod anomalies {
     }
 }
 
-/// A set of hashes, sorted (so equal sets encode alike); duplicates refused.
+/// A set of hashes, sorted (so equal sets encode alike) and as one byte
+/// string of 8 bytes each (postcard would spend 10 on most random `u64`s);
+/// duplicates refused.
 pub(crate) mod u64_set {
+    use std::fmt;
+
+    use serde::de::Visitor;
+
     use super::*;
 
     pub(crate) fn serialize<S: Serializer>(set: &HashSet<u64>, s: S) -> Result<S::Ok, S::Error> {
         let mut v: Vec<u64> = set.iter().copied().collect();
         v.sort_unstable();
-        v.serialize(s)
+        let bytes: Vec<u8> = v.iter().flat_map(|h| h.to_le_bytes()).collect();
+        s.serialize_bytes(&bytes)
+    }
+
+    struct SetVisitor;
+
+    impl Visitor<'_> for SetVisitor {
+        type Value = HashSet<u64>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a byte string of 8-byte hashes")
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<HashSet<u64>, E> {
+            let chunks = bytes.chunks_exact(8);
+            if !chunks.remainder().is_empty() {
+                return Err(E::custom("session hashes are not a multiple of 8 bytes"));
+            }
+            let n = chunks.len();
+            let set: HashSet<u64> = chunks
+                .map(|c| {
+                    let mut h = [0; 8];
+                    h.copy_from_slice(c);
+                    u64::from_le_bytes(h)
+                })
+                .collect();
+            if set.len() == n {
+                Ok(set)
+            } else {
+                Err(E::custom("repeated session hash"))
+            }
+        }
     }
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<HashSet<u64>, D::Error> {
-        let v = Vec::<u64>::deserialize(d)?;
-        let n = v.len();
-        let set: HashSet<u64> = v.into_iter().collect();
-        if set.len() == n {
-            Ok(set)
-        } else {
-            Err(D::Error::custom("repeated session hash"))
-        }
+        d.deserialize_bytes(SetVisitor)
     }
 }
