@@ -53,7 +53,7 @@ use std::collections::VecDeque;
 
 use chrono::{DateTime, Utc};
 use hashbrown::{HashMap, HashSet};
-use serde::de::{DeserializeOwned, Error as _};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
