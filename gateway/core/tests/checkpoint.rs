@@ -259,7 +259,12 @@ proptest! {
                 );
             }
             all.sort_by(|x, y| x.user_id.cmp(&y.user_id));
-            prop_assert_eq!(all, a.all_credit_summaries(now, &WINDOWS));
+            let everyone = a.all_credit_summaries(now, &WINDOWS);
+            prop_assert_eq!(&all, &everyone);
+            let (merged, failed) =
+                b.all_credit_summaries_with_evicted(now, &WINDOWS, |u| stored.get(u).cloned());
+            prop_assert!(failed.is_empty());
+            prop_assert_eq!(&merged, &everyone);
             prop_assert_eq!(b.global_metrics(now), a.global_metrics(now));
         }
         for (u, bytes) in &stored {
@@ -477,6 +482,32 @@ fn restore_refuses_the_wrong_state_and_resident_users() {
 }
 
 #[test]
+fn missing_or_damaged_stored_state_is_reported_not_summarized() {
+    let cfg = small_cfg();
+    let mut an = seeded(&cfg);
+    let now = t0() + Duration::days(5);
+    let expected = an.all_credit_summaries(now, &WINDOWS);
+    let mut out = an.evict_users_idle_since(now);
+    assert_eq!(out.len(), 3);
+    assert!(an.all_credit_summaries(now, &WINDOWS).is_empty());
+    out[1].1[7] ^= 0x10;
+    let load = |u: &str| {
+        out.iter()
+            .find(|(id, _)| id == u && id != "user-2")
+            .map(|(_, b)| b.clone())
+    };
+    let (summaries, failed) = an.all_credit_summaries_with_evicted(now, &WINDOWS, load);
+    let kept: Vec<_> = expected
+        .into_iter()
+        .filter(|s| s.user_id == "user-0")
+        .collect();
+    assert_eq!(summaries, kept);
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(matches!(&failed[0], (u, CheckpointError::Checksum { .. }) if u == "user-1"));
+    assert!(matches!(&failed[1], (u, CheckpointError::Missing(_)) if u == "user-2"));
+}
+
+#[test]
 fn erasing_an_evicted_user_forgets_them() {
     let cfg = small_cfg();
     let mut an = seeded(&cfg);
@@ -533,7 +564,14 @@ fn checkpoint_size_per_typical_user() {
         // The daemon drops sessions idle for a while.
         an.evict_sessions_idle_since(t0() + Duration::days(day) - Duration::hours(12));
     }
+    let started = std::time::Instant::now();
     let bytes = an.checkpoint();
+    let encoding = started.elapsed();
+    let started = std::time::Instant::now();
+    let back = Analyzer::from_checkpoint(cfg.clone(), &bytes).expect("restores");
+    let decoding = started.elapsed();
+    assert_eq!(back.resident_users(), users as usize);
+    println!("checkpoint of {users} users: encoded in {encoding:?}, decoded in {decoding:?}");
     let per_user = (bytes.len() - empty) as f64 / f64::from(users);
     let evicted = an.evict_users_idle_since(t0() + Duration::days(60));
     let blob = evicted.iter().map(|(_, b)| b.len()).sum::<usize>() as f64 / evicted.len() as f64;

@@ -97,6 +97,8 @@ pub enum CheckpointError {
     NotEvicted(String),
     #[error("encoded state of user {0:?} is not the state evicted last (a stale copy?)")]
     Stale(String),
+    #[error("no stored state of evicted user {0:?}")]
+    Missing(String),
 }
 
 /// What an encoded body holds.
@@ -520,6 +522,32 @@ impl Analyzer {
             .collect();
         ids.sort_unstable();
         ids
+    }
+
+    /// [`Analyzer::all_credit_summaries`] over every user, resident or
+    /// evicted, ordered by user id. `load` returns the stored state of an
+    /// evicted user (`None`: not found); evicted users whose state is missing
+    /// or refused are left out and reported with the error.
+    pub fn all_credit_summaries_with_evicted(
+        &self,
+        now: DateTime<Utc>,
+        windows: &[u32],
+        mut load: impl FnMut(&str) -> Option<Vec<u8>>,
+    ) -> (Vec<CreditSummary>, Vec<(String, CheckpointError)>) {
+        let mut all = self.all_credit_summaries(now, windows);
+        let mut failed = Vec::new();
+        for id in self.evicted_credit_candidates(now) {
+            let summaries = load(id)
+                .ok_or_else(|| CheckpointError::Missing(id.to_owned()))
+                .and_then(|bytes| Self::credit_summaries_from_encoded(&bytes, id, now, windows));
+            match summaries {
+                Ok(s) => all.extend(s),
+                Err(e) => failed.push((id.to_owned(), e)),
+            }
+        }
+        // Stable: each user's summaries keep the order of `windows`.
+        all.sort_by(|x, y| x.user_id.cmp(&y.user_id));
+        (all, failed)
     }
 
     /// [`Analyzer::credit_summaries`] of an evicted user, from the state

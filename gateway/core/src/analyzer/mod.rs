@@ -2,7 +2,9 @@
 //! O(window) per event and never by rescanning history.
 //!
 //! One `Analyzer` owns all state; the daemon feeds it every durable event in
-//! order (and replays the buffer into it at start-up).
+//! order (and replays the buffer into it at start-up, or restores a
+//! [`checkpoint`] and replays only the events after it). Users idle for long
+//! can be evicted from RAM and restored on demand (see [`checkpoint`]).
 
 mod anomaly;
 pub mod checkpoint;
