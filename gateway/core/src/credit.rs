@@ -330,18 +330,21 @@ impl CreditHistory {
     }
 
     /// Whether decoded history keeps the invariants `record` relies on: days
-    /// strictly increasing, spanning less than [`HISTORY_DAYS`].
+    /// strictly increasing, spanning less than [`HISTORY_DAYS`], each the day
+    /// of a representable timestamp.
     pub(crate) fn is_well_formed(&self) -> bool {
         let ordered = self
             .days
             .iter()
             .zip(self.days.iter().skip(1))
             .all(|(a, b)| a.day < b.day);
+        // Days of representable timestamps, so that no day arithmetic overflows.
+        let min_day = day_of(DateTime::<Utc>::MIN_UTC);
+        let max_day = day_of(DateTime::<Utc>::MAX_UTC);
         let span = match (self.days.front(), self.days.back()) {
-            (Some(f), Some(l)) => l
-                .day
-                .checked_sub(f.day)
-                .is_some_and(|d| d < i64::from(HISTORY_DAYS)),
+            (Some(f), Some(l)) => {
+                f.day >= min_day && l.day <= max_day && l.day - f.day < i64::from(HISTORY_DAYS)
+            }
             _ => true,
         };
         ordered && span

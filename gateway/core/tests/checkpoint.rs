@@ -508,6 +508,38 @@ fn missing_or_damaged_stored_state_is_reported_not_summarized() {
 }
 
 #[test]
+fn an_event_for_an_evicted_user_not_restored_starts_them_afresh() {
+    let cfg = small_cfg();
+    let mut an = seeded(&cfg);
+    let now = t0() + Duration::days(5);
+    let users_before = an.global_metrics(now).unique_users;
+    let out = an.evict_users_idle_since(now);
+    let (u, bytes) = &out[0];
+    let mut e = events(&[Ev {
+        user: 0,
+        session: 0,
+        gap: 0,
+        v: 0.1,
+        a: 0.5,
+        label: None,
+        skew: 0,
+        source: 0,
+    }])
+    .remove(0);
+    e.user_id = u.clone();
+    e.ingested_at = now;
+    e.timestamp = now;
+    an.ingest(&e);
+    assert!(an.is_resident(u) && !an.is_evicted(u));
+    assert_eq!(an.user_summary(u).map(|s| s.event_count), Some(1));
+    assert_eq!(an.global_metrics(now).unique_users, users_before);
+    assert!(matches!(
+        an.restore_user(u, bytes),
+        Err(CheckpointError::AlreadyResident(_))
+    ));
+}
+
+#[test]
 fn erasing_an_evicted_user_forgets_them() {
     let cfg = small_cfg();
     let mut an = seeded(&cfg);

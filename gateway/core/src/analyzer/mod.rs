@@ -342,18 +342,15 @@ impl Analyzer {
         };
         let cfg = &self.cfg;
         self.global.add(&p, e.source, &e.session_id, e.ingested_at);
-        // An evicted user must be restored before their next event; if not,
-        // their stored state is abandoned and they start afresh (still counted
-        // once among the unique users).
-        if !self.evicted.is_empty() && !self.users.contains_key(e.user_id.as_str()) {
-            self.evicted.remove(e.user_id.as_str());
-        }
+        let evicted = &mut self.evicted;
 
         // User: judge the event against the baseline before it joins it.
-        let user = self
-            .users
-            .entry_ref(e.user_id.as_str())
-            .or_insert_with(|| UserState {
+        let user = self.users.entry_ref(e.user_id.as_str()).or_insert_with(|| {
+            // An evicted user must be restored before their next event; if
+            // not, their stored state is abandoned and they start afresh
+            // (still counted once among the unique users).
+            evicted.remove(e.user_id.as_str());
+            UserState {
                 baseline: Window::new(cfg.baseline_window),
                 totals: Totals::default(),
                 anomalies: VecDeque::new(),
@@ -362,7 +359,8 @@ impl Analyzer {
                 first_seen: e.ingested_at,
                 last_seen: e.ingested_at,
                 credit: CreditHistory::new(),
-            });
+            }
+        });
         let anomaly = anomaly::detect(&user.baseline, &p, e.event_id, e.timestamp, &cfg.anomaly);
         if user.high_flags.len() == cfg.trajectory_window {
             user.high_flags.pop_front();
