@@ -17,7 +17,8 @@
 //! sums, totals and label counts, recent anomalies, high-anomaly flags, latest
 //! event, first/last seen, 30-day credit history), every live session (window,
 //! totals, first/last seen), the record of each evicted user (id, checksum of
-//! the state handed out, last credit activity — not the state itself), and the
+//! the state handed out, last credit activity — not the state itself), the
+//! latest cutoff of [`Analyzer::evict_sessions_idle_since`], and the
 //! global metrics state (totals, label and source counts, the last minute's
 //! rate, the hashed session ids and the keys of that hash). Floats are stored
 //! bit for bit, so a restored analyzer computes exactly what the original
@@ -257,6 +258,8 @@ struct AnalyzerBodyRef<'a> {
     users: Vec<(&'a String, &'a UserState)>,
     sessions: Vec<(&'a String, &'a SessionState)>,
     evicted: Vec<(&'a String, &'a EvictedUser)>,
+    #[serde(with = "opt_ts")]
+    session_cutoff: &'a Option<DateTime<Utc>>,
     global: &'a global::GlobalState,
 }
 
@@ -266,6 +269,8 @@ struct AnalyzerBody {
     users: Vec<(String, UserState)>,
     sessions: Vec<(String, SessionState)>,
     evicted: Vec<(String, EvictedUser)>,
+    #[serde(with = "opt_ts")]
+    session_cutoff: Option<DateTime<Utc>>,
     global: global::GlobalState,
 }
 
@@ -365,6 +370,7 @@ impl Analyzer {
             users: sorted(&self.users),
             sessions: sorted(&self.sessions),
             evicted: sorted(&self.evicted),
+            session_cutoff: &self.session_cutoff,
             global: &self.global,
         };
         encode(Kind::Analyzer, &self.cfg, &body)
@@ -394,6 +400,7 @@ impl Analyzer {
             users,
             sessions,
             evicted,
+            session_cutoff: body.session_cutoff,
             global: body.global,
         })
     }
@@ -460,8 +467,12 @@ impl Analyzer {
     /// the state it returned. Refused, with nothing changed, if the user is
     /// resident, is not evicted, or `bytes` are not exactly the state handed
     /// out at their last eviction (damaged, another user's, another
-    /// configuration's, or an older copy). A restored session whose id is live
-    /// again meanwhile is dropped in favour of the live one.
+    /// configuration's, or an older copy).
+    ///
+    /// The user's sessions come back too, except those that
+    /// [`Analyzer::evict_sessions_idle_since`] would have dropped meanwhile
+    /// (idle since before its latest cutoff), and any whose id is live again
+    /// (the live one is kept).
     pub fn restore_user(&mut self, user_id: &str, bytes: &[u8]) -> Result<(), CheckpointError> {
         if self.users.contains_key(user_id) {
             return Err(CheckpointError::AlreadyResident(user_id.to_owned()));
@@ -476,8 +487,11 @@ impl Analyzer {
         }
         self.evicted.remove(user_id);
         self.users.insert(blob.user_id, blob.user);
+        let cutoff = self.session_cutoff;
         for (sid, s) in blob.sessions {
-            self.sessions.entry(sid).or_insert(s);
+            if cutoff.is_none_or(|c| s.last_seen >= c) {
+                self.sessions.entry(sid).or_insert(s);
+            }
         }
         Ok(())
     }

@@ -317,6 +317,8 @@ pub struct Analyzer {
     users: HashMap<String, UserState>,
     sessions: HashMap<String, SessionState>,
     evicted: HashMap<String, checkpoint::EvictedUser>,
+    /// The latest cutoff of [`Analyzer::evict_sessions_idle_since`].
+    session_cutoff: Option<DateTime<Utc>>,
     global: global::GlobalState,
 }
 
@@ -518,7 +520,13 @@ impl Analyzer {
 
     /// Drop the live state of sessions idle since before `cutoff` (their events
     /// stay in the buffer; global counts are kept). Returns how many went.
+    ///
+    /// Sessions of evicted users are dropped by the same rule when the user is
+    /// restored (the latest `cutoff` is remembered for that).
     pub fn evict_sessions_idle_since(&mut self, cutoff: DateTime<Utc>) -> usize {
+        if self.session_cutoff.is_none_or(|c| c < cutoff) {
+            self.session_cutoff = Some(cutoff);
+        }
         let before = self.sessions.len();
         self.sessions.retain(|_, s| s.last_seen >= cutoff);
         before - self.sessions.len()
