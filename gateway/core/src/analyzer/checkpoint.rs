@@ -49,6 +49,41 @@
 //! exactly as if they had never left. The caller must restore a user *before*
 //! ingesting their next event: an event for an evicted user who was not
 //! restored starts them afresh and the stored state is abandoned.
+//!
+//! While evicted, a user has no [`Analyzer::user_summary`] or
+//! [`Analyzer::credit_summaries`] (use [`Analyzer::user_summary_from_encoded`],
+//! [`Analyzer::credit_summaries_from_encoded`] and
+//! [`Analyzer::all_credit_summaries_with_evicted`]), is not in
+//! [`Analyzer::user_ids`] (but in [`Analyzer::evicted_user_ids`]), and their
+//! sessions have no [`Analyzer::session_summary`] until they are restored.
+//! Global metrics count them as before.
+//!
+//! # Use (for the daemon)
+//!
+//! - **Save** `checkpoint()` together with the buffer position of the last
+//!   event ingested, in one atomic write. The bytes are self-checking.
+//! - **Start**: `from_checkpoint(cfg, bytes)`, then replay the events after the
+//!   saved position. On any error (damage, other version, other
+//!   configuration…) log it, start from `Analyzer::new(cfg)`, replay the whole
+//!   buffer, and delete the stored evicted states: they belong to the refused
+//!   checkpoint.
+//! - **Evict** with a cutoff older than the session idle time, and store the
+//!   returned states in the same atomic write as a checkpoint taken right
+//!   after, replacing older states of the same users. A checkpoint's evicted
+//!   records name the exact states they expect (by checksum), so states and
+//!   checkpoint must not drift apart; a restore need not delete the stored
+//!   state (the next eviction replaces it).
+//! - **Ingest** (and replay): if `is_evicted(user)`, load the stored state and
+//!   `restore_user` first. If that fails, the user starts afresh at the event
+//!   (their earlier history is lost until a full replay): log it, or rebuild
+//!   everything by replay.
+//! - **Erase**: `erase_user` forgets an evicted user too (it returns `true`);
+//!   delete their stored state.
+//!
+//! Sizes (test `checkpoint_size_per_typical_user`, default configuration, 30
+//! days of 8 events a day): about 3.4 kB per resident user with a live
+//! session, 3.2 kB per evicted user's state, and in the checkpoint about 24
+//! bytes per evicted user plus 8 bytes per session id ever seen.
 
 use std::collections::VecDeque;
 
