@@ -243,7 +243,7 @@ pub struct CreditSummary {
 }
 
 /// The aggregates of one UTC day.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 struct DayBucket {
     /// Days since the Unix epoch (UTC).
     day: i64,
@@ -315,7 +315,7 @@ impl DayBucket {
 /// Sparse: only days with events are stored, oldest first, so a user seen on
 /// one day costs one bucket. Adding an event is O(1) (amortized) for events in
 /// order, O(log days) for a late one; a summary is O(days).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CreditHistory {
     days: VecDeque<DayBucket>,
 }
@@ -327,6 +327,27 @@ fn day_of(t: DateTime<Utc>) -> i64 {
 impl CreditHistory {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Whether decoded history keeps the invariants `record` relies on: days
+    /// strictly increasing, spanning less than [`HISTORY_DAYS`], each the day
+    /// of a representable timestamp.
+    pub(crate) fn is_well_formed(&self) -> bool {
+        let ordered = self
+            .days
+            .iter()
+            .zip(self.days.iter().skip(1))
+            .all(|(a, b)| a.day < b.day);
+        // Days of representable timestamps, so that no day arithmetic overflows.
+        let min_day = day_of(DateTime::<Utc>::MIN_UTC);
+        let max_day = day_of(DateTime::<Utc>::MAX_UTC);
+        let span = match (self.days.front(), self.days.back()) {
+            (Some(f), Some(l)) => {
+                f.day >= min_day && l.day <= max_day && l.day - f.day < i64::from(HISTORY_DAYS)
+            }
+            _ => true,
+        };
+        ordered && span
     }
 
     /// True when no day is stored.

@@ -1,18 +1,21 @@
 //! Statistical outliers: how far an event lies from the user's own baseline.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::round3;
 use super::window::{Point, Window};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Medium,
     High,
 }
+
+/// The `type` of the anomalies [`detect`] reports.
+pub const STATISTICAL_OUTLIER: &str = "statistical_outlier";
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Anomaly {
@@ -73,7 +76,7 @@ pub fn detect(
     (z > rule.z_threshold).then(|| Anomaly {
         event_id,
         timestamp,
-        kind: "statistical_outlier",
+        kind: STATISTICAL_OUTLIER,
         valence_zscore: round3(zv),
         arousal_zscore: round3(za),
         severity: if z > rule.high_z {

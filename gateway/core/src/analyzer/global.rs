@@ -2,11 +2,11 @@
 //! dominant emotion and source distribution.
 
 use std::collections::BTreeMap;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher};
 
 use chrono::{DateTime, Utc};
 use hashbrown::HashSet;
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
 
 use super::window::Point;
 use super::{LabelCounts, round3};
@@ -25,6 +25,24 @@ impl Default for MinuteRate {
         MinuteRate {
             slots: [(i64::MIN, 0); 60],
         }
+    }
+}
+
+/// Serialized as a sequence (serde has no impls for arrays of 60).
+impl Serialize for MinuteRate {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.slots.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for MinuteRate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Vec::<(i64, u64)>::deserialize(d)?;
+        let n = v.len();
+        let slots = v
+            .try_into()
+            .map_err(|_| D::Error::custom(format_args!("{n} rate slots, expected 60")))?;
+        Ok(MinuteRate { slots })
     }
 }
 
@@ -49,7 +67,33 @@ impl MinuteRate {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+/// The keys of the 64-bit session-id hashes.
+///
+/// The hashes are kept across checkpoints, so their function must be stable:
+/// SipHash-2-4 (std's `SipHasher`, a fixed, documented algorithm) over the
+/// id's bytes, keyed with random keys chosen when the analyzer is created and
+/// saved in its checkpoint, so that nobody can choose colliding session ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct SessionKeys(u64, u64);
+
+impl Default for SessionKeys {
+    fn default() -> Self {
+        // hashbrown's default hasher is randomly seeded per instance.
+        let random = hashbrown::DefaultHashBuilder::default();
+        SessionKeys(random.hash_one(0x5e55_u64), random.hash_one(0x1d5_u64))
+    }
+}
+
+impl SessionKeys {
+    #[allow(deprecated)] // SipHasher: deprecated in favour of an unspecified algorithm
+    fn hash(&self, id: &str) -> u64 {
+        let mut h = std::hash::SipHasher::new_with_keys(self.0, self.1);
+        h.write(id.as_bytes());
+        h.finish()
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(super) struct GlobalState {
     total: u64,
     sum_v: f64,
@@ -59,8 +103,9 @@ pub(super) struct GlobalState {
     rate: MinuteRate,
     /// 64-bit hashes of session ids: exact enough for a count, 8 bytes each,
     /// and it survives the eviction of idle sessions' live state.
+    #[serde(with = "super::checkpoint::u64_set")]
     sessions: HashSet<u64>,
-    hasher: hashbrown::DefaultHashBuilder,
+    keys: SessionKeys,
 }
 
 /// The `metrics` object of the `/ws/emotions/metrics` stream.
@@ -91,7 +136,7 @@ impl GlobalState {
         self.labels.add(p.label);
         self.sources[source.index()] += 1;
         self.rate.add(ingested_at);
-        self.sessions.insert(self.hasher.hash_one(session_id));
+        self.sessions.insert(self.keys.hash(session_id));
     }
 
     pub(super) fn snapshot(&self, now: DateTime<Utc>, unique_users: usize) -> GlobalMetrics {

@@ -2,9 +2,12 @@
 //! O(window) per event and never by rescanning history.
 //!
 //! One `Analyzer` owns all state; the daemon feeds it every durable event in
-//! order (and replays the buffer into it at start-up).
+//! order (and replays the buffer into it at start-up, or restores a
+//! [`checkpoint`] and replays only the events after it). Users idle for long
+//! can be evicted from RAM and restored on demand (see [`checkpoint`]).
 
 mod anomaly;
+pub mod checkpoint;
 mod global;
 mod risk;
 mod state;
@@ -16,9 +19,10 @@ use std::collections::VecDeque;
 use hashbrown::HashMap;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use anomaly::{Anomaly, AnomalyRule, Severity};
+pub use checkpoint::{CHECKPOINT_VERSION, CheckpointError};
 pub use global::GlobalMetrics;
 pub use risk::{FLAG_THRESHOLD, RiskInputs, RiskScore, risk_from_aggregates, risk_score};
 pub use state::{RiskAssessment, RiskLevel, SpecificRisk, StateAnalysis, analyze_state, regions};
@@ -28,6 +32,11 @@ pub use window::{Point, Window};
 use crate::credit::{CreditHistory, CreditSummary, HISTORY_DAYS};
 use crate::event::EmotionEvent;
 use crate::label::EmotionLabel;
+
+/// The oldest credit activity that still earns a user a credit summary.
+fn credit_horizon(now: DateTime<Utc>) -> DateTime<Utc> {
+    now - chrono::Duration::days(i64::from(HISTORY_DAYS) + 1)
+}
 
 /// Round to 3 decimal places, as the original's replies did.
 pub(crate) fn round3(x: f64) -> f64 {
@@ -61,7 +70,7 @@ impl Default for AnalyzerConfig {
 }
 
 /// Counts per label, for the dominant emotion.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabelCounts([u64; EmotionLabel::COUNT]);
 
 impl Default for LabelCounts {
@@ -89,7 +98,7 @@ impl LabelCounts {
 }
 
 /// Running totals for averages over everything seen.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Totals {
     count: u64,
     sum_v: f64,
@@ -120,12 +129,14 @@ pub struct SessionMetrics {
     pub stability_score: f64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct SessionState {
     user_id: String,
     window: Window,
     totals: Totals,
+    #[serde(with = "checkpoint::ts")]
     first_seen: DateTime<Utc>,
+    #[serde(with = "checkpoint::ts")]
     last_seen: DateTime<Utc>,
 }
 
@@ -153,15 +164,20 @@ impl SessionState {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct UserState {
     baseline: Window,
     totals: Totals,
+    #[serde(with = "checkpoint::anomalies")]
     anomalies: VecDeque<Anomaly>,
     /// For the latest `trajectory_window` events: was it a high-severity anomaly?
     high_flags: VecDeque<bool>,
+    #[serde(with = "checkpoint::last_event")]
     last_event: Option<(Point, DateTime<Utc>)>,
+    #[serde(with = "checkpoint::ts")]
     first_seen: DateTime<Utc>,
+    /// `ingested_at` of the user's latest event: their last activity.
+    #[serde(with = "checkpoint::ts")]
     last_seen: DateTime<Utc>,
     /// Daily aggregates of the last 30 days, for credit/risk summaries.
     credit: CreditHistory,
@@ -183,6 +199,41 @@ impl UserState {
             trajectory::recent_stability(&self.baseline, cfg.trajectory_window)
         };
         risk_score(&self.baseline, stab, self.high_anomalies())
+    }
+
+    fn summary(&self, user_id: &str, cfg: &AnalyzerConfig) -> UserSummary {
+        let trajectory = trajectory(&self.baseline, cfg.trajectory_window);
+        UserSummary {
+            user_id: user_id.to_owned(),
+            event_count: self.totals.count,
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            avg_valence: self.totals.avg(self.totals.sum_v),
+            avg_arousal: self.totals.avg(self.totals.sum_a),
+            dominant_emotion: self.totals.labels.dominant(),
+            stability_score: round3(stability(
+                self.baseline.std_valence(),
+                self.baseline.std_arousal(),
+            )),
+            state: self
+                .last_event
+                .map(|(p, _)| analyze_state(p.valence, p.arousal, Some(self.spread()))),
+            trajectory,
+            recent_anomalies: self.anomalies.iter().cloned().collect(),
+            risk: self.risk(cfg),
+        }
+    }
+
+    fn credit_summaries(
+        &self,
+        user_id: &str,
+        now: DateTime<Utc>,
+        windows: &[u32],
+    ) -> Vec<CreditSummary> {
+        windows
+            .iter()
+            .map(|w| self.credit.summarize(user_id, now, *w))
+            .collect()
     }
 }
 
@@ -255,11 +306,19 @@ pub struct SessionSummary {
 }
 
 /// All analysis state of the gateway.
+///
+/// Users are either *resident* (their state is in `users`) or *evicted* (their
+/// state was handed to the caller by
+/// [`evict_users_idle_since`](Analyzer::evict_users_idle_since) and only a
+/// small record of it is kept here); see [`checkpoint`].
 #[derive(Debug, Clone, Default)]
 pub struct Analyzer {
     cfg: AnalyzerConfig,
     users: HashMap<String, UserState>,
     sessions: HashMap<String, SessionState>,
+    evicted: HashMap<String, checkpoint::EvictedUser>,
+    /// The latest cutoff of [`Analyzer::evict_sessions_idle_since`].
+    session_cutoff: Option<DateTime<Utc>>,
     global: global::GlobalState,
 }
 
@@ -285,12 +344,15 @@ impl Analyzer {
         };
         let cfg = &self.cfg;
         self.global.add(&p, e.source, &e.session_id, e.ingested_at);
+        let evicted = &mut self.evicted;
 
         // User: judge the event against the baseline before it joins it.
-        let user = self
-            .users
-            .entry_ref(e.user_id.as_str())
-            .or_insert_with(|| UserState {
+        let user = self.users.entry_ref(e.user_id.as_str()).or_insert_with(|| {
+            // An evicted user must be restored before their next event; if
+            // not, their stored state is abandoned and they start afresh
+            // (still counted once among the unique users).
+            evicted.remove(e.user_id.as_str());
+            UserState {
                 baseline: Window::new(cfg.baseline_window),
                 totals: Totals::default(),
                 anomalies: VecDeque::new(),
@@ -299,7 +361,8 @@ impl Analyzer {
                 first_seen: e.ingested_at,
                 last_seen: e.ingested_at,
                 credit: CreditHistory::new(),
-            });
+            }
+        });
         let anomaly = anomaly::detect(&user.baseline, &p, e.event_id, e.timestamp, &cfg.anomaly);
         if user.high_flags.len() == cfg.trajectory_window {
             user.high_flags.pop_front();
@@ -376,28 +439,11 @@ impl Analyzer {
         EventOutcome { analysis, metrics }
     }
 
+    /// The summary of a resident user; `None` for an unknown or evicted user
+    /// (see [`Analyzer::user_summary_from_encoded`]).
     pub fn user_summary(&self, user_id: &str) -> Option<UserSummary> {
         let u = self.users.get(user_id)?;
-        let trajectory = trajectory(&u.baseline, self.cfg.trajectory_window);
-        Some(UserSummary {
-            user_id: user_id.to_owned(),
-            event_count: u.totals.count,
-            first_seen: u.first_seen,
-            last_seen: u.last_seen,
-            avg_valence: u.totals.avg(u.totals.sum_v),
-            avg_arousal: u.totals.avg(u.totals.sum_a),
-            dominant_emotion: u.totals.labels.dominant(),
-            stability_score: round3(stability(
-                u.baseline.std_valence(),
-                u.baseline.std_arousal(),
-            )),
-            state: u
-                .last_event
-                .map(|(p, _)| analyze_state(p.valence, p.arousal, Some(u.spread()))),
-            trajectory,
-            recent_anomalies: u.anomalies.iter().cloned().collect(),
-            risk: u.risk(&self.cfg),
-        })
+        Some(u.summary(user_id, &self.cfg))
     }
 
     pub fn session_summary(&self, session_id: &str) -> Option<SessionSummary> {
@@ -412,12 +458,15 @@ impl Analyzer {
         })
     }
 
+    /// Gateway-wide metrics. Evicted users still count among the unique users.
     pub fn global_metrics(&self, now: DateTime<Utc>) -> GlobalMetrics {
-        self.global.snapshot(now, self.users.len())
+        self.global
+            .snapshot(now, self.users.len() + self.evicted.len())
     }
 
     /// Credit/risk summaries of one user for each of `windows` (days, see
-    /// [`crate::credit`]), computed for `now`. Empty for an unknown user.
+    /// [`crate::credit`]), computed for `now`. Empty for an unknown or evicted
+    /// user (see [`Analyzer::credit_summaries_from_encoded`]).
     pub fn credit_summaries(
         &self,
         user_id: &str,
@@ -425,22 +474,23 @@ impl Analyzer {
         windows: &[u32],
     ) -> Vec<CreditSummary> {
         match self.users.get(user_id) {
-            Some(u) => windows
-                .iter()
-                .map(|w| u.credit.summarize(user_id, now, *w))
-                .collect(),
+            Some(u) => u.credit_summaries(user_id, now, windows),
             None => Vec::new(),
         }
     }
 
-    /// Credit/risk summaries of every user with an event in the 31 days before
-    /// `now`, for each of `windows`, ordered by user id.
+    /// Credit/risk summaries of every resident user with an event in the 31
+    /// days before `now`, for each of `windows`, ordered by user id.
+    ///
+    /// Evicted users are not included: [`Analyzer::evicted_credit_candidates`]
+    /// lists those the same rule selects, for
+    /// [`Analyzer::credit_summaries_from_encoded`].
     ///
     /// The extra day lets a user who went quiet send one last summary with an
     /// empty 30-day window (`insufficient_data`), so the central copy does not
     /// keep showing an adjustment for a period that has passed.
     pub fn all_credit_summaries(&self, now: DateTime<Utc>, windows: &[u32]) -> Vec<CreditSummary> {
-        let horizon = now - chrono::Duration::days(i64::from(HISTORY_DAYS) + 1);
+        let horizon = credit_horizon(now);
         let mut ids: Vec<&String> = self
             .users
             .iter()
@@ -455,20 +505,28 @@ impl Analyzer {
 
     /// Forget everything about a user: their state, their sessions' live
     /// state, their credit history (for an erasure request). Global counts,
-    /// which hold no per-user data, are kept. Returns whether the user was known.
+    /// which hold no per-user data, are kept. Returns whether the user was known
+    /// (resident or evicted; the caller deletes an evicted user's stored state).
     pub fn erase_user(&mut self, user_id: &str) -> bool {
         self.sessions.retain(|_, s| s.user_id != user_id);
-        self.users.remove(user_id).is_some()
+        let evicted = self.evicted.remove(user_id).is_some();
+        self.users.remove(user_id).is_some() || evicted
     }
 
-    /// Users known to the analyzer.
+    /// Resident users (evicted ones: [`Analyzer::evicted_user_ids`]).
     pub fn user_ids(&self) -> impl Iterator<Item = &str> {
         self.users.keys().map(String::as_str)
     }
 
     /// Drop the live state of sessions idle since before `cutoff` (their events
     /// stay in the buffer; global counts are kept). Returns how many went.
+    ///
+    /// Sessions of evicted users are dropped by the same rule when the user is
+    /// restored (the latest `cutoff` is remembered for that).
     pub fn evict_sessions_idle_since(&mut self, cutoff: DateTime<Utc>) -> usize {
+        if self.session_cutoff.is_none_or(|c| c < cutoff) {
+            self.session_cutoff = Some(cutoff);
+        }
         let before = self.sessions.len();
         self.sessions.retain(|_, s| s.last_seen >= cutoff);
         before - self.sessions.len()

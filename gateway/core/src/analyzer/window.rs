@@ -3,10 +3,12 @@
 
 use std::collections::VecDeque;
 
+use serde::{Deserialize, Serialize};
+
 use crate::label::EmotionLabel;
 
 /// One event as the analyzer sees it.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Point {
     pub valence: f64,
     pub arousal: f64,
@@ -19,7 +21,11 @@ pub struct Point {
 ///
 /// Running sums drift under repeated add/subtract; they are recomputed exactly
 /// once every `cap` pushes, which keeps the amortized cost O(1).
-#[derive(Debug, Clone)]
+///
+/// Serialized (for [`super::checkpoint`]) with its running sums as they are,
+/// bit for bit, so that a restored window computes exactly what the original
+/// would have.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Window {
     points: VecDeque<Point>,
     cap: usize,
@@ -74,6 +80,14 @@ impl Window {
         }
         (self.sum_v, self.sum_a, self.sq_v, self.sq_a) = (sv, sa, qv, qa);
         self.pushes_since_resum = 0;
+    }
+
+    /// Whether a decoded window could have been built by
+    /// `Window::new(cap)` and pushes.
+    pub(crate) fn is_consistent_with(&self, cap: usize) -> bool {
+        self.cap == cap.max(1)
+            && self.points.len() <= self.cap
+            && self.pushes_since_resum < self.cap
     }
 
     pub fn len(&self) -> usize {
