@@ -187,6 +187,7 @@
       case 'status':
         renderPlugins(msg.plugins);
         renderSync(msg.sync);
+        renderBuffer(msg.buffer);
         renderDevices(msg.devices);
         renderMqtt(msg.mqtt);
         break;
@@ -575,6 +576,25 @@
     kv(dl, 'shipped', s.events_shipped + ' events, ' + s.summaries_shipped + ' summaries');
     kv(dl, 'failures', String(s.failures));
     if (s.last_error) kv(dl, 'last error', s.last_error);
+  }
+
+  function renderBuffer(b) {
+    const dl = $('buffer');
+    dl.replaceChildren();
+    if (!b) return;
+    const st = b.stats || {};
+    const dmg = b.damage || {};
+    kv(dl, 'events', String(st.events));
+    kv(dl, 'on disk', fmt((st.bytes_on_disk || 0) / 1048576, 1) + ' MiB');
+    const lost = dmg.acknowledged_lost || 0;
+    kv(dl, 'lost to damage', lost ? lost + ' acknowledged events' : 'none');
+    if (lost) dl.lastChild.className = 'state-quarantined';
+    const repairs = dmg.repairs || [];
+    if (repairs.length) {
+      const r = repairs[repairs.length - 1];
+      kv(dl, 'last repair', r.at + ': ' + r.reason + ' (salvaged ' + r.salvaged_events + ' events; damaged store kept at ' + r.moved_to + ')');
+    }
+    if (dmg.last_scrub) kv(dl, 'last scrub', dmg.last_scrub.at + (dmg.last_scrub.repair_scheduled ? ': damage found, repair at next start' : ': clean'));
   }
 
   function renderDevices(d) {

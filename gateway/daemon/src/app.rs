@@ -2,11 +2,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use axum::serve::ListenerExt;
 use chrono::Utc;
-use emotion_core::Analyzer;
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api;
 use crate::auth::Tokens;
-use crate::buffer::{EventStore, SledStore, StoreError};
+use crate::buffer::{EventStore, SledStore, StallBeforeFlush, StoreError, StoreOptions};
 use crate::config::Config;
 use crate::ingest::Pipeline;
 use crate::privacy::Privacy;
@@ -77,31 +77,49 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
              configure your own [[auth.tokens]] before exposing this gateway"
         );
     }
-    let analyzer = Arc::new(Mutex::new(Analyzer::new(config.analyzer_config())));
-
     let path = config.storage.path.clone();
-    let cache = config.storage.cache_mb * 1024 * 1024;
-    let replay_into = analyzer.clone();
-    let began = Instant::now();
-    let (store, report) = tokio::task::spawn_blocking(move || {
-        let mut an = replay_into.lock();
-        SledStore::open(&path, cache, &mut |_, e| {
-            an.ingest(e);
-        })
+    let opts = StoreOptions {
+        cache_bytes: config.storage.cache_mb * 1024 * 1024,
+        dedup_window: config.storage.dedup_window,
+        stall_before_flush: test_fault_from_env(),
+        ..StoreOptions::default()
+    };
+    let analyzer_cfg = config.analyzer_config();
+    let (store, report, analyzer, restored) = tokio::task::spawn_blocking(move || {
+        let (store, report) = SledStore::open(&path, opts)?;
+        let (analyzer, restored) = crate::checkpoint::restore(&store, analyzer_cfg)?;
+        Ok::<_, StoreError>((store, report, analyzer, restored))
     })
     .await?
     .map_err(|source| StartError::Storage {
         path: config.storage.path.display().to_string(),
         source,
     })?;
+    if let Some(r) = &report.repaired {
+        tracing::error!(
+            acknowledged_lost = r.acknowledged_lost,
+            salvaged_events = r.salvaged_events,
+            moved_to = %r.moved_to,
+            reason = %r.reason,
+            "the buffer was damaged and has been rebuilt from what could be salvaged"
+        );
+    }
+    if let Some(why) = &restored.refused {
+        tracing::warn!(reason = %why, "the analyzer checkpoint was not usable; replayed the whole buffer");
+    }
     tracing::info!(
         events = report.events,
         batches = report.batches,
-        corrupt_batches = report.corrupt_batches,
-        took_ms = began.elapsed().as_millis() as u64,
+        reindexed_batches = report.reindexed_batches,
+        open_ms = report.took_ms,
+        from_checkpoint = restored.from_checkpoint,
+        replayed_events = restored.replayed_events,
+        replay_ms = restored.took_ms,
         path = %config.storage.path.display(),
-        "buffer opened; history replayed into the analyzer"
+        "buffer opened; analyzer restored"
     );
+    let analyzed = Arc::new(AtomicU64::new(restored.through));
+    let analyzer = Arc::new(Mutex::new(analyzer));
     let store: Arc<dyn EventStore> = Arc::new(store);
     let privacy = Arc::new(Privacy::load(store.clone()).map_err(StartError::Privacy)?);
 
@@ -137,6 +155,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (ingest, pipeline) = Pipeline::start(
         store.clone(),
         analyzer.clone(),
+        analyzed.clone(),
         privacy.clone(),
         counters.clone(),
         live.clone(),
@@ -159,6 +178,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         ingest,
         store,
         analyzer,
+        analyzed,
         counters,
         privacy,
         plugins,
@@ -172,6 +192,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         started: Instant::now(),
     };
     spawn_housekeeping(&state);
+    spawn_checkpoints(&state);
+    spawn_scrubs(&state);
     spawn_metrics_upkeep(&state);
     crate::devices::start(&state, &config.serial, &config.ble).await;
     if config.sync.enabled {
@@ -222,6 +244,75 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         watcher,
         mqtt,
     })
+}
+
+/// The test-only writer stall (see `StallBeforeFlush`), from
+/// `EMOTION_GATEWAY_TEST_STALL_BEFORE_FLUSH=<batches>:<marker path>`: the
+/// crash tests kill the process while a batch is inserted but not durable.
+/// Nothing else reads this variable; it is not configuration.
+fn test_fault_from_env() -> Option<StallBeforeFlush> {
+    let v = std::env::var("EMOTION_GATEWAY_TEST_STALL_BEFORE_FLUSH").ok()?;
+    let (n, marker) = v.split_once(':')?;
+    let after_batches = n.parse().ok()?;
+    tracing::warn!(after_batches, "test fault armed: the writer will stall before a flush");
+    Some(StallBeforeFlush {
+        after_batches,
+        marker: marker.into(),
+    })
+}
+
+/// Save the analyzer's checkpoint on a timer, until shutdown.
+fn spawn_checkpoints(state: &AppState) {
+    let st = state.clone();
+    state.tasks.spawn(async move {
+        let mut tick = tokio::time::interval(st.config.analyzer.checkpoint_interval.0);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = st.shutdown.cancelled() => return,
+            }
+            let s = st.clone();
+            let save = move || crate::checkpoint::save(s.store.as_ref(), &s.analyzer, &s.analyzed);
+            match tokio::task::spawn_blocking(save).await {
+                Ok(Ok(bytes)) => tracing::debug!(bytes, "analyzer checkpoint saved"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "analyzer checkpoint failed"),
+                Err(e) => tracing::warn!(error = %e, "analyzer checkpoint task failed"),
+            }
+        }
+    });
+}
+
+/// Scrub the buffer once after start and then every `storage.scrub_interval`.
+fn spawn_scrubs(state: &AppState) {
+    let every = state.config.storage.scrub_interval.0;
+    if every.is_zero() {
+        return;
+    }
+    let st = state.clone();
+    state.tasks.spawn(async move {
+        loop {
+            let store = st.store.clone();
+            let scrub = tokio::task::spawn_blocking(move || store.scrub());
+            tokio::select! {
+                r = scrub => match r {
+                    Ok(Ok(r)) if r.repair_scheduled => tracing::error!(
+                        acknowledged_lost = r.acknowledged_lost,
+                        corrupt_batches = r.corrupt_batches,
+                        "buffer scrub found damage; the store is repaired at the next start"
+                    ),
+                    Ok(Ok(r)) => tracing::info!(batches = r.batches, events = r.events, "buffer scrub found no damage"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "buffer scrub failed"),
+                    Err(e) => tracing::warn!(error = %e, "buffer scrub task failed"),
+                },
+                _ = st.shutdown.cancelled() => return,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = st.shutdown.cancelled() => return,
+            }
+        }
+    });
 }
 
 /// The Prometheus recorder keeps histogram samples until upkeep folds them
@@ -318,10 +409,13 @@ impl Running {
             tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing anyway");
         }
         let store = state.store.clone();
+        let (analyzer, analyzed) = (state.analyzer.clone(), state.analyzed.clone());
         // Dropping the last `Ingest` handle lets the writer drain and stop.
         drop(state);
         let joined = tokio::task::spawn_blocking(move || {
             pipeline.join();
+            // A last checkpoint: the next start replays nothing.
+            crate::checkpoint::save(store.as_ref(), &analyzer, &analyzed)?;
             store.flush()
         })
         .await;

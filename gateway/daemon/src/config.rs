@@ -62,6 +62,8 @@ pub struct StorageConfig {
     pub max_batch_events: usize,
     pub queue_capacity: usize,
     pub cache_mb: u64,
+    pub dedup_window: usize,
+    pub scrub_interval: Dur,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -74,6 +76,7 @@ pub struct AnalyzerSettings {
     pub anomaly_z: f64,
     pub high_severity_z: f64,
     pub session_idle: Dur,
+    pub checkpoint_interval: Dur,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -200,6 +203,12 @@ impl Config {
         }
         if self.storage.cache_mb == 0 {
             p.push("storage.cache_mb must be at least 1".into());
+        }
+        if self.storage.dedup_window == 0 {
+            p.push("storage.dedup_window must be at least 1".into());
+        }
+        if self.analyzer.checkpoint_interval.0.is_zero() {
+            p.push("analyzer.checkpoint_interval must be longer than 0s".into());
         }
         let a = &self.analyzer;
         for (name, v) in [

@@ -13,6 +13,7 @@
 //! start while the previous batch is being analyzed.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -68,6 +69,9 @@ struct Written {
     transports: Vec<Transport>,
     replies: Vec<oneshot::Sender<Result<Accepted, IngestError>>>,
     stored: Result<Vec<bool>, ()>,
+    /// The buffer's high-water mark after this batch: once it is analyzed,
+    /// the analyzer covers every batch below it (for its checkpoints).
+    through: u64,
 }
 
 type Reply = oneshot::Sender<Result<Accepted, IngestError>>;
@@ -143,9 +147,13 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// `analyzed` is set, under the analyzer's lock, to the number of the
+    /// first batch the analyzer has not seen yet.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         store: Arc<dyn EventStore>,
         analyzer: Arc<Mutex<Analyzer>>,
+        analyzed: Arc<AtomicU64>,
         privacy: Arc<Privacy>,
         counters: Arc<Counters>,
         live: Arc<Live>,
@@ -164,7 +172,7 @@ impl Pipeline {
         };
         let analyzer = std::thread::Builder::new()
             .name("analyzer".into())
-            .spawn(move || analyzer_loop(done_rx, analyzer, privacy, counters, live))?;
+            .spawn(move || analyzer_loop(done_rx, analyzer, analyzed, privacy, counters, live))?;
         Ok((Ingest { tx }, Pipeline { writer, analyzer }))
     }
 
@@ -222,12 +230,15 @@ fn writer_loop(
             tracing::error!(error = %e, events = events.len(), "group commit failed; senders get an error");
         });
         counters.record_flush(events.len(), started.elapsed());
+        // Only this thread appends, so the mark now covers this batch.
+        let through = store.durable_batches();
         if done
             .send(Written {
                 events,
                 transports,
                 replies,
                 stored,
+                through,
             })
             .is_err()
         {
@@ -241,6 +252,7 @@ fn writer_loop(
 fn analyzer_loop(
     done: std_mpsc::Receiver<Written>,
     analyzer: Arc<Mutex<Analyzer>>,
+    analyzed: Arc<AtomicU64>,
     privacy: Arc<Privacy>,
     counters: Arc<Counters>,
     live: Arc<Live>,
@@ -250,6 +262,7 @@ fn analyzer_loop(
         transports,
         replies,
         stored,
+        through,
     } in done
     {
         let Ok(stored) = stored else {
@@ -290,5 +303,6 @@ fn analyzer_loop(
             // The sender may have gone away; the event is stored regardless.
             let _ = reply.send(Ok(accepted));
         }
+        analyzed.fetch_max(through, Ordering::Release);
     }
 }

@@ -6,7 +6,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
-pub mod buffer;
+pub mod checkpoint;
 pub mod config;
 pub mod devices;
 pub mod ingest;
@@ -16,3 +16,6 @@ pub mod privacy;
 pub mod state;
 pub mod sync;
 pub mod telemetry;
+
+/// The durable buffer (its own crate, re-exported under its old path).
+pub use emotion_buffer as buffer;

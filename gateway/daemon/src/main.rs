@@ -96,6 +96,9 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
+    // Emotion data is personal: whatever this process creates (the buffer,
+    // exports, caches) is readable by its own user only.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let config = match Config::load(cli.config.as_deref(), std::env::vars()) {
         Ok(c) => c,
         Err(e) => {

@@ -233,11 +233,11 @@ mod tests {
     use chrono::Duration;
 
     use super::*;
-    use crate::buffer::SledStore;
-    use crate::buffer::tests::sample_events;
+    use crate::buffer::testing::sample_events;
+    use crate::buffer::{SledStore, StoreOptions};
 
     fn open(dir: &std::path::Path) -> (Arc<dyn EventStore>, Privacy) {
-        let (s, _) = SledStore::open(dir, 8 << 20, &mut |_, _| {}).expect("open");
+        let (s, _) = SledStore::open(dir, StoreOptions::default()).expect("open");
         let s: Arc<dyn EventStore> = Arc::new(s);
         let p = Privacy::load(s.clone()).expect("load");
         (s, p)

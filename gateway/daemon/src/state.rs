@@ -1,7 +1,7 @@
 //! What every request handler shares.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use emotion_core::Analyzer;
@@ -25,6 +25,8 @@ pub struct AppState {
     pub ingest: Ingest,
     pub store: Arc<dyn EventStore>,
     pub analyzer: Arc<Mutex<Analyzer>>,
+    /// The first batch the analyzer has not seen (set under its lock).
+    pub analyzed: Arc<AtomicU64>,
     pub counters: Arc<Counters>,
     pub privacy: Arc<Privacy>,
     /// The WebAssembly plugins that turn raw readings into events.
@@ -53,11 +55,18 @@ impl AppState {
     pub fn rebuild_analyzer(&self) -> Result<u64, crate::buffer::StoreError> {
         let mut an = self.analyzer.lock();
         let mut fresh = Analyzer::new(an.config().clone());
-        let report = self.store.scan(&mut |_, e| {
-            fresh.ingest(e);
+        // Batches at or past the mark are still on their way to the analyzer
+        // stage, which will ingest them after this.
+        let through = self.analyzed.load(Ordering::Acquire);
+        let mut events = 0;
+        self.store.scan(0, &mut |pos, e| {
+            if pos.batch < through {
+                fresh.ingest(e);
+                events += 1;
+            }
         })?;
         *an = fresh;
-        Ok(report.events)
+        Ok(events)
     }
 }
 

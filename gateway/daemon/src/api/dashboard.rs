@@ -25,7 +25,7 @@
 //! - `{"type":"alert","alert":{kind,severity,user_id,…,message}}` as alerts are raised;
 //! - `{"type":"metrics",…}` every second: the global metrics of
 //!   `/ws/emotions/metrics`, connections, live sessions and the risk board;
-//! - `{"type":"status","plugins","sync","devices","mqtt"}` every 5 s: the bodies of
+//! - `{"type":"status","plugins","sync","devices","mqtt","buffer"}` every 5 s: the bodies of
 //!   `GET /api/plugins`, `/api/sync` and `/api/devices`.
 
 use std::collections::BTreeSet;
@@ -566,5 +566,6 @@ async fn status_frame(state: &AppState) -> Value {
     let sync = super::rest::sync(State(state.clone())).await.0;
     let devices = super::devices::devices(State(state.clone())).await.0;
     let mqtt = super::rest::mqtt(State(state.clone())).await.0;
-    json!({"type": "status", "plugins": plugins, "sync": sync, "devices": devices, "mqtt": mqtt})
+    let buffer = super::rest::buffer_status(state);
+    json!({"type": "status", "plugins": plugins, "sync": sync, "devices": devices, "mqtt": mqtt, "buffer": buffer})
 }

@@ -83,6 +83,9 @@ async fn feed(state: &AppState) {
         counter!("emotion_gateway_buffer_corrupt_batches_skipped_total")
             .absolute(stats.corrupt_batches_skipped);
     }
+    let damage = state.store.damage();
+    gauge!("emotion_gateway_buffer_acknowledged_lost_events").set(damage.acknowledged_lost as f64);
+    gauge!("emotion_gateway_buffer_repairs").set(damage.repairs.len() as f64);
 
     for p in state.plugins.status() {
         let name = p.name.clone();
@@ -193,6 +196,14 @@ fn describe() {
         describe_counter!(
             "emotion_gateway_buffer_corrupt_batches_skipped_total",
             "Damaged batches detected and skipped when reading the buffer."
+        );
+        describe_gauge!(
+            "emotion_gateway_buffer_acknowledged_lost_events",
+            "Acknowledged events lost to damage of the buffer (exact, over the store's life)."
+        );
+        describe_gauge!(
+            "emotion_gateway_buffer_repairs",
+            "Times the buffer was found damaged, moved aside and rebuilt from what could be salvaged."
         );
         describe_counter!("emotion_gateway_plugin_calls_total", "Calls into a plugin (batches).");
         describe_counter!("emotion_gateway_plugin_readings_total", "Readings routed to a plugin.");

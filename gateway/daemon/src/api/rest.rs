@@ -29,12 +29,22 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
         let an = state.analyzer.lock();
         (an.user_ids().count(), an.live_sessions())
     };
+    let damage = state.store.damage();
+    let mut warnings = Vec::new();
+    if damage.acknowledged_lost > 0 {
+        warnings.push(format!(
+            "the buffer was damaged: {} acknowledged events could not be recovered (see buffer_damage)",
+            damage.acknowledged_lost
+        ));
+    }
     Json(json!({
         "status": "ok",
         "gateway_id": state.config.gateway_id,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs(),
+        "warnings": warnings,
         "buffer": state.store.stats(),
+        "buffer_damage": damage,
         "ingest": state.counters.snapshot(),
         "analyzer": {"users": users, "live_sessions": live_sessions},
         "connections": {
@@ -44,6 +54,11 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
         "plugins": plugin_summary(&state),
         "sync": state.sync.view(chrono::Utc::now()),
     }))
+}
+
+/// The buffer's size and damage, for the dashboard's status frame.
+pub fn buffer_status(state: &AppState) -> Value {
+    json!({"stats": state.store.stats(), "damage": state.store.damage()})
 }
 
 /// `GET /api/mqtt`: the MQTT transport's listeners, clients and upstream link.

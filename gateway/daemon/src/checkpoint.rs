@@ -1,0 +1,136 @@
+//! The analyzer's checkpoint in the buffer's metadata, so a start loads it and
+//! replays only the batches stored after it (start-up time independent of
+//! history), instead of replaying the whole buffer.
+//!
+//! Stored under [`KEY`]: the number of the first batch the checkpoint does not
+//! cover (u64, little-endian), then `Analyzer::checkpoint()`, which carries its
+//! own version and checksum.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use emotion_core::{Analyzer, AnalyzerConfig};
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::buffer::{EventStore, StoreError};
+
+pub const KEY: &str = "analyzer/checkpoint";
+
+/// How the analyzer came back at start.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Restored {
+    /// The checkpoint was used (else the whole buffer was replayed).
+    pub from_checkpoint: bool,
+    /// Why a stored checkpoint was not used.
+    pub refused: Option<String>,
+    pub replayed_events: u64,
+    /// First batch not yet analyzed, after the replay.
+    pub through: u64,
+    pub took_ms: u64,
+}
+
+/// Load the checkpoint (if usable) and replay the batches after it.
+pub fn restore(
+    store: &dyn EventStore,
+    cfg: AnalyzerConfig,
+) -> Result<(Analyzer, Restored), StoreError> {
+    let began = Instant::now();
+    let mut out = Restored::default();
+    let mut from = 0u64;
+    let mut analyzer = match store.get_meta(KEY) {
+        Ok(Some(bytes)) if bytes.len() >= 8 => {
+            let mut n = [0u8; 8];
+            n.copy_from_slice(&bytes[..8]);
+            match Analyzer::from_checkpoint(cfg.clone(), &bytes[8..]) {
+                Ok(a) => {
+                    from = u64::from_le_bytes(n);
+                    out.from_checkpoint = true;
+                    a
+                }
+                Err(e) => {
+                    out.refused = Some(e.to_string());
+                    Analyzer::new(cfg)
+                }
+            }
+        }
+        Ok(Some(_)) => {
+            out.refused = Some("checkpoint record too short".into());
+            Analyzer::new(cfg)
+        }
+        Ok(None) => Analyzer::new(cfg),
+        Err(e) => {
+            out.refused = Some(e.to_string());
+            Analyzer::new(cfg)
+        }
+    };
+    let through = store.durable_batches();
+    let mut replayed = 0u64;
+    store.scan(from, &mut |pos, e| {
+        if pos.batch < through {
+            analyzer.ingest(e);
+            replayed += 1;
+        }
+    })?;
+    out.replayed_events = replayed;
+    out.through = through;
+    out.took_ms = began.elapsed().as_millis() as u64;
+    Ok((analyzer, out))
+}
+
+/// Save the analyzer's state now, with `analyzed` (the first batch it has
+/// not seen). Blocking: run on a blocking thread.
+pub fn save(
+    store: &dyn EventStore,
+    analyzer: &Mutex<Analyzer>,
+    analyzed: &AtomicU64,
+) -> Result<usize, StoreError> {
+    let record = {
+        let an = analyzer.lock();
+        // Read under the lock: the analyzer stage moves the mark under it.
+        let through = analyzed.load(Ordering::Acquire);
+        let mut record = through.to_le_bytes().to_vec();
+        record.extend_from_slice(&an.checkpoint());
+        record
+    };
+    store.put_meta(KEY, &record)?;
+    Ok(record.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use emotion_buffer::testing::sample_events;
+    use emotion_buffer::MemoryStore;
+
+    use super::*;
+
+    fn summaries(a: &Analyzer) -> Vec<String> {
+        let mut ids: Vec<_> = a.user_ids().map(str::to_owned).collect();
+        ids.sort();
+        ids.iter()
+            .map(|u| format!("{:?}", a.user_summary(u)))
+            .collect()
+    }
+
+    #[test]
+    fn a_checkpoint_plus_the_batches_after_it_equals_a_full_replay() {
+        let store = MemoryStore::default();
+        store.append(&sample_events(30, "a")).expect("append");
+        store.append(&sample_events(20, "b")).expect("append");
+        let (first, r) = restore(&store, AnalyzerConfig::default()).expect("restore");
+        assert!(!r.from_checkpoint);
+        assert_eq!(r.replayed_events, 50);
+        let mut record = r.through.to_le_bytes().to_vec();
+        record.extend_from_slice(&first.checkpoint());
+        store.put_meta(KEY, &record).expect("put");
+        store.append(&sample_events(10, "a")).expect("append");
+        let (second, r) = restore(&store, AnalyzerConfig::default()).expect("restore");
+        assert!(r.from_checkpoint, "{r:?}");
+        assert_eq!(r.replayed_events, 10, "only the batch after the checkpoint");
+        store.put_meta(KEY, b"garbage!garbage").expect("put");
+        let (full, r) = restore(&store, AnalyzerConfig::default()).expect("restore");
+        assert!(r.refused.is_some());
+        assert_eq!(r.replayed_events, 60);
+        assert_eq!(summaries(&second), summaries(&full));
+    }
+}
