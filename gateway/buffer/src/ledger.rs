@@ -63,8 +63,8 @@ fn encode(writes: u64, s: &LedgerState) -> [u8; SLOT] {
         s.floor_cum,
         s.engine_len,
     ]
-        .into_iter()
-        .enumerate()
+    .into_iter()
+    .enumerate()
     {
         b[8 + i * 8..16 + i * 8].copy_from_slice(&v.to_le_bytes());
     }

@@ -14,8 +14,7 @@ use uuid::Uuid;
 use crate::dedup::DedupWindow;
 use crate::record::{Batch, Slot};
 use crate::{
-    DamageReport, EventPos, EventQuery, EventStore, ScanReport, ScrubReport, StoreError,
-    StoreStats,
+    DamageReport, EventPos, EventQuery, EventStore, ScanReport, ScrubReport, StoreError, StoreStats,
 };
 
 #[derive(Debug)]
@@ -247,7 +246,10 @@ impl EventStore for MemoryStore {
     }
 
     fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.inner.lock().meta.insert(key.to_owned(), value.to_vec());
+        self.inner
+            .lock()
+            .meta
+            .insert(key.to_owned(), value.to_vec());
         Ok(())
     }
 

@@ -413,7 +413,10 @@ mod tests {
             }
         }
         for len in 0..bytes.len() {
-            assert!(decode_batch(1, &bytes[..len]).is_err(), "truncation to {len}");
+            assert!(
+                decode_batch(1, &bytes[..len]).is_err(),
+                "truncation to {len}"
+            );
         }
         for i in 0..meta.len() {
             for bit in 0..8 {
@@ -423,14 +426,20 @@ mod tests {
             }
         }
         for len in 0..meta.len() {
-            assert!(decode_meta(&meta[..len]).is_err(), "meta truncation to {len}");
+            assert!(
+                decode_meta(&meta[..len]).is_err(),
+                "meta truncation to {len}"
+            );
         }
     }
 
     #[test]
     fn meta_frames_round_trip_removals_included() {
         let f = decode_meta(&encode_meta(5, "k", Some(b"v"))).expect("decode");
-        assert_eq!((f.version, f.key.as_str(), f.value), (5, "k", Some(b"v".to_vec())));
+        assert_eq!(
+            (f.version, f.key.as_str(), f.value),
+            (5, "k", Some(b"v".to_vec()))
+        );
         let r = decode_meta(&encode_meta(6, "k", None)).expect("decode");
         assert_eq!(r.value, None);
         // A frame is found inside a longer buffer, and says how long it is.

@@ -17,9 +17,7 @@ use std::path::Path;
 
 use hashbrown::HashMap;
 
-use crate::record::{
-    self, BATCH_HEADER, BATCH_MAGIC, BatchHeader, META_HEADER, META_MAGIC,
-};
+use crate::record::{self, BATCH_HEADER, BATCH_MAGIC, BatchHeader, META_HEADER, META_MAGIC};
 
 /// Largest frame we try to read (a batch of many large events).
 const MAX_FRAME: usize = 256 << 20;

@@ -348,7 +348,9 @@ impl SledStore {
                 lstate.engine_len
             )
         } else {
-            match guard("open", || Self::open_checked(dir, &engine_dir, &opts, ledger, found)) {
+            match guard("open", || {
+                Self::open_checked(dir, &engine_dir, &opts, ledger, found)
+            }) {
                 Ok(Ok(store)) => return store.finish_open(found, began, None),
                 Ok(Err(reason)) => reason,
                 Err(e @ StoreError::InUse { .. }) => return Err(e),
@@ -1100,7 +1102,8 @@ impl SledStore {
             }
             self.batches.remove(key)?;
             self.ids.remove(key)?;
-            self.meta.remove(format!("{GEN_PREFIX}{seq:016x}").as_bytes())?;
+            self.meta
+                .remove(format!("{GEN_PREFIX}{seq:016x}").as_bytes())?;
         }
         // Postings that only point below the floor go too.
         for item in self.postings.iter() {
@@ -1314,7 +1317,8 @@ impl EventStore for SledStore {
             };
             Ok(match h {
                 Some(h) if h.seq == after.batch => {
-                    let passed = h.cum_before + u64::from(after.index.saturating_add(1)).min(u64::from(h.slots));
+                    let passed = h.cum_before
+                        + u64::from(after.index.saturating_add(1)).min(u64::from(h.slots));
                     cum.saturating_sub(passed)
                 }
                 Some(h) => cum.saturating_sub(h.cum_before),
@@ -1353,9 +1357,11 @@ impl EventStore for SledStore {
         guard("get_meta", || {
             Ok(match self.meta.get(key.as_bytes())? {
                 None => None,
-                Some(v) => record::decode_meta(&v)
-                    .map_err(|source| StoreError::Corrupt { seq: 0, source })?
-                    .value,
+                Some(v) => {
+                    record::decode_meta(&v)
+                        .map_err(|source| StoreError::Corrupt { seq: 0, source })?
+                        .value
+                }
             })
         })
     }

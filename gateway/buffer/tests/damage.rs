@@ -79,7 +79,10 @@ fn check(dir: &Path, acked: &HashSet<uuid::Uuid>, what: &str) -> (usize, u64) {
     let (s, _) = open(dir);
     s.scrub().expect("scrub");
     // Events the checks themselves added (user "after") are not counted.
-    let served: Vec<_> = all(&s).into_iter().filter(|e| e.user_id != "after").collect();
+    let served: Vec<_> = all(&s)
+        .into_iter()
+        .filter(|e| e.user_id != "after")
+        .collect();
     let ids: HashSet<_> = served.iter().map(|e| e.event_id).collect();
     assert_eq!(ids.len(), served.len(), "{what}: an event is served twice");
     assert!(ids.is_subset(acked), "{what}: an event nobody sent");
@@ -100,7 +103,10 @@ fn check(dir: &Path, acked: &HashSet<uuid::Uuid>, what: &str) -> (usize, u64) {
     s.append(&[event("after", 1)]).expect("append after damage");
     let fresh = s.events_after(None, usize::MAX).expect("read");
     let last = fresh.last().expect("the new event").0.batch;
-    assert!(newest.is_none_or(|n| last > n), "{what}: batch number reused");
+    assert!(
+        newest.is_none_or(|n| last > n),
+        "{what}: batch number reused"
+    );
     let listed: usize = USERS.iter().map(|u| of_user(&s, u).len()).sum();
     assert_eq!(listed, served.len(), "{what}: per-user listings disagree");
     (served.len(), lost)
@@ -175,9 +181,18 @@ fn salvage_of_an_undamaged_store_finds_every_batch() {
     let root = tempfile::tempdir().expect("tmp");
     let acked = template(root.path());
     for f in files(root.path()) {
-        println!("{} {}", f.display(), std::fs::metadata(&f).expect("m").len());
+        println!(
+            "{} {}",
+            f.display(),
+            std::fs::metadata(&f).expect("m").len()
+        );
     }
     let s = emotion_buffer::salvage::scan_dir(&root.path().join("sled")).expect("scan");
     let events: u64 = s.batches.values().map(|(h, _)| u64::from(h.slots)).sum();
-    assert_eq!(events as usize, acked.len(), "{} batches found", s.batches.len());
+    assert_eq!(
+        events as usize,
+        acked.len(),
+        "{} batches found",
+        s.batches.len()
+    );
 }

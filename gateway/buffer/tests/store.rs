@@ -86,9 +86,17 @@ fn the_sync_reads_only_durable_batches_and_numbers_are_never_reused() {
         assert!(Instant::now() < deadline, "the writer never stalled");
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert_eq!(s.durable_batches(), 2, "the mark moves only after the flush");
+    assert_eq!(
+        s.durable_batches(),
+        2,
+        "the mark moves only after the flush"
+    );
     let shipped = s.events_after(None, 100).expect("read");
-    assert_eq!(shipped.len(), 2, "nothing past the mark is read: {shipped:?}");
+    assert_eq!(
+        shipped.len(),
+        2,
+        "nothing past the mark is read: {shipped:?}"
+    );
     assert!(shipped.iter().all(|(p, _)| p.batch < 2));
     // Kill here: what is on disk now is what a restart finds.
     crash_image(&dir.path().join("store"), image.path());
@@ -216,7 +224,10 @@ fn metadata_round_trips_and_a_removal_survives_salvage() {
         }
         let (s, report) = open(dir.path());
         assert_eq!(report.repaired.is_some(), repair);
-        assert_eq!(s.get_meta("consent/u1").expect("get"), Some(b"yes".to_vec()));
+        assert_eq!(
+            s.get_meta("consent/u1").expect("get"),
+            Some(b"yes".to_vec())
+        );
         assert_eq!(s.get_meta("consent/u3").expect("get"), None);
         let all = s.meta_with_prefix("consent/").expect("scan");
         assert_eq!(
@@ -257,7 +268,8 @@ fn a_missing_ledger_is_rebuilt_and_a_cut_store_is_counted_exactly() {
     {
         let (s, _) = open(dir.path());
         for i in 0..10 {
-            s.append(&[event("u", 2 * i), event("u", 2 * i + 1)]).expect("append");
+            s.append(&[event("u", 2 * i), event("u", 2 * i + 1)])
+                .expect("append");
         }
     }
     std::fs::remove_file(dir.path().join("ledger")).expect("rm");

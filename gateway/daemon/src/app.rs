@@ -254,7 +254,10 @@ fn test_fault_from_env() -> Option<StallBeforeFlush> {
     let v = std::env::var("EMOTION_GATEWAY_TEST_STALL_BEFORE_FLUSH").ok()?;
     let (n, marker) = v.split_once(':')?;
     let after_batches = n.parse().ok()?;
-    tracing::warn!(after_batches, "test fault armed: the writer will stall before a flush");
+    tracing::warn!(
+        after_batches,
+        "test fault armed: the writer will stall before a flush"
+    );
     Some(StallBeforeFlush {
         after_batches,
         marker: marker.into(),

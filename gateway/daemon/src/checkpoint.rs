@@ -99,8 +99,8 @@ pub fn save(
 
 #[cfg(test)]
 mod tests {
-    use emotion_buffer::testing::sample_events;
     use emotion_buffer::MemoryStore;
+    use emotion_buffer::testing::sample_events;
 
     use super::*;
 

@@ -41,7 +41,9 @@ pub fn event(user: &str, t: i64) -> EmotionEvent {
         ingested_at: t0 + Duration::seconds(t),
         gateway_id: "gw".into(),
         producer: "client".into(),
-        context: Some(Json(serde_json::json!({"t": t, "note": "some text to make the event a realistic size"}))),
+        context: Some(Json(
+            serde_json::json!({"t": t, "note": "some text to make the event a realistic size"}),
+        )),
         biometrics: None,
         location: None,
         device_info: None,
