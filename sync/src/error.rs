@@ -84,6 +84,15 @@ fn content_sqlstate(code: &str) -> bool {
     code.starts_with("22") || code.starts_with("23") || code.starts_with("54")
 }
 
+/// The steps of an event write that carry the rows themselves: a content
+/// error there is about a row (a deferred constraint fails at commit).
+/// Content errors elsewhere (the cursor update, partition maintenance) are
+/// not any row's fault, and bisecting would wrongly blame every row.
+pub(crate) const OP_COPY_ROW: &str = "write events: COPY row";
+pub(crate) const OP_FINISH_COPY: &str = "write events: finish COPY";
+pub(crate) const OP_INSERT: &str = "write events: insert";
+pub(crate) const OP_COMMIT: &str = "write events: commit";
+
 /// A one-line description: tokio-postgres prints only "db error" for server
 /// errors, the useful part is in the `DbError`.
 pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
@@ -154,6 +163,20 @@ impl SyncError {
             SyncError::Db { source, .. } => source
                 .code()
                 .is_some_and(|state| content_sqlstate(state.code())),
+            _ => false,
+        }
+    }
+
+    /// True when an event write was refused for the content of its rows:
+    /// [`is_content`](Self::is_content), raised while the rows were copied,
+    /// inserted or committed (not by the cursor update or partition
+    /// maintenance, which no row can be blamed for).
+    pub fn is_row_content(&self) -> bool {
+        match self {
+            SyncError::Db { op, .. } => {
+                self.is_content()
+                    && [OP_COPY_ROW, OP_FINISH_COPY, OP_INSERT, OP_COMMIT].contains(op)
+            }
             _ => false,
         }
     }

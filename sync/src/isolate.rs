@@ -15,7 +15,7 @@ pub struct Refused<'a> {
     pub event: &'a EmotionEvent,
     /// The cursor just past the event (what the caller gave for it).
     pub after: Cursor,
-    /// The server's refusal ([`SyncError::is_content`] holds).
+    /// The server's refusal ([`SyncError::is_row_content`] holds).
     pub error: &'a SyncError,
 }
 
@@ -34,8 +34,8 @@ pub struct IsolatedOutcome {
 impl SyncClient {
     /// Write `events` and move the cursor to `end`, like
     /// [`write_events`](Self::write_events), but when the server refuses the
-    /// batch for its content ([`SyncError::is_content`]: a value it cannot
-    /// store, a constraint a row breaks), split it in halves and write them
+    /// batch for its rows' content ([`SyncError::is_row_content`]: a value it
+    /// cannot store, a constraint a row breaks), split it in halves and write them
     /// in order, recursively, down to single events. A single event the
     /// server refuses is handed to `refused` (which must record it durably
     /// before returning `Ok`), and then the cursor alone moves past it, in a
@@ -92,7 +92,7 @@ impl SyncClient {
                     out.written.cursor_advanced |= w.cursor_advanced;
                     continue;
                 }
-                Err(e) if e.is_content() && hi > lo => e,
+                Err(e) if e.is_row_content() && hi > lo => e,
                 Err(e) => return Err(e),
             };
             if hi - lo > 1 {

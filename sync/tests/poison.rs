@@ -57,7 +57,7 @@ async fn write(
     let mut dead = Vec::new();
     let out = c
         .write_events_isolating("gw-1", batch, after, end, |r| {
-            assert!(r.error.is_content(), "{}", r.error);
+            assert!(r.error.is_row_content(), "{}", r.error);
             dead.push((
                 r.event.event_id,
                 r.after,
@@ -196,5 +196,37 @@ async fn a_failing_dead_letter_store_stops_before_the_cursor_passes() {
     assert_eq!(
         c.read_cursor("gw-1").await.expect("cursor"),
         Some(after[24])
+    );
+}
+
+#[tokio::test]
+async fn a_content_error_no_row_is_to_blame_for_is_returned_not_bisected() {
+    // The cursor update itself is refused (a constraint on the sync state):
+    // bisecting would blame, and dead-letter, every row.
+    let (_db, mut c) = fresh().await;
+    c.client()
+        .await
+        .expect("connection")
+        .batch_execute(
+            "ALTER TABLE gateway_sync_state ADD CONSTRAINT low_cursor CHECK (cursor_batch < 100)",
+        )
+        .await
+        .expect("add constraint");
+    let batch = events("u1", 0..30);
+    let after = positions(200, 30);
+    let mut dead = 0;
+    let err = c
+        .write_events_isolating("gw-1", &batch, &after, Cursor::new(201, 0), |_| {
+            dead += 1;
+            Ok(())
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(dead, 0, "no row was to blame");
+    assert_eq!(err.sqlstate(), Some("23514"), "{err}");
+    assert!(err.is_content() && !err.is_row_content(), "{err}");
+    assert_eq!(
+        scalar(&mut c, "SELECT count(*) FROM emotional_events").await,
+        0
     );
 }

@@ -588,7 +588,7 @@ async fn ship_events(
                 // committed on its own, isolating the refused rows. Only a
                 // prefix of the pair can have committed; the central cursor
                 // says which.
-                Err(e) if e.is_content() => {
+                Err(e) if e.is_row_content() => {
                     tracing::warn!(error = %e, "sync: the central database refuses a row of this backlog; isolating it");
                     let done = client.read_cursor(gateway).await?;
                     let mut inserted = 0;
@@ -744,5 +744,103 @@ mod tests {
             })
         );
         assert_eq!(after(EventPos { batch: 3, index: 1 }), Cursor::new(3, 2));
+    }
+
+    #[test]
+    fn dead_letters_are_durable_idempotent_ordered_and_erased_with_their_user() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let open = || {
+            crate::buffer::SledStore::open(dir.path(), 8 << 20, &mut |_, _| {})
+                .expect("open")
+                .0
+        };
+        let store = open();
+        let status = SyncStatus::default();
+        let events: Vec<EmotionEvent> = (0..2)
+            .map(|_| {
+                let body =
+                    serde_json::json!({"user_id": "u1", "source": "text", "emotion_label": "joy"});
+                let ctx = emotion_core::IngestContext {
+                    user_id: None,
+                    session_id: None,
+                    gateway_id: "gw",
+                    producer: "client",
+                    now: Utc::now(),
+                    event_id: Uuid::now_v7(),
+                };
+                let serde_json::Value::Object(m) = body else {
+                    unreachable!("an object literal")
+                };
+                emotion_core::event::validate(&m, &ctx).expect("valid")
+            })
+            .collect();
+        let err = SyncError::DeadLetter("stand-in for a server refusal".into());
+        // Positions chosen so that string order would differ from buffer order.
+        let refuse = |i: usize, after: Cursor| {
+            dead_letter(
+                &store,
+                &status,
+                &Refused {
+                    event: &events[i],
+                    after,
+                    error: &err,
+                },
+            )
+            .expect("recorded")
+        };
+        refuse(0, Cursor::new(10, 1));
+        refuse(1, Cursor::new(9, 300));
+        // The same event refused again (a batch resumed after a crash).
+        refuse(1, Cursor::new(9, 300));
+        let v = status.view(Utc::now());
+        assert_eq!((v.dead_letters, v.dead_lettered_since_start), (2, 2));
+        assert_eq!(v.dead_letters_recent.len(), 2);
+
+        // Reloaded from disk: in buffer order, with what was recorded.
+        drop(store);
+        let store = open();
+        let reloaded = SyncStatus::default();
+        reloaded.load_dead_letters(&store).expect("load");
+        let v = reloaded.view(Utc::now());
+        assert_eq!(v.dead_letters, 2);
+        let got: Vec<(Uuid, BufferPosition)> = v
+            .dead_letters_recent
+            .iter()
+            .map(|d| (d.event_id, d.position))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    events[1].event_id,
+                    BufferPosition {
+                        batch: 9,
+                        index: 299
+                    }
+                ),
+                (
+                    events[0].event_id,
+                    BufferPosition {
+                        batch: 10,
+                        index: 0
+                    }
+                ),
+            ]
+        );
+        assert_eq!(v.dead_letters_recent[0].user_id, "u1");
+        assert!(v.dead_letters_recent[0].message.contains("stand-in"));
+
+        // An erasure of the user takes their dead letters along.
+        forget_dead_letters(&store, &reloaded, "someone-else").expect("forget");
+        assert_eq!(reloaded.view(Utc::now()).dead_letters, 2);
+        forget_dead_letters(&store, &reloaded, "u1").expect("forget");
+        let v = reloaded.view(Utc::now());
+        assert_eq!((v.dead_letters, v.dead_letters_recent.len()), (0, 0));
+        assert!(
+            store
+                .meta_with_prefix(DEAD_LETTER_PREFIX)
+                .expect("scan")
+                .is_empty()
+        );
     }
 }
