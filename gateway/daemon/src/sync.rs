@@ -25,7 +25,7 @@
 //! the cursor passes it) and the cursor moves past it in a transaction of
 //! its own, so the rest still arrives exactly once.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -51,6 +51,11 @@ const IDLE_POLL: Duration = Duration::from_millis(50);
 /// database refused, keyed by buffer position (so the keys sort in buffer
 /// order and a second refusal of the same event overwrites the first).
 pub const DEAD_LETTER_PREFIX: &str = "deadletter/";
+
+/// How often an erasure the central database refused for its content is
+/// tried again (it stays pending; a tight loop would only flood the server's
+/// log).
+const REFUSED_ERASURE_RETRY: Duration = Duration::from_secs(60);
 
 /// How many dead letters `GET /api/sync` lists (the newest).
 const RECENT_DEAD_LETTERS: usize = 10;
@@ -107,10 +112,10 @@ pub struct SyncStatus {
     /// The newest dead letters, oldest first.
     recent_dead_letters: Mutex<VecDeque<DeadLetter>>,
     /// Consents, summaries and erasures the central database refused for
-    /// their content (logged; see `refused_elsewhere`).
+    /// their content (logged and counted, not retried in a tight loop).
     other_refusals: AtomicU64,
-    /// Erasure requests already reported as refused (logged once each).
-    refused_erasures: Mutex<HashSet<Uuid>>,
+    /// Erasure requests refused for their content, and when last tried.
+    refused_erasures: Mutex<HashMap<Uuid, Instant>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -376,17 +381,26 @@ async fn ship_erasures(
     status: &SyncStatus,
 ) -> Result<(), RoundError> {
     for e in state.privacy.pending_erasures() {
+        let tried = status.refused_erasures.lock().get(&e.request_id).copied();
+        if tried.is_some_and(|t| t.elapsed() < REFUSED_ERASURE_RETRY) {
+            continue;
+        }
         let out = match client
             .apply_erasure(gateway, &e.user_id, e.request_id, e.requested_at)
             .await
         {
             Ok(out) => out,
             // Refused for its content (a constraint added centrally, say):
-            // it stays pending and is tried again each round, but must not
+            // it stays pending and is tried again now and then, but must not
             // hold up everything after it. The user's events are withheld
             // locally meanwhile (`is_erased`). Logged once per request.
             Err(err) if err.is_content() => {
-                if status.refused_erasures.lock().insert(e.request_id) {
+                let first = status
+                    .refused_erasures
+                    .lock()
+                    .insert(e.request_id, Instant::now())
+                    .is_none();
+                if first {
                     status.other_refusals.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(user = %e.user_id, request = %e.request_id, error = %err, "sync: the central database refuses this erasure; it stays pending");
                 }
@@ -394,12 +408,15 @@ async fn ship_erasures(
             }
             Err(err) => return Err(err.into()),
         };
+        status.refused_erasures.lock().remove(&e.request_id);
         tracing::info!(user = %e.user_id, request = %e.request_id, outcome = ?out, "sync: erasure applied centrally");
+        // Before the request is marked done, so a failure here leaves it
+        // pending (applying it again centrally changes nothing).
+        forget_dead_letters(state.store.as_ref(), status, &e.user_id)
+            .map_err(|e| RoundError::Local(e.to_string()))?;
         state
             .privacy
             .erasure_applied(&e.user_id, e.request_id)
-            .map_err(|e| RoundError::Local(e.to_string()))?;
-        forget_dead_letters(state.store.as_ref(), status, &e.user_id)
             .map_err(|e| RoundError::Local(e.to_string()))?;
     }
     Ok(())
@@ -411,23 +428,17 @@ fn forget_dead_letters(
     status: &SyncStatus,
     user: &str,
 ) -> Result<(), crate::buffer::StoreError> {
-    let mut removed = 0u64;
+    let mut removed = false;
     for (key, value) in store.meta_with_prefix(DEAD_LETTER_PREFIX)? {
         let theirs = serde_json::from_slice::<DeadLetter>(&value).is_ok_and(|d| d.user_id == user);
         if theirs {
             store.remove_meta(&key)?;
-            removed += 1;
+            removed = true;
         }
     }
-    if removed > 0 {
-        status
-            .recent_dead_letters
-            .lock()
-            .retain(|d| d.user_id != user);
-        status.dead_letters.fetch_sub(
-            removed.min(status.dead_letters.load(Ordering::Relaxed)),
-            Ordering::Relaxed,
-        );
+    if removed {
+        // The count and the newest entries as they now are on disk.
+        status.load_dead_letters(store)?;
     }
     Ok(())
 }
