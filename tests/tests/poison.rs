@@ -137,8 +137,30 @@ async fn a_nul_character_is_refused_with_a_validation_error_naming_the_field() {
         let msg = r["message"].as_str().expect("message");
         assert!(msg.contains(path), "{text}: {msg}");
     }
-    // Nothing was stored, and the connection still works.
+    // Nothing was stored.
     assert!(gw.user_events("31").await.expect("events").is_empty());
+
+    // A session bound by the transport (percent-encoded in the URL) meets
+    // the same rule: every event on such a stream is refused.
+    let url = gw.ws_url(&format!(
+        "/ws/emotions/stream?user_id=32&session_id=a%00b&token={TOKEN}"
+    ));
+    let (mut bound, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect");
+    next_json(&mut bound).await.expect("welcome");
+    send_json(
+        &mut bound,
+        &json!({"source": "text", "emotion_label": "joy"}),
+    )
+    .await
+    .expect("send");
+    let r = next_json(&mut bound).await.expect("reply");
+    assert_eq!(r["error"], "validation_error", "{r}");
+    assert_eq!(r["fields"][0]["field"], "session_id", "{r}");
+    assert!(gw.user_events("32").await.expect("events").is_empty());
+
+    // The first connection still works.
     send_json(
         &mut ws,
         &json!({"user_id": 31, "source": "text", "emotion_label": "joy"}),

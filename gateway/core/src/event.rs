@@ -337,7 +337,7 @@ pub fn validate(
         .or(body_session)
         .unwrap_or_else(|| default_session_id(&user_id, ctx.now));
 
-    Ok(EmotionEvent {
+    let event = EmotionEvent {
         event_id,
         user_id,
         session_id,
@@ -355,7 +355,15 @@ pub fn validate(
         location,
         device_info,
         raw_data,
-    })
+    };
+    // What came from the transport rather than the body (the WebSocket's
+    // `?session_id=`, say) meets the same rule; the body's objects were
+    // checked above.
+    let errors = nul_in_strings(&event);
+    if !errors.is_empty() {
+        return Err(ValidationError { errors });
+    }
+    Ok(event)
 }
 
 /// Where U+0000 sits in `v`, as a path below `field` (`context.notes[2]`,
@@ -423,21 +431,7 @@ fn storable_object(field: &str, m: &Map<String, Value>) -> Result<(), String> {
 /// anywhere in its JSON objects, keys included. Events from [`validate`]
 /// pass by construction; this is the same rule for every other producer.
 pub fn check_storable(e: &EmotionEvent) -> Result<(), ValidationError> {
-    let mut errors = Vec::new();
-    let strings: [(&'static str, &str); 4] = [
-        ("user_id", &e.user_id),
-        ("session_id", &e.session_id),
-        ("gateway_id", &e.gateway_id),
-        ("producer", &e.producer),
-    ];
-    for (field, s) in strings {
-        if s.contains('\0') {
-            errors.push(FieldError {
-                field,
-                message: nul_message(field),
-            });
-        }
-    }
+    let mut errors = nul_in_strings(e);
     let objects: [(&'static str, &Option<Json>); 5] = [
         ("context", &e.context),
         ("biometrics", &e.biometrics),
@@ -458,6 +452,26 @@ pub fn check_storable(e: &EmotionEvent) -> Result<(), ValidationError> {
     } else {
         Err(ValidationError { errors })
     }
+}
+
+/// The string fields of `e` that hold U+0000.
+fn nul_in_strings(e: &EmotionEvent) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let strings: [(&'static str, &str); 4] = [
+        ("user_id", &e.user_id),
+        ("session_id", &e.session_id),
+        ("gateway_id", &e.gateway_id),
+        ("producer", &e.producer),
+    ];
+    for (field, s) in strings {
+        if s.contains('\0') {
+            errors.push(FieldError {
+                field,
+                message: nul_message(field),
+            });
+        }
+    }
+    errors
 }
 
 /// A user id is a positive integer (the original's `int > 0`) or an identifier.
@@ -779,6 +793,15 @@ mod tests {
             let e = validate(&body, &ctx(now())).expect_err(field);
             assert!(e.errors.iter().any(|f| f.field == field), "{e}");
         }
+        // A session the transport binds (the WebSocket's `?session_id=`).
+        let mut c = ctx(now());
+        c.session_id = Some("s\u{0}");
+        let e = validate(
+            &obj(json!({"user_id": "u1", "source": "text", "emotion_label": "joy"})),
+            &c,
+        )
+        .expect_err("NUL in the bound session");
+        assert_eq!(e.errors[0].field, "session_id", "{e}");
         // Fields the gateway or a plugin fills in, checked on the built event.
         let good = validate(
             &obj(json!({"user_id": "u1", "source": "text", "emotion_label": "joy"})),
