@@ -575,6 +575,14 @@
     kv(dl, 'lag', s.lag_events + ' events, ' + fmt(s.lag_seconds, 1) + ' s');
     kv(dl, 'shipped', s.events_shipped + ' events, ' + s.summaries_shipped + ' summaries');
     kv(dl, 'failures', String(s.failures));
+    // Events the central database refused for their content: set aside so
+    // the rest keeps flowing (see GET /api/sync for the entries).
+    const dead = s.dead_letters || 0;
+    kv(dl, 'dead-lettered', String(dead) + (dead ? ' events refused centrally' : ''));
+    if (dead && s.dead_letters_recent && s.dead_letters_recent.length) {
+      const last = s.dead_letters_recent[s.dead_letters_recent.length - 1];
+      kv(dl, 'last refused', last.event_id + ' (user ' + last.user_id + '): ' + last.sqlstate + ' ' + last.message);
+    }
     if (s.last_error) kv(dl, 'last error', s.last_error);
   }
 

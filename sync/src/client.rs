@@ -1052,17 +1052,17 @@ async fn stage<'c, 'e>(
             .as_mut()
             .write(&row)
             .await
-            .map_err(|e| SyncError::db("write events: COPY row", e))?;
+            .map_err(|e| SyncError::db(crate::error::OP_COPY_ROW, e))?;
     }
     writer
         .as_mut()
         .finish()
         .await
-        .map_err(|e| SyncError::db("write events: finish COPY", e))?;
+        .map_err(|e| SyncError::db(crate::error::OP_FINISH_COPY, e))?;
     let inserted = tx
         .execute(insert, &[])
         .await
-        .map_err(|e| SyncError::db("write events: insert", e))?;
+        .map_err(|e| SyncError::db(crate::error::OP_INSERT, e))?;
     Ok((tx, inserted))
 }
 
@@ -1083,6 +1083,6 @@ async fn finish(
         .is_some();
     tx.commit()
         .await
-        .map_err(|e| SyncError::db("write events: commit", e))?;
+        .map_err(|e| SyncError::db(crate::error::OP_COMMIT, e))?;
     Ok(advanced)
 }

@@ -44,6 +44,12 @@ pub enum SyncError {
         expected: String,
     },
 
+    /// The caller could not record an event the server refused (see
+    /// [`crate::SyncClient::write_events_isolating`]); the cursor did not
+    /// pass it.
+    #[error("dead-letter store: {0}")]
+    DeadLetter(String),
+
     /// A value that cannot be stored (e.g. a cursor beyond the bigint range).
     #[error("{what} {value} cannot be stored: {why}")]
     OutOfRange {
@@ -67,6 +73,25 @@ fn transient_sqlstate(code: &str) -> bool {
             "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "55P03" | "57014"
         )
 }
+
+/// SQLSTATE classes and codes that refuse a request for what it carries: the
+/// same rows will be refused again however long one waits, while other rows
+/// may pass. 22: data exception (22P05 untranslatable character, 22021
+/// invalid byte sequence, 22003 numeric out of range, …); 23: integrity
+/// constraint violation (23514 check, 23502 not null, 23505 unique, …); 54:
+/// program limit exceeded (a value or row too large).
+fn content_sqlstate(code: &str) -> bool {
+    code.starts_with("22") || code.starts_with("23") || code.starts_with("54")
+}
+
+/// The steps of an event write that carry the rows themselves: a content
+/// error there is about a row (a deferred constraint fails at commit).
+/// Content errors elsewhere (the cursor update, partition maintenance) are
+/// not any row's fault, and bisecting would wrongly blame every row.
+pub(crate) const OP_COPY_ROW: &str = "write events: COPY row";
+pub(crate) const OP_FINISH_COPY: &str = "write events: finish COPY";
+pub(crate) const OP_INSERT: &str = "write events: insert";
+pub(crate) const OP_COMMIT: &str = "write events: commit";
 
 /// A one-line description: tokio-postgres prints only "db error" for server
 /// errors, the useful part is in the `DbError`.
@@ -124,7 +149,46 @@ impl SyncError {
             },
             SyncError::InvalidUrl(_)
             | SyncError::MigrationChanged { .. }
-            | SyncError::OutOfRange { .. } => false,
+            | SyncError::OutOfRange { .. }
+            | SyncError::DeadLetter(_) => false,
+        }
+    }
+
+    /// True when the server refused the request for its content (a value it
+    /// cannot store, a constraint the rows break): retrying the same rows can
+    /// never succeed, but a subset without the offending row can. The sync
+    /// driver bisects such a batch instead of retrying it.
+    pub fn is_content(&self) -> bool {
+        match self {
+            SyncError::Db { source, .. } => source
+                .code()
+                .is_some_and(|state| content_sqlstate(state.code())),
+            _ => false,
+        }
+    }
+
+    /// True when an event write was refused for the content of its rows:
+    /// [`is_content`](Self::is_content), raised while the rows were copied,
+    /// inserted or committed (not by the cursor update or partition
+    /// maintenance, which no row can be blamed for).
+    pub fn is_row_content(&self) -> bool {
+        match self {
+            SyncError::Db { op, .. } => {
+                self.is_content()
+                    && [OP_COPY_ROW, OP_FINISH_COPY, OP_INSERT, OP_COMMIT].contains(op)
+            }
+            _ => false,
+        }
+    }
+
+    /// The server's own message (without SQLSTATE, severity or detail), if
+    /// this is a server error.
+    pub fn server_message(&self) -> Option<&str> {
+        match self {
+            SyncError::Db { source, .. } | SyncError::Connect { source, .. } => {
+                source.as_db_error().map(|db| db.message())
+            }
+            _ => None,
         }
     }
 
@@ -154,6 +218,18 @@ mod tests {
         }
         for c in ["23505", "23514", "42P01", "22003", "42601"] {
             assert!(!transient_sqlstate(c), "{c}");
+        }
+        // Refused for the rows' content: bisected, never retried as is.
+        for c in [
+            "22P05", "22021", "22003", "23514", "23502", "23505", "54000",
+        ] {
+            assert!(content_sqlstate(c) && !transient_sqlstate(c), "{c}");
+        }
+        // Neither: a broken schema or statement is not the rows' fault.
+        for c in [
+            "08006", "40001", "40P01", "57P01", "53300", "42P01", "42601",
+        ] {
+            assert!(!content_sqlstate(c), "{c}");
         }
     }
 }

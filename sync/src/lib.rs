@@ -17,6 +17,7 @@
 mod client;
 pub mod config;
 mod error;
+mod isolate;
 pub mod migrate;
 pub mod retry;
 mod rows;
@@ -26,6 +27,7 @@ pub mod testing;
 pub use client::{ClientOptions, SyncClient};
 pub use config::SyncConfig;
 pub use error::{Result, SyncError};
+pub use isolate::{IsolatedOutcome, Refused};
 pub use migrate::{MIGRATIONS, Migration, MigrationReport};
 pub use retry::{Backoff, RetryConfig, retry, retry_if};
 pub use rows::{

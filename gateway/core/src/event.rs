@@ -294,7 +294,7 @@ pub fn validate(
      -> Option<Json> {
         match body.get(field) {
             None | Some(Value::Null) => None,
-            Some(Value::Object(m)) => match check(m) {
+            Some(Value::Object(m)) => match check(m).and_then(|()| storable_object(field, m)) {
                 Ok(()) => Some(Json(Value::Object(m.clone()))),
                 Err(msg) => {
                     err(field, msg);
@@ -337,7 +337,7 @@ pub fn validate(
         .or(body_session)
         .unwrap_or_else(|| default_session_id(&user_id, ctx.now));
 
-    Ok(EmotionEvent {
+    let event = EmotionEvent {
         event_id,
         user_id,
         session_id,
@@ -355,7 +355,123 @@ pub fn validate(
         location,
         device_info,
         raw_data,
-    })
+    };
+    // What came from the transport rather than the body (the WebSocket's
+    // `?session_id=`, say) meets the same rule; the body's objects were
+    // checked above.
+    let errors = nul_in_strings(&event);
+    if !errors.is_empty() {
+        return Err(ValidationError { errors });
+    }
+    Ok(event)
+}
+
+/// Where U+0000 sits in `v`, as a path below `field` (`context.notes[2]`,
+/// `raw_data.tags["a\u{0}b"]` for a key holding it), if anywhere.
+///
+/// PostgreSQL's `text` and `jsonb` cannot hold U+0000 (SQLSTATE 22021 and
+/// 22P05): an event carrying one would be acknowledged here and then refused
+/// by the central database, so it is refused at the door instead.
+pub fn find_nul(field: &str, v: &Value) -> Option<String> {
+    fn walk(v: &Value, path: &mut String) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                let found = walk(item, path);
+                if !found {
+                    path.truncate(len);
+                }
+                found
+            }),
+            Value::Object(m) => m.iter().any(|(k, item)| {
+                let len = path.len();
+                if k.contains('\0') {
+                    path.push_str(&format!("[{k:?}]"));
+                    return true;
+                }
+                path.push('.');
+                path.push_str(k);
+                let found = walk(item, path);
+                if !found {
+                    path.truncate(len);
+                }
+                found
+            }),
+            Value::Null | Value::Bool(_) | Value::Number(_) => false,
+        }
+    }
+    let mut path = field.to_owned();
+    walk(v, &mut path).then_some(path)
+}
+
+fn nul_message(path: &str) -> String {
+    format!(
+        "contains U+0000 (a NUL character) at `{path}`, which the central database cannot store"
+    )
+}
+
+/// An object field's JSON must be storable centrally (see [`find_nul`]).
+fn storable_object(field: &str, m: &Map<String, Value>) -> Result<(), String> {
+    // Walk the map without cloning it into a `Value`.
+    for (k, v) in m {
+        if k.contains('\0') {
+            return Err(nul_message(&format!("{field}[{k:?}]")));
+        }
+        if let Some(path) = find_nul(&format!("{field}.{k}"), v) {
+            return Err(nul_message(&path));
+        }
+    }
+    Ok(())
+}
+
+/// Check an event built outside [`validate`] (a plugin's output, say) for
+/// what the central database cannot store: U+0000 in any string field or
+/// anywhere in its JSON objects, keys included. Events from [`validate`]
+/// pass by construction; this is the same rule for every other producer.
+pub fn check_storable(e: &EmotionEvent) -> Result<(), ValidationError> {
+    let mut errors = nul_in_strings(e);
+    let objects: [(&'static str, &Option<Json>); 5] = [
+        ("context", &e.context),
+        ("biometrics", &e.biometrics),
+        ("location", &e.location),
+        ("device_info", &e.device_info),
+        ("raw_data", &e.raw_data),
+    ];
+    for (field, j) in objects {
+        if let Some(path) = j.as_ref().and_then(|j| find_nul(field, &j.0)) {
+            errors.push(FieldError {
+                field,
+                message: nul_message(&path),
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationError { errors })
+    }
+}
+
+/// The string fields of `e` that hold U+0000.
+fn nul_in_strings(e: &EmotionEvent) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let strings: [(&'static str, &str); 4] = [
+        ("user_id", &e.user_id),
+        ("session_id", &e.session_id),
+        ("gateway_id", &e.gateway_id),
+        ("producer", &e.producer),
+    ];
+    for (field, s) in strings {
+        if s.contains('\0') {
+            errors.push(FieldError {
+                field,
+                message: nul_message(field),
+            });
+        }
+    }
+    errors
 }
 
 /// A user id is a positive integer (the original's `int > 0`) or an identifier.
@@ -667,6 +783,109 @@ mod tests {
         }
         assert_eq!(parse_timestamp(&json!(now().timestamp())), Ok(now()));
         assert!(parse_timestamp(&json!(f64::MAX)).is_err());
+    }
+
+    #[test]
+    fn nul_in_top_level_strings_is_refused() {
+        for field in ["user_id", "session_id"] {
+            let mut body = obj(json!({"user_id": "u1", "source": "text", "emotion_label": "joy"}));
+            body.insert(field.into(), json!("ab\u{0}c"));
+            let e = validate(&body, &ctx(now())).expect_err(field);
+            assert!(e.errors.iter().any(|f| f.field == field), "{e}");
+        }
+        // A session the transport binds (the WebSocket's `?session_id=`).
+        let mut c = ctx(now());
+        c.session_id = Some("s\u{0}");
+        let e = validate(
+            &obj(json!({"user_id": "u1", "source": "text", "emotion_label": "joy"})),
+            &c,
+        )
+        .expect_err("NUL in the bound session");
+        assert_eq!(e.errors[0].field, "session_id", "{e}");
+        // Fields the gateway or a plugin fills in, checked on the built event.
+        let good = validate(
+            &obj(json!({"user_id": "u1", "source": "text", "emotion_label": "joy"})),
+            &ctx(now()),
+        )
+        .expect("valid");
+        assert_eq!(check_storable(&good), Ok(()));
+        let mut bad = good.clone();
+        bad.producer = "plug\0in@1".into();
+        bad.gateway_id = "gw\0".into();
+        let e = check_storable(&bad).expect_err("NUL");
+        let fields: Vec<_> = e.errors.iter().map(|f| f.field).collect();
+        assert_eq!(fields, ["gateway_id", "producer"], "{e}");
+    }
+
+    #[test]
+    fn nul_in_nested_json_values_is_refused_with_its_path() {
+        let cases = [
+            (
+                json!({"context": {"notes": ["a", "b", "c\u{0}"]}}),
+                "context",
+                "context.notes[2]",
+            ),
+            (
+                json!({"raw_data": {"a": {"b": [{"c": "\u{0}"}]}}}),
+                "raw_data",
+                "raw_data.a.b[0].c",
+            ),
+            (
+                json!({"location": {"name": "x\u{0}y"}}),
+                "location",
+                "location.name",
+            ),
+            (
+                json!({"device_info": {"platform": "iOS\u{0}"}}),
+                "device_info",
+                "device_info.platform",
+            ),
+        ];
+        for (extra, field, path) in cases {
+            let mut body = obj(json!({"user_id": "u1", "source": "text", "emotion_label": "joy"}));
+            body.extend(obj(extra.clone()));
+            let e = validate(&body, &ctx(now())).expect_err(&extra.to_string());
+            assert_eq!(e.errors.len(), 1, "{e}");
+            assert_eq!(e.errors[0].field, field, "{e}");
+            assert!(e.errors[0].message.contains(path), "{path}: {e}");
+            assert!(e.to_string().starts_with(field), "{e}");
+        }
+        // The same rule on a built event.
+        let mut ev = validate(
+            &obj(json!({"user_id": "u1", "source": "text", "emotion_label": "joy"})),
+            &ctx(now()),
+        )
+        .expect("valid");
+        ev.context = Some(Json(json!({"notes": [1, {"t": "\u{0}"}]})));
+        let e = check_storable(&ev).expect_err("NUL");
+        assert_eq!(e.errors[0].field, "context");
+        assert!(e.errors[0].message.contains("context.notes[1].t"), "{e}");
+        // Other control characters and escapes are fine: jsonb stores them.
+        let ok = obj(
+            json!({"user_id": "u1", "source": "text", "emotion_label": "joy",
+                            "context": {"s": "tab\there \u{1} \\u0000 literally"}}),
+        );
+        assert!(validate(&ok, &ctx(now())).is_ok());
+    }
+
+    #[test]
+    fn nul_in_json_object_keys_is_refused() {
+        let cases = [
+            (json!({"context": {"k\u{0}": 1}}), "context"),
+            (json!({"raw_data": {"a": [{"\u{0}": true}]}}), "raw_data"),
+            (json!({"biometrics": {"heart\u{0}rate": 70}}), "biometrics"),
+        ];
+        for (extra, field) in cases {
+            let mut body = obj(json!({"user_id": "u1", "source": "text", "emotion_label": "joy"}));
+            body.extend(obj(extra.clone()));
+            let e = validate(&body, &ctx(now())).expect_err(&extra.to_string());
+            assert_eq!(e.errors[0].field, field, "{e}");
+            assert!(e.errors[0].message.contains("U+0000"), "{e}");
+        }
+        assert_eq!(
+            find_nul("raw_data", &json!({"a": [{"\u{0}": true}]})).as_deref(),
+            Some("raw_data.a[0][\"\\0\"]")
+        );
     }
 
     #[test]

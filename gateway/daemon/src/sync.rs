@@ -15,24 +15,78 @@
 //! users who consented to `credit`. Failures are retried forever with
 //! exponential back-off and jitter; meanwhile the gateway keeps ingesting
 //! and the buffer simply grows (retention never removes unsynced batches).
+//!
+//! Except a batch the server refuses for its content (SQLSTATE class 22,
+//! 23 or 54: a value it cannot store, a constraint a row breaks): retrying
+//! it would fail forever and hold back every later event. It is split in
+//! halves, written in order, recursively, down to single events
+//! (`SyncClient::write_events_isolating`); an event refused on its own goes
+//! to the dead-letter store (meta keys under `deadletter/`, durable before
+//! the cursor passes it) and the cursor moves past it in a transaction of
+//! its own, so the rest still arrives exactly once.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use emotion_core::EmotionEvent;
-use emotion_sync::{Backoff, Consent, ConsentPurpose, Cursor, SyncClient, SyncConfig, SyncError};
+use emotion_sync::{
+    Backoff, Consent, ConsentPurpose, Cursor, Refused, SyncClient, SyncConfig, SyncError,
+};
 use parking_lot::Mutex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
-use crate::buffer::EventPos;
+use crate::buffer::{EventPos, EventStore};
 use crate::privacy::Purpose;
 use crate::state::AppState;
 
 /// How often an idle driver looks for new events.
 const IDLE_POLL: Duration = Duration::from_millis(50);
+
+/// Meta-key prefix of the dead-letter store: one entry per event the central
+/// database refused, keyed by buffer position (so the keys sort in buffer
+/// order and a second refusal of the same event overwrites the first).
+pub const DEAD_LETTER_PREFIX: &str = "deadletter/";
+
+/// How often an erasure the central database refused for its content is
+/// tried again (it stays pending; a tight loop would only flood the server's
+/// log).
+const REFUSED_ERASURE_RETRY: Duration = Duration::from_secs(60);
+
+/// How many dead letters `GET /api/sync` lists (the newest).
+const RECENT_DEAD_LETTERS: usize = 10;
+
+/// An event the central database refused on its own, set aside so that the
+/// events after it keep flowing. The event itself stays in the buffer (until
+/// retention) under `position`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub event_id: Uuid,
+    pub user_id: String,
+    /// Its position in the buffer.
+    pub position: BufferPosition,
+    /// The server's SQLSTATE (e.g. 23514 check violation, 22P05).
+    pub sqlstate: String,
+    /// The server's message.
+    pub message: String,
+    /// When it was dead-lettered.
+    pub at: DateTime<Utc>,
+}
+
+/// A buffer position as a dead letter records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BufferPosition {
+    pub batch: u64,
+    pub index: u32,
+}
+
+fn dead_letter_key(pos: BufferPosition) -> String {
+    format!("{DEAD_LETTER_PREFIX}{:020}/{:010}", pos.batch, pos.index)
+}
 
 /// What `/health` and `GET /api/sync` show.
 #[derive(Debug, Default)]
@@ -51,6 +105,17 @@ pub struct SyncStatus {
     failures: AtomicU64,
     last_error: Mutex<Option<(DateTime<Utc>, String)>>,
     last_success: Mutex<Option<DateTime<Utc>>>,
+    /// Entries in the dead-letter store.
+    dead_letters: AtomicU64,
+    /// Events dead-lettered since the gateway started.
+    dead_lettered: AtomicU64,
+    /// The newest dead letters, oldest first.
+    recent_dead_letters: Mutex<VecDeque<DeadLetter>>,
+    /// Consents, summaries and erasures the central database refused for
+    /// their content (logged and counted, not retried in a tight loop).
+    other_refusals: AtomicU64,
+    /// Erasure requests refused for their content, and when last tried.
+    refused_erasures: Mutex<HashMap<Uuid, Instant>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -69,6 +134,15 @@ pub struct SyncView {
     pub last_error: Option<String>,
     pub last_error_at: Option<DateTime<Utc>>,
     pub last_success_at: Option<DateTime<Utc>>,
+    /// Events the central database refused for their content, set aside in
+    /// the dead-letter store (the cursor moved past them).
+    pub dead_letters: u64,
+    /// Of those, how many since the gateway started.
+    pub dead_lettered_since_start: u64,
+    /// The newest dead letters (oldest first), at most ten.
+    pub dead_letters_recent: Vec<DeadLetter>,
+    /// Consents, summaries and erasures refused for their content.
+    pub other_refusals: u64,
 }
 
 impl SyncStatus {
@@ -91,6 +165,38 @@ impl SyncStatus {
             last_error_at: err.as_ref().map(|e| e.0),
             last_error: err.map(|e| e.1),
             last_success_at: *self.last_success.lock(),
+            dead_letters: self.dead_letters.load(Ordering::Relaxed),
+            dead_lettered_since_start: self.dead_lettered.load(Ordering::Relaxed),
+            dead_letters_recent: self.recent_dead_letters.lock().iter().cloned().collect(),
+            other_refusals: self.other_refusals.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Load the dead-letter store's count and newest entries (at start).
+    fn load_dead_letters(&self, store: &dyn EventStore) -> Result<(), crate::buffer::StoreError> {
+        let all = store.meta_with_prefix(DEAD_LETTER_PREFIX)?;
+        self.dead_letters.store(all.len() as u64, Ordering::Relaxed);
+        let skip = all.len().saturating_sub(RECENT_DEAD_LETTERS);
+        let mut recent = self.recent_dead_letters.lock();
+        recent.clear();
+        recent.extend(
+            all.iter()
+                .skip(skip)
+                .filter_map(|(_, v)| serde_json::from_slice::<DeadLetter>(v).ok()),
+        );
+        Ok(())
+    }
+
+    fn note_dead_letter(&self, d: DeadLetter, new: bool) {
+        let mut recent = self.recent_dead_letters.lock();
+        recent.retain(|r| r.position != d.position);
+        recent.push_back(d);
+        while recent.len() > RECENT_DEAD_LETTERS {
+            recent.pop_front();
+        }
+        if new {
+            self.dead_letters.fetch_add(1, Ordering::Relaxed);
+            self.dead_lettered.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -156,6 +262,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     status.enabled.store(true, Ordering::Relaxed);
+    if let Err(e) = status.load_dead_letters(state.store.as_ref()) {
+        tracing::error!(error = %e, "sync: cannot read the dead-letter store");
+    }
     let gateway = state.config.gateway_id.clone();
     let mut backoff = Backoff::new(&cfg.retry);
     let mut summaries_due = Instant::now();
@@ -238,8 +347,8 @@ async fn session(
         if shutdown.is_cancelled() {
             return Ok(());
         }
-        ship_erasures(state, gateway, client).await?;
-        ship_consents(state, gateway, client).await?;
+        ship_erasures(state, gateway, client, status).await?;
+        ship_consents(state, gateway, client, status).await?;
         let shipped = ship_events(
             state,
             cfg,
@@ -269,12 +378,42 @@ async fn ship_erasures(
     state: &AppState,
     gateway: &str,
     client: &mut SyncClient,
+    status: &SyncStatus,
 ) -> Result<(), RoundError> {
     for e in state.privacy.pending_erasures() {
-        let out = client
+        let tried = status.refused_erasures.lock().get(&e.request_id).copied();
+        if tried.is_some_and(|t| t.elapsed() < REFUSED_ERASURE_RETRY) {
+            continue;
+        }
+        let out = match client
             .apply_erasure(gateway, &e.user_id, e.request_id, e.requested_at)
-            .await?;
+            .await
+        {
+            Ok(out) => out,
+            // Refused for its content (a constraint added centrally, say):
+            // it stays pending and is tried again now and then, but must not
+            // hold up everything after it. The user's events are withheld
+            // locally meanwhile (`is_erased`). Logged once per request.
+            Err(err) if err.is_content() => {
+                let first = status
+                    .refused_erasures
+                    .lock()
+                    .insert(e.request_id, Instant::now())
+                    .is_none();
+                if first {
+                    status.other_refusals.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(user = %e.user_id, request = %e.request_id, error = %err, "sync: the central database refuses this erasure; it stays pending");
+                }
+                continue;
+            }
+            Err(err) => return Err(err.into()),
+        };
+        status.refused_erasures.lock().remove(&e.request_id);
         tracing::info!(user = %e.user_id, request = %e.request_id, outcome = ?out, "sync: erasure applied centrally");
+        // Before the request is marked done, so a failure here leaves it
+        // pending (applying it again centrally changes nothing).
+        forget_dead_letters(state.store.as_ref(), status, &e.user_id)
+            .map_err(|e| RoundError::Local(e.to_string()))?;
         state
             .privacy
             .erasure_applied(&e.user_id, e.request_id)
@@ -283,10 +422,32 @@ async fn ship_erasures(
     Ok(())
 }
 
+/// An erased user's dead letters go too: they name the user and their events.
+fn forget_dead_letters(
+    store: &dyn EventStore,
+    status: &SyncStatus,
+    user: &str,
+) -> Result<(), crate::buffer::StoreError> {
+    let mut removed = false;
+    for (key, value) in store.meta_with_prefix(DEAD_LETTER_PREFIX)? {
+        let theirs = serde_json::from_slice::<DeadLetter>(&value).is_ok_and(|d| d.user_id == user);
+        if theirs {
+            store.remove_meta(&key)?;
+            removed = true;
+        }
+    }
+    if removed {
+        // The count and the newest entries as they now are on disk.
+        status.load_dead_letters(store)?;
+    }
+    Ok(())
+}
+
 async fn ship_consents(
     state: &AppState,
     gateway: &str,
     client: &mut SyncClient,
+    status: &SyncStatus,
 ) -> Result<(), RoundError> {
     let pending = state.privacy.unsynced_consents();
     if pending.is_empty() {
@@ -307,7 +468,17 @@ async fn ship_consents(
             })
         })
         .collect();
-    client.upsert_consents(gateway, &rows).await?;
+    match client.upsert_consents(gateway, &rows).await {
+        Ok(_) => {}
+        // Refused for their content: the same rows would be refused every
+        // round, ahead of the events. Given up on (marked synced below), and
+        // counted; the local consent still governs what leaves the gateway.
+        Err(e) if e.is_content() => {
+            status.other_refusals.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(consents = rows.len(), error = %e, "sync: the central database refuses these consents; not retried");
+        }
+        Err(e) => return Err(e.into()),
+    }
     for (user, c) in pending {
         state
             .privacy
@@ -383,24 +554,27 @@ async fn ship_events(
     };
     let mut passed = 0u64;
     let mut withheld = 0u64;
-    let mut batches: Vec<(Vec<EmotionEvent>, Cursor)> = Vec::with_capacity(2);
+    let mut batches: Vec<Batch> = Vec::with_capacity(2);
     for group in [read, rest] {
         let Some(&(last_pos, _)) = group.last() else {
             continue;
         };
         let n = group.len() as u64;
-        let events: Vec<EmotionEvent> = group
+        let (positions, events): (Vec<EventPos>, Vec<EmotionEvent>) = group
             .into_iter()
-            .map(|(_, e)| e)
-            .filter(|e| {
+            .filter(|(_, e)| {
                 state.privacy.allows(&e.user_id, Purpose::Analytics) && !state.privacy.is_erased(e)
             })
-            .collect();
+            .unzip();
         passed += n;
         withheld += n - events.len() as u64;
-        batches.push((events, after(last_pos)));
+        batches.push(Batch {
+            events,
+            positions,
+            end: after(last_pos),
+        });
     }
-    let Some(&(_, new_cursor)) = batches.last() else {
+    let Some(new_cursor) = batches.last().map(|b| b.end) else {
         return Ok(0);
     };
     // Still a backlog: read the next two batches while these are written, so
@@ -412,19 +586,35 @@ async fn ship_events(
             task: read_after(state, from, 2 * max),
         });
     }
-    let out = match batches.as_slice() {
-        [(events, cursor)] => client.write_events(gateway, events, *cursor).await?,
+    let inserted = match batches.as_slice() {
+        [one] => write_isolating(state, gateway, client, status, one).await?,
         _ => {
-            let pairs: Vec<(&[EmotionEvent], Cursor)> =
-                batches.iter().map(|(e, c)| (e.as_slice(), *c)).collect();
-            client.write_event_batches(gateway, &pairs).await?
+            let pairs: Vec<(&[EmotionEvent], Cursor)> = batches
+                .iter()
+                .map(|b| (b.events.as_slice(), b.end))
+                .collect();
+            match client.write_event_batches(gateway, &pairs).await {
+                Ok(out) => out.inserted,
+                // A row of the pair is refused: write each batch not yet
+                // committed on its own, isolating the refused rows. Only a
+                // prefix of the pair can have committed; the central cursor
+                // says which.
+                Err(e) if e.is_row_content() => {
+                    tracing::warn!(error = %e, "sync: the central database refuses a row of this backlog; isolating it");
+                    let done = client.read_cursor(gateway).await?;
+                    let mut inserted = 0;
+                    for b in batches.iter().filter(|b| done < Some(b.end)) {
+                        inserted += write_isolating(state, gateway, client, status, b).await?;
+                    }
+                    inserted
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     };
     *next = Some(new_cursor);
     *status.cursor.lock() = *next;
-    status
-        .events_shipped
-        .fetch_add(out.inserted, Ordering::Relaxed);
+    status.events_shipped.fetch_add(inserted, Ordering::Relaxed);
     status
         .events_withheld
         .fetch_add(withheld, Ordering::Relaxed);
@@ -437,11 +627,76 @@ async fn ship_events(
     tracing::debug!(
         events = passed,
         batches = batches.len(),
-        inserted = out.inserted,
+        inserted,
         withheld,
         "sync: events shipped"
     );
     Ok(passed)
+}
+
+/// One batch of events to ship: the events with their buffer positions, and
+/// the cursor after the last position read (withheld events included).
+struct Batch {
+    events: Vec<EmotionEvent>,
+    positions: Vec<EventPos>,
+    end: Cursor,
+}
+
+/// Write a batch; events the central database refuses on their own are
+/// recorded in the dead-letter store (durably, before the cursor passes
+/// them) and the rest is written exactly once. Returns the rows inserted.
+async fn write_isolating(
+    state: &AppState,
+    gateway: &str,
+    client: &mut SyncClient,
+    status: &SyncStatus,
+    batch: &Batch,
+) -> Result<u64, RoundError> {
+    let past: Vec<Cursor> = batch.positions.iter().map(|&p| after(p)).collect();
+    let store = state.store.as_ref();
+    let out = client
+        .write_events_isolating(gateway, &batch.events, &past, batch.end, |r| {
+            dead_letter(store, status, &r)
+        })
+        .await?;
+    if out.refused > 0 {
+        tracing::error!(
+            refused = out.refused,
+            written = out.written.inserted,
+            transactions = out.attempts,
+            "sync: events refused by the central database were dead-lettered; the rest went through"
+        );
+    }
+    Ok(out.written.inserted)
+}
+
+/// Record a refused event in the dead-letter store. Idempotent: a batch
+/// retried after a crash refuses the same event at the same position again.
+fn dead_letter(store: &dyn EventStore, status: &SyncStatus, r: &Refused<'_>) -> Result<(), String> {
+    // `after` is the cursor just past the event; its own position is one
+    // before (events are never at index u32::MAX, see `after`).
+    let position = BufferPosition {
+        batch: r.after.batch,
+        index: r.after.index.saturating_sub(1),
+    };
+    let entry = DeadLetter {
+        event_id: r.event.event_id,
+        user_id: r.event.user_id.clone(),
+        position,
+        sqlstate: r.error.sqlstate().unwrap_or_default().to_owned(),
+        message: r
+            .error
+            .server_message()
+            .map_or_else(|| r.error.to_string(), str::to_owned),
+        at: Utc::now(),
+    };
+    let key = dead_letter_key(position);
+    let known = store.get_meta(&key).map_err(|e| e.to_string())?.is_some();
+    let value = serde_json::to_vec(&entry).map_err(|e| e.to_string())?;
+    // put_meta flushes: the entry is on disk before the cursor moves past it.
+    store.put_meta(&key, &value).map_err(|e| e.to_string())?;
+    status.note_dead_letter(entry, !known);
+    Ok(())
 }
 
 async fn ship_summaries(
@@ -462,7 +717,17 @@ async fn ship_summaries(
     if summaries.is_empty() {
         return Ok(());
     }
-    let out = client.upsert_summaries(gateway, &summaries).await?;
+    let out = match client.upsert_summaries(gateway, &summaries).await {
+        Ok(out) => out,
+        // Refused for their content: counted and logged, and recomputed
+        // (and tried again) when the next summaries are due; events go on.
+        Err(e) if e.is_content() => {
+            status.other_refusals.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(summaries = summaries.len(), error = %e, "sync: the central database refuses these summaries");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
     status
         .summaries_shipped
         .fetch_add(summaries.len() as u64, Ordering::Relaxed);
@@ -490,5 +755,103 @@ mod tests {
             })
         );
         assert_eq!(after(EventPos { batch: 3, index: 1 }), Cursor::new(3, 2));
+    }
+
+    #[test]
+    fn dead_letters_are_durable_idempotent_ordered_and_erased_with_their_user() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let open = || {
+            crate::buffer::SledStore::open(dir.path(), 8 << 20, &mut |_, _| {})
+                .expect("open")
+                .0
+        };
+        let store = open();
+        let status = SyncStatus::default();
+        let events: Vec<EmotionEvent> = (0..2)
+            .map(|_| {
+                let body =
+                    serde_json::json!({"user_id": "u1", "source": "text", "emotion_label": "joy"});
+                let ctx = emotion_core::IngestContext {
+                    user_id: None,
+                    session_id: None,
+                    gateway_id: "gw",
+                    producer: "client",
+                    now: Utc::now(),
+                    event_id: Uuid::now_v7(),
+                };
+                let serde_json::Value::Object(m) = body else {
+                    unreachable!("an object literal")
+                };
+                emotion_core::event::validate(&m, &ctx).expect("valid")
+            })
+            .collect();
+        let err = SyncError::DeadLetter("stand-in for a server refusal".into());
+        // Positions chosen so that string order would differ from buffer order.
+        let refuse = |i: usize, after: Cursor| {
+            dead_letter(
+                &store,
+                &status,
+                &Refused {
+                    event: &events[i],
+                    after,
+                    error: &err,
+                },
+            )
+            .expect("recorded")
+        };
+        refuse(0, Cursor::new(10, 1));
+        refuse(1, Cursor::new(9, 300));
+        // The same event refused again (a batch resumed after a crash).
+        refuse(1, Cursor::new(9, 300));
+        let v = status.view(Utc::now());
+        assert_eq!((v.dead_letters, v.dead_lettered_since_start), (2, 2));
+        assert_eq!(v.dead_letters_recent.len(), 2);
+
+        // Reloaded from disk: in buffer order, with what was recorded.
+        drop(store);
+        let store = open();
+        let reloaded = SyncStatus::default();
+        reloaded.load_dead_letters(&store).expect("load");
+        let v = reloaded.view(Utc::now());
+        assert_eq!(v.dead_letters, 2);
+        let got: Vec<(Uuid, BufferPosition)> = v
+            .dead_letters_recent
+            .iter()
+            .map(|d| (d.event_id, d.position))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    events[1].event_id,
+                    BufferPosition {
+                        batch: 9,
+                        index: 299
+                    }
+                ),
+                (
+                    events[0].event_id,
+                    BufferPosition {
+                        batch: 10,
+                        index: 0
+                    }
+                ),
+            ]
+        );
+        assert_eq!(v.dead_letters_recent[0].user_id, "u1");
+        assert!(v.dead_letters_recent[0].message.contains("stand-in"));
+
+        // An erasure of the user takes their dead letters along.
+        forget_dead_letters(&store, &reloaded, "someone-else").expect("forget");
+        assert_eq!(reloaded.view(Utc::now()).dead_letters, 2);
+        forget_dead_letters(&store, &reloaded, "u1").expect("forget");
+        let v = reloaded.view(Utc::now());
+        assert_eq!((v.dead_letters, v.dead_letters_recent.len()), (0, 0));
+        assert!(
+            store
+                .meta_with_prefix(DEAD_LETTER_PREFIX)
+                .expect("scan")
+                .is_empty()
+        );
     }
 }

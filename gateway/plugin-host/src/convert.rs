@@ -111,7 +111,7 @@ pub fn to_event(
         .timestamp_millis_opt(reading.timestamp_ms)
         .single()
         .unwrap_or(now);
-    Ok(EmotionEvent {
+    let event = EmotionEvent {
         event_id: Uuid::now_v7(),
         user_id: reading.user_id.clone(),
         session_id: reading.session_id.clone(),
@@ -133,7 +133,12 @@ pub fn to_event(
             Json(Value::Object(m))
         }),
         raw_data: None,
-    })
+    };
+    // The rule every client event passes in `validate`: nothing the central
+    // database cannot store (a U+0000 in `extra`, say), or the event would be
+    // acknowledged and then refused by every sync attempt.
+    emotion_core::event::check_storable(&event).map_err(|e| e.to_string())?;
+    Ok(event)
 }
 
 #[cfg(test)]
@@ -206,5 +211,15 @@ mod tests {
         let err = to_event(&r, emotion(None, vec![("k", "{oops")]), "p@1", "gw", now())
             .expect_err("bad json");
         assert!(err.contains("`k`"), "{err}");
+        // Valid JSON the central database cannot store: refused like a client's.
+        let err = to_event(
+            &r,
+            emotion(None, vec![("k", r#"{"n": ["\u0000"]}"#)]),
+            "p@1",
+            "gw",
+            now(),
+        )
+        .expect_err("NUL");
+        assert!(err.contains("context.k.n[0]"), "{err}");
     }
 }

@@ -122,6 +122,10 @@ async fn feed(state: &AppState) {
     counter!("emotion_gateway_sync_summaries_shipped_total").absolute(sync.summaries_shipped);
     counter!("emotion_gateway_sync_batches_total").absolute(sync.batches);
     counter!("emotion_gateway_sync_failures_total").absolute(sync.failures);
+    gauge!("emotion_gateway_sync_dead_letter_events").set(sync.dead_letters as f64);
+    counter!("emotion_gateway_sync_events_dead_lettered_total")
+        .absolute(sync.dead_lettered_since_start);
+    counter!("emotion_gateway_sync_other_refusals_total").absolute(sync.other_refusals);
 
     for (endpoint, n) in c.ws_connections() {
         gauge!("emotion_gateway_websocket_connections", "endpoint" => endpoint.path())
@@ -238,6 +242,18 @@ fn describe() {
         describe_counter!("emotion_gateway_sync_summaries_shipped_total", "Credit/risk summaries shipped.");
         describe_counter!("emotion_gateway_sync_batches_total", "Sync transactions committed.");
         describe_counter!("emotion_gateway_sync_failures_total", "Failed sync attempts.");
+        describe_gauge!(
+            "emotion_gateway_sync_dead_letter_events",
+            "Events in the dead-letter store: refused by the central database for their content and passed over."
+        );
+        describe_counter!(
+            "emotion_gateway_sync_events_dead_lettered_total",
+            "Events dead-lettered since the gateway started."
+        );
+        describe_counter!(
+            "emotion_gateway_sync_other_refusals_total",
+            "Consent, summary and erasure writes the central database refused for their content."
+        );
         describe_gauge!(
             "emotion_gateway_websocket_connections",
             "Open WebSocket connections, by endpoint."

@@ -84,7 +84,8 @@ pub async fn mqtt(State(state): State<AppState>) -> Json<Value> {
     )
 }
 
-/// `GET /api/sync`: the central sync's progress and lag.
+/// `GET /api/sync`: the central sync's progress and lag, and the events the
+/// central database refused (dead letters).
 #[utoipa::path(
     get,
     path = "/api/sync",
@@ -92,7 +93,7 @@ pub async fn mqtt(State(state): State<AppState>) -> Json<Value> {
     summary = "The central sync's progress and lag",
     security(("token" = []), ("bearer" = [])),
     responses(
-        (status = 200, description = "enabled, connected, cursor, lag_events, lag_seconds, counters, last error", body = serde_json::Value),
+        (status = 200, description = "enabled, connected, cursor, lag_events, lag_seconds, counters, last error; dead_letters (events refused centrally for their content and passed over), dead_letters_recent (the newest ten: event_id, user_id, position, sqlstate, message, at), other_refusals", body = serde_json::Value),
         (status = 401, description = "Missing or invalid token", body = super::openapi::ErrorBody),
         (status = 403, description = "The token lacks the needed scope", body = super::openapi::ErrorBody),
     )
