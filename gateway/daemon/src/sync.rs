@@ -761,7 +761,7 @@ mod tests {
     fn dead_letters_are_durable_idempotent_ordered_and_erased_with_their_user() {
         let dir = tempfile::tempdir().expect("tmp");
         let open = || {
-            crate::buffer::SledStore::open(dir.path(), 8 << 20, &mut |_, _| {})
+            crate::buffer::SledStore::open(dir.path(), crate::buffer::StoreOptions::default())
                 .expect("open")
                 .0
         };
