@@ -12,7 +12,13 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 const USERS: [&str; 3] = ["501", "502", "503"];
-const KILLS: usize = 22;
+/// Kill cycles: `EMOTION_CRASH_CYCLES` (the README's full run uses 100).
+fn kills() -> usize {
+    std::env::var("EMOTION_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(22)
+}
 
 /// Send events on one connection as fast as replies allow (64 in flight),
 /// recording every acknowledged event id, until the connection dies.
@@ -70,7 +76,7 @@ async fn every_acknowledged_event_survives_repeated_sigkill_exactly_once() {
     let acked: Arc<Mutex<HashMap<&'static str, Vec<String>>>> = Arc::default();
     let mut rng = rand::rng();
 
-    for round in 0..KILLS {
+    for round in 0..kills() {
         let gw = Gateway::start(dir.path(), &GatewayOptions::default()).expect("gateway starts");
         // Everything acknowledged in earlier rounds must already be back.
         for user in USERS {

@@ -126,7 +126,11 @@ async fn exactly_once_to_postgres_through_repeated_sigkill() {
     let dir = data_dir().expect("tmp");
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut rng = rand::rng();
-    let kills = 21;
+    // `EMOTION_CRASH_CYCLES=100` for the README's full run; CI runs 21.
+    let kills = std::env::var("EMOTION_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(21);
     for round in 0..=kills {
         let gw = Gateway::start(dir.path(), &sync_options(db.url())).expect("start");
         if round == 0 {

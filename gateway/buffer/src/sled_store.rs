@@ -525,26 +525,21 @@ impl SledStore {
             // just before a crash, a ledger that is new, missing or damaged.
             let mut w = self.writer.lock();
             let mut l = w.ledger.state();
-            let mut changed = false;
             if repaired.is_none()
                 && (found == LedgerFound::Missing || found == LedgerFound::Unreadable)
             {
                 let first = self.edge_header(true).ok().flatten();
                 l.floor_seq = first.map_or(state.next_seq, |h| h.seq);
                 l.floor_cum = first.map_or(state.cum, |h| h.cum_before);
-                changed = true;
             }
-            if state.next_seq > l.next_seq || state.cum > l.acked_total {
-                l.next_seq = l.next_seq.max(state.next_seq);
-                l.acked_total = l.acked_total.max(state.cum);
-                changed = true;
-            }
-            let len = self.engine_len();
-            if changed || len != l.engine_len {
-                l.engine_len = len;
-                w.ledger.commit(l).map_err(StoreError::Ledger)?;
-            }
-            let next_seq = l.next_seq.max(state.next_seq);
+            l.acked_total = l.acked_total.max(state.cum);
+            // One number is skipped at every open: a batch inserted but not
+            // made durable before a crash may have had the next one, and a
+            // number is never given to two batches.
+            let next_seq = l.next_seq.max(state.next_seq) + 1;
+            l.next_seq = next_seq;
+            l.engine_len = self.engine_len();
+            w.ledger.commit(l).map_err(StoreError::Ledger)?;
             let mut ram = self.ram.write();
             ram.state.next_seq = next_seq;
             ram.state.cum = ram.state.cum.max(l.acked_total);
