@@ -118,7 +118,10 @@ impl Gateway {
     /// Start on a free port with `data_dir` as its buffer, and wait until it
     /// prints its address.
     pub fn start(data_dir: &Path, opts: &GatewayOptions) -> Result<Gateway> {
-        let bin = workspace_bin("emotion-gateway");
+        // A benchmark may compare against another build of the gateway.
+        let bin = std::env::var_os("EMOTION_GATEWAY_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_bin("emotion-gateway"));
         if !bin.exists() {
             bail!(
                 "{} is missing: build it first (`cargo build -p emotion-gateway`, which scripts/test.sh does)",
@@ -188,6 +191,11 @@ impl Gateway {
             data_dir: data_dir.to_owned(),
             logs,
         })
+    }
+
+    /// The process id (benchmarks read its memory from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn http(&self, path: &str) -> String {
