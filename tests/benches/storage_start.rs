@@ -42,8 +42,18 @@ fn event(i: u64) -> EmotionEvent {
         event_id: uuid::Uuid::now_v7(),
         user_id: user.to_string(),
         session_id: format!("session_{user}_{}", i / 50_000),
-        source: [Source::Text, Source::Voice, Source::Facial, Source::Physiological][i as usize % 4],
-        emotion_label: [EmotionLabel::Joy, EmotionLabel::Calm, EmotionLabel::Anxiety, EmotionLabel::Stress][i as usize % 4],
+        source: [
+            Source::Text,
+            Source::Voice,
+            Source::Facial,
+            Source::Physiological,
+        ][i as usize % 4],
+        emotion_label: [
+            EmotionLabel::Joy,
+            EmotionLabel::Calm,
+            EmotionLabel::Anxiety,
+            EmotionLabel::Stress,
+        ][i as usize % 4],
         valence: ((i % 200) as f64 / 100.0) - 1.0,
         arousal: 0.55,
         confidence: Some(0.8),
@@ -51,10 +61,14 @@ fn event(i: u64) -> EmotionEvent {
         ingested_at: at,
         gateway_id: "gw-bench".into(),
         producer: "client".into(),
-        context: Some(Json(json!({"time_period": "afternoon", "day_of_week": "friday", "weather": "sunny", "seq": i}))),
+        context: Some(Json(
+            json!({"time_period": "afternoon", "day_of_week": "friday", "weather": "sunny", "seq": i}),
+        )),
         biometrics: None,
         location: None,
-        device_info: Some(Json(json!({"device_type": "smartwatch", "platform": "iOS", "app_version": "2.3.1"}))),
+        device_info: Some(Json(
+            json!({"device_type": "smartwatch", "platform": "iOS", "app_version": "2.3.1"}),
+        )),
         raw_data: None,
     }
 }
@@ -74,8 +88,8 @@ fn du(p: &Path) -> u64 {
 
 /// Fill `dir` with `n` events; returns their mean postcard size.
 fn fill(dir: &Path, n: u64) -> f64 {
-    let config = emotion_gateway::config::Config::load(None, std::iter::empty())
-        .expect("embedded config");
+    let config =
+        emotion_gateway::config::Config::load(None, std::iter::empty()).expect("embedded config");
     let opts = StoreOptions {
         cache_bytes: config.storage.cache_mb << 20,
         dedup_window: config.storage.dedup_window,
@@ -95,15 +109,21 @@ fn fill(dir: &Path, n: u64) -> f64 {
         store.append(&batch).expect("append");
         i += batch.len() as u64;
         if i % 1_000_000 < BATCH as u64 {
-            eprintln!("  filled {i} events in {:.0} s", began.elapsed().as_secs_f64());
+            eprintln!(
+                "  filled {i} events in {:.0} s",
+                began.elapsed().as_secs_f64()
+            );
         }
     }
     // What a running gateway leaves: its analyzer checkpoint.
     let through = AtomicU64::new(store.durable_batches());
-    emotion_gateway::checkpoint::save(&store, &Mutex::new(analyzer), &through)
-        .expect("checkpoint");
+    emotion_gateway::checkpoint::save(&store, &Mutex::new(analyzer), &through).expect("checkpoint");
     store.flush().expect("flush");
-    if n == 0 { 0.0 } else { postcard_bytes as f64 / n as f64 }
+    if n == 0 {
+        0.0
+    } else {
+        postcard_bytes as f64 / n as f64
+    }
 }
 
 fn status_kb(pid: u32, key: &str) -> u64 {
@@ -168,7 +188,9 @@ async fn main() {
         .unwrap_or_else(|| vec![0, 1_000_000, 10_000_000]);
     let root = tempfile::Builder::new()
         .prefix("emotion-start-bench-")
-        .tempdir_in(std::env::var_os("EMOTION_BENCH_DIR").unwrap_or_else(|| std::env::temp_dir().into()))
+        .tempdir_in(
+            std::env::var_os("EMOTION_BENCH_DIR").unwrap_or_else(|| std::env::temp_dir().into()),
+        )
         .expect("tmp");
     let mut all = Vec::new();
     for n in sizes {
@@ -180,7 +202,11 @@ async fn main() {
             f.rss_listen_mb,
             f.peak_mb,
             f.disk_per_event,
-            if f.postcard > 0.0 { f.disk_per_event / f.postcard } else { 0.0 },
+            if f.postcard > 0.0 {
+                f.disk_per_event / f.postcard
+            } else {
+                0.0
+            },
             f.postcard
         );
         all.push(f);

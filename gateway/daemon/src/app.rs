@@ -356,6 +356,26 @@ fn spawn_housekeeping(state: &AppState) {
                     tracing::debug!(evicted, "dropped live state of idle sessions");
                 }
             }
+            let user_idle = st.config.analyzer.user_idle.0;
+            if !user_idle.is_zero()
+                && let Ok(user_idle) = chrono::Duration::from_std(user_idle)
+            {
+                let s = st.clone();
+                let evict = move || {
+                    crate::checkpoint::evict_idle(
+                        s.store.as_ref(),
+                        &s.analyzer,
+                        &s.analyzed,
+                        now - user_idle,
+                    )
+                };
+                match tokio::task::spawn_blocking(evict).await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => tracing::debug!(users = n, "idle users' analysis state left RAM"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "evicting idle users failed"),
+                    Err(e) => tracing::warn!(error = %e, "eviction task failed"),
+                }
+            }
             // Retention runs at start and then hourly.
             if !retention.is_zero()
                 && minutes.is_multiple_of(60)

@@ -16,6 +16,64 @@ use serde::Serialize;
 use crate::buffer::{EventStore, StoreError};
 
 pub const KEY: &str = "analyzer/checkpoint";
+/// State of users evicted from RAM, one record per user under this prefix.
+pub const USER_PREFIX: &str = "analyzer/user/";
+
+fn user_key(user_id: &str) -> String {
+    format!("{USER_PREFIX}{user_id}")
+}
+
+/// The stored state of an evicted user.
+pub fn load_user(store: &dyn EventStore, user_id: &str) -> Option<Vec<u8>> {
+    store.get_meta(&user_key(user_id)).ok().flatten()
+}
+
+/// Bring an evicted user back into RAM before anything reads or updates
+/// them. A missing or refused record is logged: the user then starts afresh.
+pub fn make_resident(an: &mut Analyzer, store: &dyn EventStore, user_id: &str) {
+    if !an.is_evicted(user_id) {
+        return;
+    }
+    let restored = match load_user(store, user_id) {
+        Some(bytes) => an.restore_user(user_id, &bytes).map_err(|e| e.to_string()),
+        None => Err("its stored state is missing".into()),
+    };
+    if let Err(why) = restored {
+        tracing::error!(user = user_id, reason = %why, "could not bring an evicted user back; their analysis starts afresh");
+    }
+}
+
+/// Move users idle since `cutoff` out of RAM: their state is stored first,
+/// then a checkpoint that no longer holds them (a crash in between leaves the
+/// old checkpoint, which still does). Returns the number evicted.
+pub fn evict_idle(
+    store: &dyn EventStore,
+    analyzer: &Mutex<Analyzer>,
+    analyzed: &AtomicU64,
+    cutoff: chrono::DateTime<chrono::Utc>,
+) -> Result<usize, StoreError> {
+    let mut an = analyzer.lock();
+    let evicted = an.evict_users_idle_since(cutoff);
+    if evicted.is_empty() {
+        return Ok(0);
+    }
+    for (user, bytes) in &evicted {
+        store.put_meta(&user_key(user), bytes)?;
+    }
+    let mut record = analyzed.load(Ordering::Acquire).to_le_bytes().to_vec();
+    record.extend_from_slice(&an.checkpoint());
+    store.put_meta(KEY, &record)?;
+    Ok(evicted.len())
+}
+
+/// Forget every stored evicted user (their checkpoint was refused, or the
+/// analyzer was rebuilt from the buffer).
+pub fn forget_evicted(store: &dyn EventStore) -> Result<(), StoreError> {
+    for (k, _) in store.meta_with_prefix(USER_PREFIX)? {
+        store.remove_meta(&k)?;
+    }
+    Ok(())
+}
 
 /// How the analyzer came back at start.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -50,6 +108,7 @@ pub fn restore(
                 }
                 Err(e) => {
                     out.refused = Some(e.to_string());
+                    forget_evicted(store)?;
                     Analyzer::new(cfg)
                 }
             }
@@ -68,6 +127,7 @@ pub fn restore(
     let mut replayed = 0u64;
     store.scan(from, &mut |pos, e| {
         if pos.batch < through {
+            make_resident(&mut analyzer, store, &e.user_id);
             analyzer.ingest(e);
             replayed += 1;
         }
@@ -132,5 +192,33 @@ mod tests {
         assert!(r.refused.is_some());
         assert_eq!(r.replayed_events, 60);
         assert_eq!(summaries(&second), summaries(&full));
+    }
+
+    #[test]
+    fn evicted_users_come_back_on_demand_and_across_a_restart() {
+        let store = MemoryStore::default();
+        let (an, r) = restore(&store, AnalyzerConfig::default()).expect("restore");
+        let analyzed = AtomicU64::new(r.through);
+        let analyzer = Mutex::new(an);
+        let a = sample_events(30, "a");
+        store.append(&a).expect("append");
+        for e in &a {
+            analyzer.lock().ingest(e);
+        }
+        analyzed.store(store.durable_batches(), Ordering::Release);
+        let before = format!("{:?}", analyzer.lock().user_summary("a"));
+        let cutoff = a[29].ingested_at + chrono::Duration::seconds(1);
+        assert_eq!(
+            evict_idle(&store, &analyzer, &analyzed, cutoff).expect("evict"),
+            1
+        );
+        assert!(analyzer.lock().is_evicted("a"));
+        assert!(load_user(&store, "a").is_some());
+        // A restart: the checkpoint no longer holds "a"; a new event brings it back.
+        let (mut an, r) = restore(&store, AnalyzerConfig::default()).expect("restore");
+        assert!(r.from_checkpoint, "{r:?}");
+        assert!(an.is_evicted("a"));
+        make_resident(&mut an, &store, "a");
+        assert_eq!(format!("{:?}", an.user_summary("a")), before);
     }
 }

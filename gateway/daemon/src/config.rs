@@ -77,6 +77,7 @@ pub struct AnalyzerSettings {
     pub high_severity_z: f64,
     pub session_idle: Dur,
     pub checkpoint_interval: Dur,
+    pub user_idle: Dur,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -209,6 +210,12 @@ impl Config {
         }
         if self.analyzer.checkpoint_interval.0.is_zero() {
             p.push("analyzer.checkpoint_interval must be longer than 0s".into());
+        }
+        let (user_idle, session_idle) = (self.analyzer.user_idle.0, self.analyzer.session_idle.0);
+        if !user_idle.is_zero() && user_idle < session_idle {
+            p.push(format!(
+                "analyzer.user_idle ({user_idle:?}) must be 0s or at least analyzer.session_idle ({session_idle:?})"
+            ));
         }
         let a = &self.analyzer;
         for (name, v) in [

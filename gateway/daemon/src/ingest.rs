@@ -164,15 +164,24 @@ impl Pipeline {
         // Two batches in flight between the stages is enough to overlap a flush
         // with analysis; more would only add latency.
         let (done_tx, done_rx) = std_mpsc::sync_channel::<Written>(2);
+        let store_for_analysis = store.clone();
         let writer = {
             let (privacy, counters) = (privacy.clone(), counters.clone());
             std::thread::Builder::new()
                 .name("buffer-writer".into())
                 .spawn(move || writer_loop(rx, done_tx, store, privacy, counters, max_batch))?
         };
+        let stage = AnalyzerStage {
+            analyzer,
+            analyzed,
+            store: store_for_analysis,
+            privacy,
+            counters,
+            live,
+        };
         let analyzer = std::thread::Builder::new()
             .name("analyzer".into())
-            .spawn(move || analyzer_loop(done_rx, analyzer, analyzed, privacy, counters, live))?;
+            .spawn(move || analyzer_loop(done_rx, stage))?;
         Ok((Ingest { tx }, Pipeline { writer, analyzer }))
     }
 
@@ -248,15 +257,27 @@ fn writer_loop(
     tracing::debug!("buffer writer drained and stopped");
 }
 
-/// Stage 2: update the analyzer in buffer order and answer each sender.
-fn analyzer_loop(
-    done: std_mpsc::Receiver<Written>,
+/// What the analyzer stage holds.
+struct AnalyzerStage {
     analyzer: Arc<Mutex<Analyzer>>,
     analyzed: Arc<AtomicU64>,
+    /// Where evicted users' state is kept, to bring them back.
+    store: Arc<dyn EventStore>,
     privacy: Arc<Privacy>,
     counters: Arc<Counters>,
     live: Arc<Live>,
-) {
+}
+
+/// Stage 2: update the analyzer in buffer order and answer each sender.
+fn analyzer_loop(done: std_mpsc::Receiver<Written>, stage: AnalyzerStage) {
+    let AnalyzerStage {
+        analyzer,
+        analyzed,
+        store,
+        privacy,
+        counters,
+        live,
+    } = stage;
     for Written {
         events,
         transports,
@@ -284,6 +305,7 @@ fn analyzer_loop(
             let event = Arc::new(event);
             let accepted = if fresh {
                 counters.record_event(transport, &event);
+                crate::checkpoint::make_resident(&mut an, store.as_ref(), &event.user_id);
                 let outcome = an.ingest(&event);
                 // Alerts and the dashboard's feed; cheap when nobody listens.
                 live.publish(&event, &outcome, transport);

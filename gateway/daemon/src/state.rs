@@ -66,6 +66,8 @@ impl AppState {
             }
         })?;
         *an = fresh;
+        // Everyone is in RAM again; stored evicted states are stale now.
+        crate::checkpoint::forget_evicted(self.store.as_ref())?;
         Ok(events)
     }
 }

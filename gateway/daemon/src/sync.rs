@@ -707,10 +707,15 @@ async fn ship_summaries(
     status: &SyncStatus,
 ) -> Result<(), RoundError> {
     let now = Utc::now();
-    let summaries: Vec<_> = state
-        .analyzer
-        .lock()
-        .all_credit_summaries(now, &cfg.summary_windows)
+    let (all, unreadable) = state.analyzer.lock().all_credit_summaries_with_evicted(
+        now,
+        &cfg.summary_windows,
+        |user| crate::checkpoint::load_user(state.store.as_ref(), user),
+    );
+    for (user, e) in unreadable {
+        tracing::warn!(user, error = %e, "sync: an evicted user's stored state is unreadable; no summary");
+    }
+    let summaries: Vec<_> = all
         .into_iter()
         .filter(|s| state.privacy.allows(&s.user_id, Purpose::Credit))
         .collect();

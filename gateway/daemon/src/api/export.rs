@@ -119,7 +119,8 @@ pub async fn export(
     let (from, to) = (parse("from", &q.from)?, parse("to", &q.to)?);
     let now = chrono::Utc::now();
     let (summary, credit) = {
-        let an = state.analyzer.lock();
+        let mut an = state.analyzer.lock();
+        crate::checkpoint::make_resident(&mut an, state.store.as_ref(), &user);
         (
             an.user_summary(&user),
             an.credit_summaries(&user, now, &state.config.sync.summary_windows),

@@ -138,11 +138,12 @@ async fn feed(state: &AppState) {
         counter!("emotion_gateway_alerts_total", "kind" => kind.as_str()).absolute(n);
     }
 
-    let (users, sessions) = {
+    let (users, evicted, sessions) = {
         let an = state.analyzer.lock();
-        (an.user_ids().count(), an.live_sessions())
+        (an.resident_users(), an.evicted_users(), an.live_sessions())
     };
-    gauge!("emotion_gateway_analyzer_users").set(users as f64);
+    gauge!("emotion_gateway_analyzer_users").set((users + evicted) as f64);
+    gauge!("emotion_gateway_analyzer_evicted_users").set(evicted as f64);
     gauge!("emotion_gateway_analyzer_live_sessions").set(sessions as f64);
 
     let r = state.devices.counters();
@@ -195,6 +196,10 @@ fn describe() {
             "Events waiting for the buffer writer."
         );
         describe_gauge!("emotion_gateway_buffer_events", "Events in the durable buffer.");
+        describe_gauge!(
+            "emotion_gateway_analyzer_evicted_users",
+            "Users whose analysis state left RAM after analyzer.user_idle (stored in the buffer)."
+        );
         describe_gauge!("emotion_gateway_buffer_batches", "Group-commit batches in the buffer.");
         describe_gauge!("emotion_gateway_buffer_bytes", "Size of the buffer on disk.");
         describe_counter!(

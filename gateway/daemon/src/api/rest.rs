@@ -25,9 +25,9 @@ const MAX_LIMIT: usize = 100_000;
     )
 )]
 pub async fn health(State(state): State<AppState>) -> Json<Value> {
-    let (users, live_sessions) = {
+    let (users, evicted, live_sessions) = {
         let an = state.analyzer.lock();
-        (an.user_ids().count(), an.live_sessions())
+        (an.resident_users(), an.evicted_users(), an.live_sessions())
     };
     let damage = state.store.damage();
     let mut warnings = Vec::new();
@@ -46,7 +46,7 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
         "buffer": state.store.stats(),
         "buffer_damage": damage,
         "ingest": state.counters.snapshot(),
-        "analyzer": {"users": users, "live_sessions": live_sessions},
+        "analyzer": {"users": users + evicted, "resident_users": users, "evicted_users": evicted, "live_sessions": live_sessions},
         "connections": {
             "event_streams": state.connections.active_connections(),
             "users": state.connections.active_users(),
@@ -138,7 +138,11 @@ pub async fn user_summary(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     checked_id("user", &id)?;
-    let summary = state.analyzer.lock().user_summary(&id);
+    let summary = {
+        let mut an = state.analyzer.lock();
+        crate::checkpoint::make_resident(&mut an, state.store.as_ref(), &id);
+        an.user_summary(&id)
+    };
     let summary =
         summary.ok_or_else(|| ApiError::NotFound(format!("no events for user `{id}`")))?;
     Ok(Json(json!(summary)))
