@@ -262,14 +262,23 @@ fn open_engine(path: &Path, cache_bytes: u64) -> Result<Engine, StoreError> {
         path: path.display().to_string(),
         source,
     })?;
-    let db = sled::Config::new()
+    let config = sled::Config::new()
         .path(path)
         .cache_capacity(cache_bytes)
         .mode(sled::Mode::HighThroughput)
         // We flush explicitly in every group commit; no background timer.
-        .flush_every_ms(None)
-        .open()
-        .map_err(|e| engine_error(path, e))?;
+        .flush_every_ms(None);
+    // A store closed a moment ago in this process releases its file lock from
+    // a background thread; wait briefly before calling the store in use.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let db = loop {
+        match config.open().map_err(|e| engine_error(path, e)) {
+            Err(StoreError::InUse { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => break other?,
+        }
+    };
     let engine = Engine {
         batches: db.open_tree("batches")?,
         ids: db.open_tree("ids")?,
@@ -801,6 +810,19 @@ impl SledStore {
         Ok(())
     }
 
+    /// Write the RAM postings to disk, then clear them: a reader sees every
+    /// posting on one side or the other throughout. Call with the writer lock.
+    fn move_postings_to_disk(&self, through: u64) -> Result<(), StoreError> {
+        {
+            let ram = self.ram.read();
+            self.write_postings(&ram.recent)?;
+        }
+        let mut ram = self.ram.write();
+        ram.recent = RecentPostings::default();
+        ram.state.postings_through = through;
+        Ok(())
+    }
+
     fn persist_state(&self, state: &PersistState) -> Result<(), StoreError> {
         self.state_tree
             .insert(STATE_KEY, postcard::to_allocvec(state)?)?;
@@ -972,10 +994,8 @@ impl SledStore {
             ram.state
         };
         if self.ram.read().recent.events >= self.opts.postings_flush_events {
-            let recent = std::mem::take(&mut self.ram.write().recent);
-            self.write_postings(&recent)?;
+            self.move_postings_to_disk(seq + 1)?;
             state.postings_through = seq + 1;
-            self.ram.write().state.postings_through = seq + 1;
         }
         self.persist_state(&state)?;
         self.maybe_stall(w.appended);
@@ -1419,13 +1439,9 @@ impl EventStore for SledStore {
         guard("flush", || {
             // Postings in RAM are written so the next open rebuilds nothing.
             let _w = self.writer.lock();
-            let recent = std::mem::take(&mut self.ram.write().recent);
-            self.write_postings(&recent)?;
-            let state = {
-                let mut ram = self.ram.write();
-                ram.state.postings_through = ram.state.next_seq;
-                ram.state
-            };
+            let through = self.ram.read().state.next_seq;
+            self.move_postings_to_disk(through)?;
+            let state = self.ram.read().state;
             self.persist_state(&state)?;
             self.db.flush()?;
             Ok(())
