@@ -256,6 +256,20 @@ impl Gateway {
         Ok(body)
     }
 
+    /// Record `user`'s consent (PUT /api/users/{user}/consent).
+    pub async fn consent(&self, user: &str, analytics: bool, credit: bool) -> Result<()> {
+        let r = reqwest::Client::new()
+            .put(self.http(&format!("/api/users/{user}/consent")))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({"analytics": analytics, "credit": credit}))
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("consent for {user}: {}", r.status());
+        }
+        Ok(())
+    }
+
     /// Every stored event of a user (as the API returns them).
     pub async fn user_events(&self, user: &str) -> Result<Vec<Value>> {
         let v = self

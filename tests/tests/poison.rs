@@ -32,17 +32,6 @@ fn sync_options(url: &str, batch: u32) -> GatewayOptions {
     }
 }
 
-async fn consent(gw: &Gateway, user: &str) {
-    let r = reqwest::Client::new()
-        .put(gw.http(&format!("/api/users/{user}/consent")))
-        .bearer_auth(TOKEN)
-        .json(&json!({"analytics": true, "credit": false}))
-        .send()
-        .await
-        .expect("consent");
-    assert_eq!(r.status(), 200);
-}
-
 async fn central(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
@@ -193,7 +182,7 @@ async fn a_poisoned_event_is_dead_lettered_and_everything_else_syncs_exactly_onc
     let gw = Gateway::start(dir.path(), &sync_options(db.url(), 50)).expect("start");
     let users = ["901", "902", "903", "904"];
     for u in users {
-        consent(&gw, u).await;
+        gw.consent(u, true, false).await.expect("consent");
     }
 
     // A burst from four users at once; the poisoned event sits in the

@@ -41,17 +41,6 @@ async fn send_one(ws: &mut emotion_tests::Ws, id: &str, user: &str) -> Value {
     next_json(ws).await.expect("reply")
 }
 
-async fn consent(gw: &Gateway, user: &str) {
-    let r = reqwest::Client::new()
-        .put(gw.http(&format!("/api/users/{user}/consent")))
-        .bearer_auth(TOKEN)
-        .json(&json!({"analytics": true, "credit": false}))
-        .send()
-        .await
-        .expect("consent");
-    assert_eq!(r.status(), 200);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_between_insert_and_flush_never_ships_the_batch_and_loses_nothing() {
     let db = TestDatabase::create().await;
@@ -69,7 +58,7 @@ async fn a_kill_between_insert_and_flush_never_ships_the_batch_and_loses_nothing
         },
     )
     .expect("start");
-    consent(&gw, user).await;
+    gw.consent(user, true, false).await.expect("consent");
     gw.terminate().expect("stop");
 
     // The fourth batch written after this start stalls between insert and flush.

@@ -38,17 +38,6 @@ fn sync_options(url: &str) -> GatewayOptions {
     }
 }
 
-async fn consent(gw: &Gateway, user: &str, analytics: bool, credit: bool) {
-    let r = reqwest::Client::new()
-        .put(gw.http(&format!("/api/users/{user}/consent")))
-        .bearer_auth(TOKEN)
-        .json(&json!({"analytics": analytics, "credit": credit}))
-        .send()
-        .await
-        .expect("consent");
-    assert_eq!(r.status(), 200);
-}
-
 async fn central(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
@@ -135,7 +124,7 @@ async fn exactly_once_to_postgres_through_repeated_sigkill() {
         let gw = Gateway::start(dir.path(), &sync_options(db.url())).expect("start");
         if round == 0 {
             for u in ["701", "702"] {
-                consent(&gw, u, true, false).await;
+                gw.consent(u, true, false).await.expect("consent");
             }
         }
         if round == kills {
@@ -216,7 +205,7 @@ async fn an_outage_of_the_database_only_grows_the_buffer() {
     let url = cluster.url("emotion");
     let dir = data_dir().expect("tmp");
     let gw = Gateway::start(dir.path(), &sync_options(&url)).expect("start");
-    consent(&gw, "801", true, false).await;
+    gw.consent("801", true, false).await.expect("consent");
     let (mut ws, _) = gw.stream("801").await.expect("connect");
     let mut sent = Vec::new();
     let send = async |ws: &mut emotion_tests::Ws, n: usize, sent: &mut Vec<String>| {
@@ -299,7 +288,7 @@ async fn summaries_follow_consent_and_erasure_removes_the_user_everywhere() {
     ];
     let now = chrono::Utc::now();
     for (u, credit, script) in scripts {
-        consent(&gw, u, true, credit).await;
+        gw.consent(u, true, credit).await.expect("consent");
         let (mut ws, _) = gw.stream(u).await.expect("connect");
         for d in 0..10usize {
             for k in 0..3usize {

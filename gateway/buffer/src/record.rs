@@ -189,19 +189,7 @@ pub fn decode_batch(seq: u64, bytes: &[u8]) -> Result<(BatchHeader, Batch), Reco
             Ok((header, batch))
         }
         Some(&VERSION) => {
-            let (header, len) = check_batch_frame(bytes)?;
-            if len != bytes.len() {
-                return Err(RecordError::Length {
-                    declared: len,
-                    actual: bytes.len(),
-                });
-            }
-            if header.seq != seq {
-                return Err(RecordError::WrongSeq {
-                    expected: seq,
-                    found: header.seq,
-                });
-            }
+            let header = stored_frame_header(seq, bytes)?;
             let batch: Batch = postcard::from_bytes(&bytes[BATCH_HEADER..])
                 .map_err(|e| RecordError::Decode(e.to_string()))?;
             if batch.len() != header.slots as usize {
@@ -232,22 +220,27 @@ pub fn with_cum_before(frame: &[u8], cum_before: u64) -> Vec<u8> {
 /// The header alone (checksum verified over the whole value).
 pub fn batch_header(seq: u64, bytes: &[u8]) -> Result<BatchHeader, RecordError> {
     if bytes.first() == Some(&VERSION) {
-        let (header, len) = check_batch_frame(bytes)?;
-        if len != bytes.len() {
-            return Err(RecordError::Length {
-                declared: len,
-                actual: bytes.len(),
-            });
-        }
-        if header.seq != seq {
-            return Err(RecordError::WrongSeq {
-                expected: seq,
-                found: header.seq,
-            });
-        }
-        return Ok(header);
+        return stored_frame_header(seq, bytes);
     }
     decode_batch(seq, bytes).map(|(h, _)| h)
+}
+
+/// A stored value is exactly one verified frame, stored under its own number.
+fn stored_frame_header(seq: u64, bytes: &[u8]) -> Result<BatchHeader, RecordError> {
+    let (header, len) = check_batch_frame(bytes)?;
+    if len != bytes.len() {
+        return Err(RecordError::Length {
+            declared: len,
+            actual: bytes.len(),
+        });
+    }
+    if header.seq != seq {
+        return Err(RecordError::WrongSeq {
+            expected: seq,
+            found: header.seq,
+        });
+    }
+    Ok(header)
 }
 
 fn decode_v1(bytes: &[u8]) -> Result<Batch, RecordError> {

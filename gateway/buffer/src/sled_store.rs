@@ -146,12 +146,7 @@ struct Writer {
 #[derive(Debug)]
 pub struct SledStore {
     dir: PathBuf,
-    db: sled::Db,
-    batches: sled::Tree,
-    ids: sled::Tree,
-    postings: sled::Tree,
-    meta: sled::Tree,
-    state_tree: sled::Tree,
+    engine: Engine,
     ram: RwLock<Ram>,
     writer: Mutex<Writer>,
     /// Batches below this are durable and acknowledged (the high-water mark).
@@ -247,7 +242,8 @@ fn engine_error(path: &Path, e: sled::Error) -> StoreError {
     }
 }
 
-/// The engine, opened, before any consistency check.
+/// The engine and its trees.
+#[derive(Debug)]
 struct Engine {
     db: sled::Db,
     batches: sled::Tree,
@@ -389,7 +385,7 @@ impl SledStore {
         let engine = open_engine(engine_dir, opts.cache_bytes)?;
         let store = SledStore::from_engine(dir, engine, opts.clone(), ledger);
         // Migrate a store of version-1 batches (no headers) once.
-        if let Some((k, v)) = store.batches.first()?
+        if let Some((k, v)) = store.engine.batches.first()?
             && v.first() == Some(&record::VERSION_1)
         {
             store.migrate_v1(seq_of(&k))?;
@@ -406,12 +402,7 @@ impl SledStore {
     fn from_engine(dir: &Path, e: Engine, opts: StoreOptions, ledger: Ledger) -> SledStore {
         SledStore {
             dir: dir.to_owned(),
-            db: e.db,
-            batches: e.batches,
-            ids: e.ids,
-            postings: e.postings,
-            meta: e.meta,
-            state_tree: e.state_tree,
+            engine: e,
             ram: RwLock::new(Ram {
                 recent: RecentPostings::default(),
                 dedup: DedupWindow::new(opts.dedup_window),
@@ -432,9 +423,9 @@ impl SledStore {
     /// The header of the first (or last) batch; an unreadable one is an error.
     fn edge_header(&self, first: bool) -> Result<Option<BatchHeader>, StoreError> {
         let item = if first {
-            self.batches.first()?
+            self.engine.batches.first()?
         } else {
-            self.batches.last()?
+            self.engine.batches.last()?
         };
         match item {
             None => Ok(None),
@@ -450,7 +441,7 @@ impl SledStore {
     /// Read the persisted counters and rebuild the RAM postings and the
     /// duplicate window from the newest batches.
     fn load_state(&self, last: Option<BatchHeader>) -> Result<(), StoreError> {
-        let mut state: PersistState = match self.state_tree.get(STATE_KEY)? {
+        let mut state: PersistState = match self.engine.state_tree.get(STATE_KEY)? {
             Some(v) => postcard::from_bytes(&v).map_err(|e| StoreError::Corrupt {
                 seq: 0,
                 source: record::RecordError::Decode(format!("store state: {e}")),
@@ -464,7 +455,7 @@ impl SledStore {
         let mut ram_recent = RecentPostings::default();
         let mut reindexed = 0u64;
         let from = state.postings_through.min(store_next);
-        for item in self.batches.range(from.to_be_bytes()..) {
+        for item in self.engine.batches.range(from.to_be_bytes()..) {
             let (k, v) = item?;
             let seq = seq_of(&k);
             match record::decode_batch(seq, &v) {
@@ -502,7 +493,7 @@ impl SledStore {
         let cap = self.opts.dedup_window;
         let mut chunks: Vec<sled::IVec> = Vec::new();
         let mut held = 0usize;
-        for item in self.ids.iter().rev() {
+        for item in self.engine.ids.iter().rev() {
             let (_, v) = item?;
             held += v.len() / 16;
             chunks.push(v);
@@ -581,26 +572,29 @@ impl SledStore {
     fn migrate_v1(&self, first_seq: u64) -> Result<(), StoreError> {
         tracing::info!("migrating the buffer to batch format 2 (one pass)");
         let mut cum = 0u64;
-        for item in self.batches.range(first_seq.to_be_bytes()..) {
+        for item in self.engine.batches.range(first_seq.to_be_bytes()..) {
             let (k, v) = item?;
             let seq = seq_of(&k);
             let Ok((mut h, batch)) = record::decode_batch(seq, &v) else {
-                self.batches.remove(&k)?;
+                self.engine.batches.remove(&k)?;
                 continue;
             };
             h.cum_before = cum;
             cum = h.cum_after();
-            self.batches.insert(&k, record::encode_batch(&h, &batch)?)?;
-            self.ids.insert(&k, pack_ids(&batch))?;
+            self.engine
+                .batches
+                .insert(&k, record::encode_batch(&h, &batch)?)?;
+            self.engine.ids.insert(&k, pack_ids(&batch))?;
         }
         // Old metadata values were plain bytes: frame them.
         let mut version = 0u64;
-        for item in self.meta.iter() {
+        for item in self.engine.meta.iter() {
             let (k, v) = item?;
             if record::decode_meta(&v).is_err() {
                 version += 1;
                 let key = String::from_utf8_lossy(&k).into_owned();
-                self.meta
+                self.engine
+                    .meta
                     .insert(&k, record::encode_meta(version, &key, Some(&v)))?;
             }
         }
@@ -608,9 +602,10 @@ impl SledStore {
             meta_version: version,
             ..PersistState::default()
         };
-        self.state_tree
+        self.engine
+            .state_tree
             .insert(STATE_KEY, postcard::to_allocvec(&state)?)?;
-        self.db.flush()?;
+        self.engine.db.flush()?;
         Ok(())
     }
 
@@ -690,7 +685,7 @@ impl SledStore {
         let mut max_version = 0;
         for (key, (version, value)) in &s.meta {
             max_version = max_version.max(*version);
-            self.meta.insert(
+            self.engine.meta.insert(
                 key.as_bytes(),
                 record::encode_meta(*version, key, value.as_deref()),
             )?;
@@ -736,8 +731,10 @@ impl SledStore {
             let cum_before = *running.get_or_insert(header.cum_before);
             let frame = record::with_cum_before(bytes, cum_before);
             running = Some(cum_before + u64::from(header.slots));
-            self.batches.insert(seq.to_be_bytes(), frame)?;
-            self.ids.insert(seq.to_be_bytes(), pack_ids(&batch))?;
+            self.engine.batches.insert(seq.to_be_bytes(), frame)?;
+            self.engine
+                .ids
+                .insert(seq.to_be_bytes(), pack_ids(&batch))?;
             recent.add(*seq, &batch);
             if recent.events >= self.opts.postings_flush_events {
                 self.write_postings(&recent)?;
@@ -784,9 +781,10 @@ impl SledStore {
             };
             w.ledger.commit(l).map_err(StoreError::Ledger)?;
         }
-        self.state_tree
+        self.engine
+            .state_tree
             .insert(STATE_KEY, postcard::to_allocvec(&state)?)?;
-        self.db.flush()?;
+        self.engine.db.flush()?;
         let mut ram = self.ram.write();
         ram.recent = recent;
         ram.state = state;
@@ -806,7 +804,7 @@ impl SledStore {
                 batch.insert(key, encode_seqs(seqs));
             }
         }
-        self.postings.apply_batch(batch)?;
+        self.engine.postings.apply_batch(batch)?;
         Ok(())
     }
 
@@ -824,13 +822,14 @@ impl SledStore {
     }
 
     fn persist_state(&self, state: &PersistState) -> Result<(), StoreError> {
-        self.state_tree
+        self.engine
+            .state_tree
             .insert(STATE_KEY, postcard::to_allocvec(state)?)?;
         Ok(())
     }
 
     fn read_batch(&self, seq: u64) -> Result<Option<(BatchHeader, Batch)>, StoreError> {
-        match self.batches.get(seq.to_be_bytes())? {
+        match self.engine.batches.get(seq.to_be_bytes())? {
             None => Ok(None),
             Some(v) => record::decode_batch(seq, &v)
                 .map(Some)
@@ -845,7 +844,7 @@ impl SledStore {
         // (disk first, then RAM cleared) is seen on one side or the other.
         let ram = self.ram.read();
         let mut seqs = BTreeSet::new();
-        for item in self.postings.scan_prefix(&prefix) {
+        for item in self.engine.postings.scan_prefix(&prefix) {
             let (k, v) = item?;
             // Another name that merely starts like this one has a longer key.
             if k.len() == prefix.len() + 8 {
@@ -912,7 +911,11 @@ impl SledStore {
         if from >= until {
             return Ok(report);
         }
-        for item in self.batches.range(from.to_be_bytes()..until.to_be_bytes()) {
+        for item in self
+            .engine
+            .batches
+            .range(from.to_be_bytes()..until.to_be_bytes())
+        {
             let (k, v) = item?;
             let seq = seq_of(&k);
             match record::decode_batch(seq, &v) {
@@ -981,9 +984,10 @@ impl SledStore {
                 .unwrap_or(DateTime::UNIX_EPOCH),
         };
         let key = seq.to_be_bytes();
-        self.batches
+        self.engine
+            .batches
             .insert(key, record::encode_batch(&header, &fresh)?)?;
-        self.ids.insert(key, pack_ids(&fresh))?;
+        self.engine.ids.insert(key, pack_ids(&fresh))?;
         let mut state = {
             let mut ram = self.ram.write();
             ram.recent.add(seq, &fresh);
@@ -999,7 +1003,7 @@ impl SledStore {
         }
         self.persist_state(&state)?;
         self.maybe_stall(w.appended);
-        self.db.flush()?;
+        self.engine.db.flush()?;
         w.appended += 1;
         let mut l = w.ledger.state();
         l.next_seq = seq + 1;
@@ -1046,17 +1050,18 @@ impl SledStore {
                 &format!("{GEN_PREFIX}{seq:016x}"),
                 Some(&header.generation.to_le_bytes()),
             )?;
-            self.batches
+            self.engine
+                .batches
                 .insert(seq.to_be_bytes(), record::encode_batch(&header, &batch)?)?;
             erased += gone;
         }
         // The user's postings go; sessions' postings may now point at
         // tombstones, which readers skip.
         let prefix = postings_prefix(b'u', user_id);
-        for item in self.postings.scan_prefix(&prefix) {
+        for item in self.engine.postings.scan_prefix(&prefix) {
             let (k, _) = item?;
             if k.len() == prefix.len() + 8 {
-                self.postings.remove(k)?;
+                self.engine.postings.remove(k)?;
             }
         }
         let state = {
@@ -1066,7 +1071,7 @@ impl SledStore {
             ram.state
         };
         self.persist_state(&state)?;
-        self.db.flush()?;
+        self.engine.db.flush()?;
         Ok(erased)
     }
 
@@ -1078,7 +1083,7 @@ impl SledStore {
         let mut w = self.writer.lock();
         let mut old: Vec<(u64, Option<BatchHeader>)> = Vec::new();
         let mut first_kept: Option<BatchHeader> = None;
-        for item in self.batches.iter() {
+        for item in self.engine.batches.iter() {
             let (k, v) = item?;
             let seq = seq_of(&k);
             if keep_from.is_some_and(|p| seq >= p.batch) {
@@ -1115,16 +1120,17 @@ impl SledStore {
             if let Ok(Some((_, batch))) = self.read_batch(*seq) {
                 removed += batch.iter().filter(|s| s.event().is_some()).count() as u64;
             }
-            self.batches.remove(key)?;
-            self.ids.remove(key)?;
-            self.meta
+            self.engine.batches.remove(key)?;
+            self.engine.ids.remove(key)?;
+            self.engine
+                .meta
                 .remove(format!("{GEN_PREFIX}{seq:016x}").as_bytes())?;
         }
         // Postings that only point below the floor go too.
-        for item in self.postings.iter() {
+        for item in self.engine.postings.iter() {
             let (k, v) = item?;
             if decode_seqs(&v).last().is_none_or(|s| *s <= last_seq) {
-                self.postings.remove(k)?;
+                self.engine.postings.remove(k)?;
             }
         }
         let state = {
@@ -1142,7 +1148,7 @@ impl SledStore {
             ram.state
         };
         self.persist_state(&state)?;
-        self.db.flush()?;
+        self.engine.db.flush()?;
         Ok(removed)
     }
 
@@ -1152,7 +1158,8 @@ impl SledStore {
             ram.state.meta_version += 1;
             ram.state.meta_version
         };
-        self.meta
+        self.engine
+            .meta
             .insert(key.as_bytes(), record::encode_meta(version, key, value))?;
         Ok(())
     }
@@ -1167,7 +1174,7 @@ impl SledStore {
         let mut prev_cum: Option<u64> = None;
         let mut lost = 0u64;
         let read = guard("scrub", || {
-            for item in self.batches.range(..until.to_be_bytes()) {
+            for item in self.engine.batches.range(..until.to_be_bytes()) {
                 let (k, v) = item?;
                 let seq = seq_of(&k);
                 match record::decode_batch(seq, &v) {
@@ -1323,7 +1330,12 @@ impl EventStore for SledStore {
             return Ok(live);
         };
         guard("count_after", || {
-            let h = match self.batches.range(after.batch.to_be_bytes()..).next() {
+            let h = match self
+                .engine
+                .batches
+                .range(after.batch.to_be_bytes()..)
+                .next()
+            {
                 None => return Ok(0),
                 Some(item) => {
                     let (k, v) = item?;
@@ -1363,14 +1375,14 @@ impl EventStore for SledStore {
             self.put_meta_nosync(key, Some(value))?;
             let state = self.ram.read().state;
             self.persist_state(&state)?;
-            self.db.flush()?;
+            self.engine.db.flush()?;
             Ok(())
         })
     }
 
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         guard("get_meta", || {
-            Ok(match self.meta.get(key.as_bytes())? {
+            Ok(match self.engine.meta.get(key.as_bytes())? {
                 None => None,
                 Some(v) => {
                     record::decode_meta(&v)
@@ -1388,7 +1400,7 @@ impl EventStore for SledStore {
             self.put_meta_nosync(key, None)?;
             let state = self.ram.read().state;
             self.persist_state(&state)?;
-            self.db.flush()?;
+            self.engine.db.flush()?;
             Ok(())
         })
     }
@@ -1396,7 +1408,7 @@ impl EventStore for SledStore {
     fn meta_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         guard("meta_with_prefix", || {
             let mut out = Vec::new();
-            for item in self.meta.scan_prefix(prefix.as_bytes()) {
+            for item in self.engine.meta.scan_prefix(prefix.as_bytes()) {
                 let (k, v) = item?;
                 match record::decode_meta(&v) {
                     Ok(f) => {
@@ -1420,7 +1432,7 @@ impl EventStore for SledStore {
         StoreStats {
             events: ram.state.live,
             batches: ram.state.batches,
-            bytes_on_disk: self.db.size_on_disk().unwrap_or(0),
+            bytes_on_disk: self.engine.db.size_on_disk().unwrap_or(0),
             corrupt_batches_skipped: self.corrupt_skipped.load(Ordering::Relaxed),
             durable_batches: self.durable.load(Ordering::Acquire),
             dedup_window: ram.dedup.len() as u64,
@@ -1443,7 +1455,7 @@ impl EventStore for SledStore {
             self.move_postings_to_disk(through)?;
             let state = self.ram.read().state;
             self.persist_state(&state)?;
-            self.db.flush()?;
+            self.engine.db.flush()?;
             Ok(())
         })
     }
