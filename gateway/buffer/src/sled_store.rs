@@ -48,6 +48,10 @@ const REPAIRS_KEY: &str = "buffer/repairs";
 /// so salvage never brings back a copy from before the erasure.
 const GEN_PREFIX: &str = "buffer/gen/";
 const STATE_KEY: &[u8] = b"state";
+/// Largest batch value written (a single larger event gets a value of its
+/// own): sled splits leaves at 16 entries and keeps any log record over
+/// segment size / 4 (128 KiB) out of line, outside its cache's accounting.
+const MAX_VALUE_BYTES: usize = 6 * 1024;
 
 /// How the store is opened.
 #[derive(Debug, Clone)]
@@ -172,6 +176,74 @@ fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, 
             Err(StoreError::Panicked(format!("{what}: {msg}")))
         }
     }
+}
+
+/// Entries visited per sled iterator. A long-lived sled iterator holds an
+/// epoch guard that keeps every page it passed in memory (the process grew to
+/// half the store's size in one full scan); re-opening it every few entries
+/// lets them go.
+const WALK_CHUNK: usize = 64;
+
+/// Visit `tree`'s entries from `from` up to `until` (exclusive; `None`: the
+/// end) in key order; `visit` returns false to stop.
+fn walk(
+    tree: &sled::Tree,
+    from: &[u8],
+    until: Option<&[u8]>,
+    visit: &mut dyn FnMut(&[u8], sled::IVec) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    let mut start = from.to_vec();
+    loop {
+        type Items = Result<Vec<(sled::IVec, sled::IVec)>, sled::Error>;
+        let items: Items = match until {
+            Some(u) => tree.range(start.as_slice()..u).take(WALK_CHUNK).collect(),
+            None => tree.range(start.as_slice()..).take(WALK_CHUNK).collect(),
+        };
+        let items = items?;
+        let n = items.len();
+        for (k, v) in items {
+            if !visit(&k, v)? {
+                return Ok(());
+            }
+            // The smallest key after `k`.
+            start = k.to_vec();
+            start.push(0);
+        }
+        if n < WALK_CHUNK {
+            return Ok(());
+        }
+    }
+}
+
+/// Visit the batches from `from` up to `until` (exclusive) in order, by point
+/// reads: batch numbers are dense, and sled's cache accounts for point reads
+/// but not for what an iterator loads (a full scan by iterator grew the
+/// process to half the store's size). A short iterator finds the next batch
+/// across a gap.
+fn walk_batches(
+    tree: &sled::Tree,
+    from: u64,
+    until: u64,
+    visit: &mut dyn FnMut(u64, sled::IVec) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    let mut seq = from;
+    while seq < until {
+        let (at, value) = match tree.get(seq.to_be_bytes())? {
+            Some(v) => (seq, v),
+            None => match tree.range(seq.to_be_bytes()..until.to_be_bytes()).next() {
+                None => return Ok(()),
+                Some(item) => {
+                    let (k, v) = item?;
+                    (seq_of(&k), v)
+                }
+            },
+        };
+        if !visit(at, value)? {
+            return Ok(());
+        }
+        seq = at + 1;
+    }
+    Ok(())
 }
 
 fn seq_of(key: &[u8]) -> u64 {
@@ -911,28 +983,24 @@ impl SledStore {
         if from >= until {
             return Ok(report);
         }
-        for item in self
-            .engine
-            .batches
-            .range(from.to_be_bytes()..until.to_be_bytes())
-        {
-            let (k, v) = item?;
-            let seq = seq_of(&k);
-            match record::decode_batch(seq, &v) {
+        walk_batches(
+            &self.engine.batches,
+            from,
+            until,
+            &mut |seq, v| match record::decode_batch(seq, &v) {
                 Ok((_, batch)) => {
                     report.batches += 1;
                     report.events += batch.iter().filter(|s| s.event().is_some()).count() as u64;
-                    if !visit(seq, batch) {
-                        break;
-                    }
+                    Ok(visit(seq, batch))
                 }
                 Err(e) => {
                     report.corrupt_batches += 1;
                     self.corrupt_skipped.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(batch = seq, error = %e, "skipping an unreadable batch in the buffer");
+                    Ok(true)
                 }
-            }
-        }
+            },
+        )?;
         Ok(report)
     }
 
@@ -968,49 +1036,79 @@ impl SledStore {
             }
             (ram.state.next_seq, ram.state.cum)
         };
+        let first_seq = seq;
         if fresh.is_empty() {
             return Ok(stored);
         }
-        let header = BatchHeader {
-            seq,
-            generation: 0,
-            cum_before,
-            slots: fresh.len() as u32,
-            newest_ingest: fresh
-                .iter()
-                .filter_map(Slot::event)
-                .map(|e| e.ingested_at)
-                .max()
-                .unwrap_or(DateTime::UNIX_EPOCH),
-        };
-        let key = seq.to_be_bytes();
-        self.engine
-            .batches
-            .insert(key, record::encode_batch(&header, &fresh)?)?;
-        self.engine.ids.insert(key, pack_ids(&fresh))?;
+        // One group commit becomes as many values as keep each under
+        // MAX_VALUE_BYTES: sled keeps larger values out of line, and does not
+        // count them against its cache, whose memory then grows with history.
+        let mut seq = first_seq;
+        let mut cum = cum_before;
+        let mut start = 0;
+        let mut parts: Vec<Vec<u8>> = Vec::with_capacity(fresh.len());
+        for slot in &fresh {
+            parts.push(postcard::to_allocvec(slot)?);
+        }
+        let mut ram_adds: Vec<(u64, usize, usize)> = Vec::new();
+        while start < fresh.len() {
+            let mut end = start;
+            let mut size = 0;
+            while end < fresh.len() && (end == start || size + parts[end].len() <= MAX_VALUE_BYTES)
+            {
+                size += parts[end].len();
+                end += 1;
+            }
+            let slots = &fresh[start..end];
+            let header = BatchHeader {
+                seq,
+                generation: 0,
+                cum_before: cum,
+                slots: slots.len() as u32,
+                newest_ingest: slots
+                    .iter()
+                    .filter_map(Slot::event)
+                    .map(|e| e.ingested_at)
+                    .max()
+                    .unwrap_or(DateTime::UNIX_EPOCH),
+            };
+            let key = seq.to_be_bytes();
+            self.engine.batches.insert(
+                key,
+                record::encode_batch_parts(&header, &parts[start..end])?,
+            )?;
+            self.engine.ids.insert(key, pack_ids(slots))?;
+            ram_adds.push((seq, start, end));
+            cum = header.cum_after();
+            seq += 1;
+            start = end;
+        }
+        let next_seq = seq;
         let mut state = {
             let mut ram = self.ram.write();
-            ram.recent.add(seq, &fresh);
-            ram.state.next_seq = seq + 1;
-            ram.state.cum = header.cum_after();
+            for (seq, a, b) in &ram_adds {
+                ram.recent.add(*seq, &fresh[*a..*b]);
+            }
+            ram.state.next_seq = next_seq;
+            ram.state.cum = cum;
             ram.state.live += fresh.len() as u64;
-            ram.state.batches += 1;
+            ram.state.batches += ram_adds.len() as u64;
             ram.state
         };
         if self.ram.read().recent.events >= self.opts.postings_flush_events {
-            self.move_postings_to_disk(seq + 1)?;
-            state.postings_through = seq + 1;
+            self.move_postings_to_disk(next_seq)?;
+            state.postings_through = next_seq;
         }
         self.persist_state(&state)?;
         self.maybe_stall(w.appended);
         self.engine.db.flush()?;
         w.appended += 1;
         let mut l = w.ledger.state();
-        l.next_seq = seq + 1;
-        l.acked_total = header.cum_after();
+        l.next_seq = next_seq;
+        l.acked_total = cum;
         l.engine_len = self.engine_len();
         w.ledger.commit(l).map_err(StoreError::Ledger)?;
-        self.durable.store(seq + 1, Ordering::Release);
+        self.durable.store(next_seq, Ordering::Release);
         let mut ram = self.ram.write();
         for s in &fresh {
             if let Slot::Event(e) = s {
@@ -1081,62 +1179,74 @@ impl SledStore {
         keep_from: Option<EventPos>,
     ) -> Result<u64, StoreError> {
         let mut w = self.writer.lock();
-        let mut old: Vec<(u64, Option<BatchHeader>)> = Vec::new();
-        let mut first_kept: Option<BatchHeader> = None;
-        for item in self.engine.batches.iter() {
-            let (k, v) = item?;
-            let seq = seq_of(&k);
-            if keep_from.is_some_and(|p| seq >= p.batch) {
-                first_kept = record::batch_header(seq, &v).ok();
+        let mut removed = 0u64;
+        let mut purged_batches = 0u64;
+        let mut last_purged: Option<u64> = None;
+        // In rounds of a bounded number of batches, oldest first.
+        loop {
+            let mut old: Vec<(u64, Option<BatchHeader>)> = Vec::new();
+            let mut first_kept: Option<BatchHeader> = None;
+            walk_batches(&self.engine.batches, 0, u64::MAX, &mut |seq, v| {
+                if keep_from.is_some_and(|p| seq >= p.batch) {
+                    first_kept = record::batch_header(seq, &v).ok();
+                    return Ok(false);
+                }
+                match record::batch_header(seq, &v) {
+                    Ok(h) if h.newest_ingest < cutoff => old.push((seq, Some(h))),
+                    Ok(h) => {
+                        first_kept = Some(h);
+                        return Ok(false);
+                    }
+                    // Unreadable: its age is unknown, but it is garbage anyway.
+                    Err(_) => old.push((seq, None)),
+                }
+                Ok(old.len() < 4096)
+            })?;
+            let Some(&(last_seq, _)) = old.last() else {
+                break;
+            };
+            // The ledger learns of the purge first: a crash after this point
+            // leaves batches below the floor, which are simply purged again,
+            // never a purge counted as a loss.
+            let mut l = w.ledger.state();
+            l.floor_seq = last_seq + 1;
+            l.floor_cum = match (first_kept, old.last()) {
+                (Some(h), _) => h.cum_before,
+                (None, Some((_, Some(h)))) => h.cum_after(),
+                _ => l.acked_total,
+            };
+            w.ledger.commit(l).map_err(StoreError::Ledger)?;
+            for (seq, _) in &old {
+                let key = seq.to_be_bytes();
+                if let Ok(Some((_, batch))) = self.read_batch(*seq) {
+                    removed += batch.iter().filter(|s| s.event().is_some()).count() as u64;
+                }
+                self.engine.batches.remove(key)?;
+                self.engine.ids.remove(key)?;
+                self.engine
+                    .meta
+                    .remove(format!("{GEN_PREFIX}{seq:016x}").as_bytes())?;
+            }
+            purged_batches += old.len() as u64;
+            last_purged = Some(last_seq);
+            if first_kept.is_some() {
                 break;
             }
-            match record::batch_header(seq, &v) {
-                Ok(h) if h.newest_ingest < cutoff => old.push((seq, Some(h))),
-                Ok(h) => {
-                    first_kept = Some(h);
-                    break;
-                }
-                // Unreadable: its age is unknown, but it is garbage anyway.
-                Err(_) => old.push((seq, None)),
-            }
         }
-        let Some(&(last_seq, _)) = old.last() else {
+        let Some(last_seq) = last_purged else {
             return Ok(0);
         };
-        // The ledger learns of the purge first: a crash after this point
-        // leaves batches below the floor, which are simply purged again, never
-        // a purge counted as a loss.
-        let mut l = w.ledger.state();
-        l.floor_seq = last_seq + 1;
-        l.floor_cum = match (first_kept, old.last()) {
-            (Some(h), _) => h.cum_before,
-            (None, Some((_, Some(h)))) => h.cum_after(),
-            _ => l.acked_total,
-        };
-        w.ledger.commit(l).map_err(StoreError::Ledger)?;
-        let mut removed = 0u64;
-        for (seq, _) in &old {
-            let key = seq.to_be_bytes();
-            if let Ok(Some((_, batch))) = self.read_batch(*seq) {
-                removed += batch.iter().filter(|s| s.event().is_some()).count() as u64;
-            }
-            self.engine.batches.remove(key)?;
-            self.engine.ids.remove(key)?;
-            self.engine
-                .meta
-                .remove(format!("{GEN_PREFIX}{seq:016x}").as_bytes())?;
-        }
         // Postings that only point below the floor go too.
-        for item in self.engine.postings.iter() {
-            let (k, v) = item?;
+        walk(&self.engine.postings, &[], None, &mut |k, v| {
             if decode_seqs(&v).last().is_none_or(|s| *s <= last_seq) {
                 self.engine.postings.remove(k)?;
             }
-        }
+            Ok(true)
+        })?;
         let state = {
             let mut ram = self.ram.write();
             ram.state.live = ram.state.live.saturating_sub(removed);
-            ram.state.batches = ram.state.batches.saturating_sub(old.len() as u64);
+            ram.state.batches = ram.state.batches.saturating_sub(purged_batches);
             for list in ram.recent.users.values_mut() {
                 list.retain(|s| *s > last_seq);
             }
@@ -1174,9 +1284,7 @@ impl SledStore {
         let mut prev_cum: Option<u64> = None;
         let mut lost = 0u64;
         let read = guard("scrub", || {
-            for item in self.engine.batches.range(..until.to_be_bytes()) {
-                let (k, v) = item?;
-                let seq = seq_of(&k);
+            walk_batches(&self.engine.batches, 0, until, &mut |seq, v| {
                 match record::decode_batch(seq, &v) {
                     Ok((h, batch)) => {
                         report.batches += 1;
@@ -1195,8 +1303,8 @@ impl SledStore {
                         tracing::error!(batch = seq, error = %e, "scrub: unreadable batch");
                     }
                 }
-            }
-            Ok(())
+                Ok(true)
+            })
         });
         let end = prev_cum.unwrap_or(ledger.floor_cum);
         lost += ledger.acked_total.saturating_sub(end);
