@@ -134,6 +134,8 @@ pub struct ScrubReport {
     pub acknowledged_lost: u64,
     /// Set when damage was found: the next start repairs the store.
     pub repair_scheduled: bool,
+    /// False when the scrub was stopped (shutdown) before the end.
+    pub complete: bool,
 }
 
 /// Filter for per-user event listings. Times bound the event's `timestamp`.
@@ -228,7 +230,9 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Read every batch and check it against its neighbours and the ledger;
     /// count what is unreadable or missing. Slow: run it in the background.
-    fn scrub(&self) -> Result<ScrubReport, StoreError>;
+    /// `stop` is polled between batches; a stopped scrub reports
+    /// `complete: false` and changes nothing.
+    fn scrub(&self, stop: &dyn Fn() -> bool) -> Result<ScrubReport, StoreError>;
 
     /// Flush everything (shutdown).
     fn flush(&self) -> Result<(), StoreError>;

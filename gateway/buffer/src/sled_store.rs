@@ -1274,7 +1274,7 @@ impl SledStore {
         Ok(())
     }
 
-    fn scrub_inner(&self) -> Result<ScrubReport, StoreError> {
+    fn scrub_inner(&self, stop: &dyn Fn() -> bool) -> Result<ScrubReport, StoreError> {
         let ledger = self.writer.lock().ledger.state();
         let until = self.durable.load(Ordering::Acquire);
         let mut report = ScrubReport {
@@ -1283,8 +1283,13 @@ impl SledStore {
         };
         let mut prev_cum: Option<u64> = None;
         let mut lost = 0u64;
+        let mut stopped = false;
         let read = guard("scrub", || {
             walk_batches(&self.engine.batches, 0, until, &mut |seq, v| {
+                if stop() {
+                    stopped = true;
+                    return Ok(false);
+                }
                 match record::decode_batch(seq, &v) {
                     Ok((h, batch)) => {
                         report.batches += 1;
@@ -1306,6 +1311,10 @@ impl SledStore {
                 Ok(true)
             })
         });
+        if stopped {
+            return Ok(report);
+        }
+        report.complete = true;
         let end = prev_cum.unwrap_or(ledger.floor_cum);
         lost += ledger.acked_total.saturating_sub(end);
         if let Err(e) = read {
@@ -1551,8 +1560,8 @@ impl EventStore for SledStore {
         self.damage.lock().clone()
     }
 
-    fn scrub(&self) -> Result<ScrubReport, StoreError> {
-        self.scrub_inner()
+    fn scrub(&self, stop: &dyn Fn() -> bool) -> Result<ScrubReport, StoreError> {
+        self.scrub_inner(stop)
     }
 
     fn flush(&self) -> Result<(), StoreError> {

@@ -141,7 +141,7 @@ fn retention_purges_whole_old_batches_and_never_past_the_cursor() {
     assert!(report.repaired.is_none());
     assert_eq!(all(&s), a[3..].to_vec());
     assert_eq!(s.damage().acknowledged_lost, 0, "a purge is not a loss");
-    assert_eq!(s.scrub().expect("scrub").acknowledged_lost, 0);
+    assert_eq!(s.scrub(&|| false).expect("scrub").acknowledged_lost, 0);
 }
 
 #[test]

@@ -296,9 +296,11 @@ fn spawn_scrubs(state: &AppState) {
     state.tasks.spawn(async move {
         loop {
             let store = st.store.clone();
-            let scrub = tokio::task::spawn_blocking(move || store.scrub());
+            let token = st.shutdown.clone();
+            let scrub = tokio::task::spawn_blocking(move || store.scrub(&|| token.is_cancelled()));
             tokio::select! {
                 r = scrub => match r {
+                    Ok(Ok(r)) if !r.complete => return,
                     Ok(Ok(r)) if r.repair_scheduled => tracing::error!(
                         acknowledged_lost = r.acknowledged_lost,
                         corrupt_batches = r.corrupt_batches,
