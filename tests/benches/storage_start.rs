@@ -41,7 +41,8 @@ fn event(i: u64) -> EmotionEvent {
     EmotionEvent {
         event_id: uuid::Uuid::now_v7(),
         user_id: user.to_string(),
-        session_id: format!("session_{user}_{}", i / 50_000),
+        // A session per user lasts about five hours (2 M events 10 ms apart).
+        session_id: format!("session_{user}_{}", i / 2_000_000),
         source: [
             Source::Text,
             Source::Voice,
