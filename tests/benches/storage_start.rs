@@ -109,6 +109,10 @@ fn fill(dir: &Path, n: u64) -> f64 {
         }
         store.append(&batch).expect("append");
         i += batch.len() as u64;
+        // As the running gateway does hourly (events are 10 ms apart here).
+        if i % 360_448 < BATCH as u64 {
+            store.compact_log().expect("reopen");
+        }
         // As the running gateway does: live state of sessions idle for
         // analyzer.session_idle is dropped (measured on the events' clock).
         if i % 65_536 < BATCH as u64
@@ -218,7 +222,11 @@ async fn main() {
             f.listen.as_secs_f64() * 1000.0,
             f.rss_listen_mb,
             f.peak_mb,
-            f.scrub.map_or("(scrub not finished in 900 s)".to_owned(), |d| format!("through the start-up scrub ({:.0} s)", d.as_secs_f64())),
+            f.scrub
+                .map_or("(scrub not finished in 900 s)".to_owned(), |d| format!(
+                    "through the start-up scrub ({:.0} s)",
+                    d.as_secs_f64()
+                )),
             f.disk_per_event,
             if f.postcard > 0.0 {
                 f.disk_per_event / f.postcard

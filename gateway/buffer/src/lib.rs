@@ -236,4 +236,10 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Flush everything (shutdown).
     fn flush(&self) -> Result<(), StoreError>;
+
+    /// Periodic upkeep of the engine (the sled store reopens it to bound the
+    /// next start: see `SledStore::compact_log`). Blocks writers meanwhile.
+    fn maintain(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

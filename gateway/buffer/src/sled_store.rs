@@ -150,7 +150,9 @@ struct Writer {
 #[derive(Debug)]
 pub struct SledStore {
     dir: PathBuf,
-    engine: Engine,
+    /// Replaced by `compact_log` (a reopen); readers take it with
+    /// `read_recursive`, so a waiting reopen never deadlocks a nested read.
+    engine: RwLock<Engine>,
     ram: RwLock<Ram>,
     writer: Mutex<Writer>,
     /// Batches below this are durable and acknowledged (the high-water mark).
@@ -158,6 +160,9 @@ pub struct SledStore {
     corrupt_skipped: AtomicU64,
     /// Batches read at open to rebuild the RAM postings.
     reindexed: AtomicU64,
+    /// Set when a reopen of the engine failed: the store refuses writes
+    /// (nothing is acknowledged that is not durable) until the next start.
+    broken: std::sync::atomic::AtomicBool,
     damage: Mutex<DamageReport>,
     opts: StoreOptions,
 }
@@ -221,22 +226,34 @@ fn walk(
 /// process to half the store's size). A short iterator finds the next batch
 /// across a gap.
 fn walk_batches(
-    tree: &sled::Tree,
+    engine: &RwLock<Engine>,
     from: u64,
     until: u64,
     visit: &mut dyn FnMut(u64, sled::IVec) -> Result<bool, StoreError>,
 ) -> Result<(), StoreError> {
     let mut seq = from;
     while seq < until {
-        let (at, value) = match tree.get(seq.to_be_bytes())? {
-            Some(v) => (seq, v),
-            None => match tree.range(seq.to_be_bytes()..until.to_be_bytes()).next() {
-                None => return Ok(()),
-                Some(item) => {
-                    let (k, v) = item?;
-                    (seq_of(&k), v)
-                }
-            },
+        // The engine is taken for one read at a time, so a reopen
+        // (`compact_log`) can slip in between two reads of a long walk.
+        let next = {
+            let e = engine.read_recursive();
+            match e.batches.get(seq.to_be_bytes())? {
+                Some(v) => Some((seq, v)),
+                None => match e
+                    .batches
+                    .range(seq.to_be_bytes()..until.to_be_bytes())
+                    .next()
+                {
+                    None => None,
+                    Some(item) => {
+                        let (k, v) = item?;
+                        Some((seq_of(&k), v))
+                    }
+                },
+            }
+        };
+        let Some((at, value)) = next else {
+            return Ok(());
         };
         if !visit(at, value)? {
             return Ok(());
@@ -457,7 +474,7 @@ impl SledStore {
         let engine = open_engine(engine_dir, opts.cache_bytes)?;
         let store = SledStore::from_engine(dir, engine, opts.clone(), ledger);
         // Migrate a store of version-1 batches (no headers) once.
-        if let Some((k, v)) = store.engine.batches.first()?
+        if let Some((k, v)) = store.engine.read_recursive().batches.first()?
             && v.first() == Some(&record::VERSION_1)
         {
             store.migrate_v1(seq_of(&k))?;
@@ -474,7 +491,7 @@ impl SledStore {
     fn from_engine(dir: &Path, e: Engine, opts: StoreOptions, ledger: Ledger) -> SledStore {
         SledStore {
             dir: dir.to_owned(),
-            engine: e,
+            engine: RwLock::new(e),
             ram: RwLock::new(Ram {
                 recent: RecentPostings::default(),
                 dedup: DedupWindow::new(opts.dedup_window),
@@ -485,6 +502,7 @@ impl SledStore {
                 appended: 0,
             }),
             reindexed: AtomicU64::new(0),
+            broken: std::sync::atomic::AtomicBool::new(false),
             durable: AtomicU64::new(0),
             corrupt_skipped: AtomicU64::new(0),
             damage: Mutex::new(DamageReport::default()),
@@ -495,9 +513,9 @@ impl SledStore {
     /// The header of the first (or last) batch; an unreadable one is an error.
     fn edge_header(&self, first: bool) -> Result<Option<BatchHeader>, StoreError> {
         let item = if first {
-            self.engine.batches.first()?
+            self.engine.read_recursive().batches.first()?
         } else {
-            self.engine.batches.last()?
+            self.engine.read_recursive().batches.last()?
         };
         match item {
             None => Ok(None),
@@ -513,13 +531,14 @@ impl SledStore {
     /// Read the persisted counters and rebuild the RAM postings and the
     /// duplicate window from the newest batches.
     fn load_state(&self, last: Option<BatchHeader>) -> Result<(), StoreError> {
-        let mut state: PersistState = match self.engine.state_tree.get(STATE_KEY)? {
-            Some(v) => postcard::from_bytes(&v).map_err(|e| StoreError::Corrupt {
-                seq: 0,
-                source: record::RecordError::Decode(format!("store state: {e}")),
-            })?,
-            None => PersistState::default(),
-        };
+        let mut state: PersistState =
+            match self.engine.read_recursive().state_tree.get(STATE_KEY)? {
+                Some(v) => postcard::from_bytes(&v).map_err(|e| StoreError::Corrupt {
+                    seq: 0,
+                    source: record::RecordError::Decode(format!("store state: {e}")),
+                })?,
+                None => PersistState::default(),
+            };
         let store_next = last.map_or(0, |h| h.seq + 1);
         // Batches written after the state (a crash between the two) are
         // counted here; postings of everything after `postings_through` are
@@ -527,7 +546,12 @@ impl SledStore {
         let mut ram_recent = RecentPostings::default();
         let mut reindexed = 0u64;
         let from = state.postings_through.min(store_next);
-        for item in self.engine.batches.range(from.to_be_bytes()..) {
+        for item in self
+            .engine
+            .read_recursive()
+            .batches
+            .range(from.to_be_bytes()..)
+        {
             let (k, v) = item?;
             let seq = seq_of(&k);
             match record::decode_batch(seq, &v) {
@@ -565,7 +589,7 @@ impl SledStore {
         let cap = self.opts.dedup_window;
         let mut chunks: Vec<sled::IVec> = Vec::new();
         let mut held = 0usize;
-        for item in self.engine.ids.iter().rev() {
+        for item in self.engine.read_recursive().ids.iter().rev() {
             let (_, v) = item?;
             held += v.len() / 16;
             chunks.push(v);
@@ -644,28 +668,38 @@ impl SledStore {
     fn migrate_v1(&self, first_seq: u64) -> Result<(), StoreError> {
         tracing::info!("migrating the buffer to batch format 2 (one pass)");
         let mut cum = 0u64;
-        for item in self.engine.batches.range(first_seq.to_be_bytes()..) {
+        for item in self
+            .engine
+            .read_recursive()
+            .batches
+            .range(first_seq.to_be_bytes()..)
+        {
             let (k, v) = item?;
             let seq = seq_of(&k);
             let Ok((mut h, batch)) = record::decode_batch(seq, &v) else {
-                self.engine.batches.remove(&k)?;
+                self.engine.read_recursive().batches.remove(&k)?;
                 continue;
             };
             h.cum_before = cum;
             cum = h.cum_after();
             self.engine
+                .read_recursive()
                 .batches
                 .insert(&k, record::encode_batch(&h, &batch)?)?;
-            self.engine.ids.insert(&k, pack_ids(&batch))?;
+            self.engine
+                .read_recursive()
+                .ids
+                .insert(&k, pack_ids(&batch))?;
         }
         // Old metadata values were plain bytes: frame them.
         let mut version = 0u64;
-        for item in self.engine.meta.iter() {
+        for item in self.engine.read_recursive().meta.iter() {
             let (k, v) = item?;
             if record::decode_meta(&v).is_err() {
                 version += 1;
                 let key = String::from_utf8_lossy(&k).into_owned();
                 self.engine
+                    .read_recursive()
                     .meta
                     .insert(&k, record::encode_meta(version, &key, Some(&v)))?;
             }
@@ -675,9 +709,10 @@ impl SledStore {
             ..PersistState::default()
         };
         self.engine
+            .read_recursive()
             .state_tree
             .insert(STATE_KEY, postcard::to_allocvec(&state)?)?;
-        self.engine.db.flush()?;
+        self.engine.read_recursive().db.flush()?;
         Ok(())
     }
 
@@ -757,7 +792,7 @@ impl SledStore {
         let mut max_version = 0;
         for (key, (version, value)) in &s.meta {
             max_version = max_version.max(*version);
-            self.engine.meta.insert(
+            self.engine.read_recursive().meta.insert(
                 key.as_bytes(),
                 record::encode_meta(*version, key, value.as_deref()),
             )?;
@@ -803,8 +838,12 @@ impl SledStore {
             let cum_before = *running.get_or_insert(header.cum_before);
             let frame = record::with_cum_before(bytes, cum_before);
             running = Some(cum_before + u64::from(header.slots));
-            self.engine.batches.insert(seq.to_be_bytes(), frame)?;
             self.engine
+                .read_recursive()
+                .batches
+                .insert(seq.to_be_bytes(), frame)?;
+            self.engine
+                .read_recursive()
                 .ids
                 .insert(seq.to_be_bytes(), pack_ids(&batch))?;
             recent.add(*seq, &batch);
@@ -854,9 +893,10 @@ impl SledStore {
             w.ledger.commit(l).map_err(StoreError::Ledger)?;
         }
         self.engine
+            .read_recursive()
             .state_tree
             .insert(STATE_KEY, postcard::to_allocvec(&state)?)?;
-        self.engine.db.flush()?;
+        self.engine.read_recursive().db.flush()?;
         let mut ram = self.ram.write();
         ram.recent = recent;
         ram.state = state;
@@ -876,7 +916,7 @@ impl SledStore {
                 batch.insert(key, encode_seqs(seqs));
             }
         }
-        self.engine.postings.apply_batch(batch)?;
+        self.engine.read_recursive().postings.apply_batch(batch)?;
         Ok(())
     }
 
@@ -895,13 +935,19 @@ impl SledStore {
 
     fn persist_state(&self, state: &PersistState) -> Result<(), StoreError> {
         self.engine
+            .read_recursive()
             .state_tree
             .insert(STATE_KEY, postcard::to_allocvec(state)?)?;
         Ok(())
     }
 
     fn read_batch(&self, seq: u64) -> Result<Option<(BatchHeader, Batch)>, StoreError> {
-        match self.engine.batches.get(seq.to_be_bytes())? {
+        match self
+            .engine
+            .read_recursive()
+            .batches
+            .get(seq.to_be_bytes())?
+        {
             None => Ok(None),
             Some(v) => record::decode_batch(seq, &v)
                 .map(Some)
@@ -916,7 +962,7 @@ impl SledStore {
         // (disk first, then RAM cleared) is seen on one side or the other.
         let ram = self.ram.read();
         let mut seqs = BTreeSet::new();
-        for item in self.engine.postings.scan_prefix(&prefix) {
+        for item in self.engine.read_recursive().postings.scan_prefix(&prefix) {
             let (k, v) = item?;
             // Another name that merely starts like this one has a longer key.
             if k.len() == prefix.len() + 8 {
@@ -984,7 +1030,7 @@ impl SledStore {
             return Ok(report);
         }
         walk_batches(
-            &self.engine.batches,
+            &self.engine,
             from,
             until,
             &mut |seq, v| match record::decode_batch(seq, &v) {
@@ -1023,6 +1069,11 @@ impl SledStore {
 
     fn append_inner(&self, events: &[EmotionEvent]) -> Result<Vec<bool>, StoreError> {
         let mut w = self.writer.lock();
+        if self.broken.load(Ordering::Acquire) {
+            return Err(StoreError::Panicked(
+                "the storage engine could not be reopened; restart the gateway".into(),
+            ));
+        }
         let mut stored = vec![false; events.len()];
         let mut fresh: Vec<Slot<&EmotionEvent>> = Vec::with_capacity(events.len());
         let (seq, cum_before) = {
@@ -1073,11 +1124,14 @@ impl SledStore {
                     .unwrap_or(DateTime::UNIX_EPOCH),
             };
             let key = seq.to_be_bytes();
-            self.engine.batches.insert(
+            self.engine.read_recursive().batches.insert(
                 key,
                 record::encode_batch_parts(&header, &parts[start..end])?,
             )?;
-            self.engine.ids.insert(key, pack_ids(slots))?;
+            self.engine
+                .read_recursive()
+                .ids
+                .insert(key, pack_ids(slots))?;
             ram_adds.push((seq, start, end));
             cum = header.cum_after();
             seq += 1;
@@ -1101,7 +1155,7 @@ impl SledStore {
         }
         self.persist_state(&state)?;
         self.maybe_stall(w.appended);
-        self.engine.db.flush()?;
+        self.engine.read_recursive().db.flush()?;
         w.appended += 1;
         let mut l = w.ledger.state();
         l.next_seq = next_seq;
@@ -1149,6 +1203,7 @@ impl SledStore {
                 Some(&header.generation.to_le_bytes()),
             )?;
             self.engine
+                .read_recursive()
                 .batches
                 .insert(seq.to_be_bytes(), record::encode_batch(&header, &batch)?)?;
             erased += gone;
@@ -1156,10 +1211,10 @@ impl SledStore {
         // The user's postings go; sessions' postings may now point at
         // tombstones, which readers skip.
         let prefix = postings_prefix(b'u', user_id);
-        for item in self.engine.postings.scan_prefix(&prefix) {
+        for item in self.engine.read_recursive().postings.scan_prefix(&prefix) {
             let (k, _) = item?;
             if k.len() == prefix.len() + 8 {
-                self.engine.postings.remove(k)?;
+                self.engine.read_recursive().postings.remove(k)?;
             }
         }
         let state = {
@@ -1169,7 +1224,7 @@ impl SledStore {
             ram.state
         };
         self.persist_state(&state)?;
-        self.engine.db.flush()?;
+        self.engine.read_recursive().db.flush()?;
         Ok(erased)
     }
 
@@ -1186,7 +1241,7 @@ impl SledStore {
         loop {
             let mut old: Vec<(u64, Option<BatchHeader>)> = Vec::new();
             let mut first_kept: Option<BatchHeader> = None;
-            walk_batches(&self.engine.batches, 0, u64::MAX, &mut |seq, v| {
+            walk_batches(&self.engine, 0, u64::MAX, &mut |seq, v| {
                 if keep_from.is_some_and(|p| seq >= p.batch) {
                     first_kept = record::batch_header(seq, &v).ok();
                     return Ok(false);
@@ -1221,9 +1276,10 @@ impl SledStore {
                 if let Ok(Some((_, batch))) = self.read_batch(*seq) {
                     removed += batch.iter().filter(|s| s.event().is_some()).count() as u64;
                 }
-                self.engine.batches.remove(key)?;
-                self.engine.ids.remove(key)?;
+                self.engine.read_recursive().batches.remove(key)?;
+                self.engine.read_recursive().ids.remove(key)?;
                 self.engine
+                    .read_recursive()
                     .meta
                     .remove(format!("{GEN_PREFIX}{seq:016x}").as_bytes())?;
             }
@@ -1237,12 +1293,17 @@ impl SledStore {
             return Ok(0);
         };
         // Postings that only point below the floor go too.
-        walk(&self.engine.postings, &[], None, &mut |k, v| {
-            if decode_seqs(&v).last().is_none_or(|s| *s <= last_seq) {
-                self.engine.postings.remove(k)?;
-            }
-            Ok(true)
-        })?;
+        walk(
+            &self.engine.read_recursive().postings,
+            &[],
+            None,
+            &mut |k, v| {
+                if decode_seqs(&v).last().is_none_or(|s| *s <= last_seq) {
+                    self.engine.read_recursive().postings.remove(k)?;
+                }
+                Ok(true)
+            },
+        )?;
         let state = {
             let mut ram = self.ram.write();
             ram.state.live = ram.state.live.saturating_sub(removed);
@@ -1258,7 +1319,7 @@ impl SledStore {
             ram.state
         };
         self.persist_state(&state)?;
-        self.engine.db.flush()?;
+        self.engine.read_recursive().db.flush()?;
         Ok(removed)
     }
 
@@ -1269,6 +1330,7 @@ impl SledStore {
             ram.state.meta_version
         };
         self.engine
+            .read_recursive()
             .meta
             .insert(key.as_bytes(), record::encode_meta(version, key, value))?;
         Ok(())
@@ -1285,7 +1347,7 @@ impl SledStore {
         let mut lost = 0u64;
         let mut stopped = false;
         let read = guard("scrub", || {
-            walk_batches(&self.engine.batches, 0, until, &mut |seq, v| {
+            walk_batches(&self.engine, 0, until, &mut |seq, v| {
                 if stop() {
                     stopped = true;
                     return Ok(false);
@@ -1341,6 +1403,52 @@ impl SledStore {
         d.acknowledged_lost = repaired + lost;
         d.last_scrub = Some(report.clone());
         Ok(report)
+    }
+}
+
+impl SledStore {
+    /// Close and reopen the engine. sled writes its snapshot only when it
+    /// opens, and at the next open replays, and holds in memory, every log
+    /// record written since: reopening now and then keeps the next start's
+    /// time and memory bounded by what was written since, not by history.
+    /// Writers and readers wait meanwhile (about as long as that replay).
+    pub fn compact_log(&self) -> Result<Duration, StoreError> {
+        let began = Instant::now();
+        let _w = self.writer.lock();
+        if self.broken.load(Ordering::Acquire) {
+            return Ok(began.elapsed());
+        }
+        self.engine.read_recursive().db.flush()?;
+        let path = self.dir.join(ENGINE_DIR);
+        let mut engine = self.engine.write();
+        // A throw-away engine holds the place while the files are reopened.
+        let placeholder = Engine::temporary()?;
+        drop(std::mem::replace(&mut *engine, placeholder));
+        match open_engine(&path, self.opts.cache_bytes) {
+            Ok(e) => {
+                *engine = e;
+                Ok(began.elapsed())
+            }
+            Err(e) => {
+                self.broken.store(true, Ordering::Release);
+                tracing::error!(error = %e, "reopening the storage engine failed; writes are refused until a restart");
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Engine {
+    fn temporary() -> Result<Engine, StoreError> {
+        let db = sled::Config::new().temporary(true).open()?;
+        Ok(Engine {
+            batches: db.open_tree("batches")?,
+            ids: db.open_tree("ids")?,
+            postings: db.open_tree("postings")?,
+            meta: db.open_tree("meta")?,
+            state_tree: db.open_tree("state")?,
+            db,
+        })
     }
 }
 
@@ -1449,6 +1557,7 @@ impl EventStore for SledStore {
         guard("count_after", || {
             let h = match self
                 .engine
+                .read_recursive()
                 .batches
                 .range(after.batch.to_be_bytes()..)
                 .next()
@@ -1492,21 +1601,23 @@ impl EventStore for SledStore {
             self.put_meta_nosync(key, Some(value))?;
             let state = self.ram.read().state;
             self.persist_state(&state)?;
-            self.engine.db.flush()?;
+            self.engine.read_recursive().db.flush()?;
             Ok(())
         })
     }
 
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         guard("get_meta", || {
-            Ok(match self.engine.meta.get(key.as_bytes())? {
-                None => None,
-                Some(v) => {
-                    record::decode_meta(&v)
-                        .map_err(|source| StoreError::Corrupt { seq: 0, source })?
-                        .value
-                }
-            })
+            Ok(
+                match self.engine.read_recursive().meta.get(key.as_bytes())? {
+                    None => None,
+                    Some(v) => {
+                        record::decode_meta(&v)
+                            .map_err(|source| StoreError::Corrupt { seq: 0, source })?
+                            .value
+                    }
+                },
+            )
         })
     }
 
@@ -1517,7 +1628,7 @@ impl EventStore for SledStore {
             self.put_meta_nosync(key, None)?;
             let state = self.ram.read().state;
             self.persist_state(&state)?;
-            self.engine.db.flush()?;
+            self.engine.read_recursive().db.flush()?;
             Ok(())
         })
     }
@@ -1525,7 +1636,12 @@ impl EventStore for SledStore {
     fn meta_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         guard("meta_with_prefix", || {
             let mut out = Vec::new();
-            for item in self.engine.meta.scan_prefix(prefix.as_bytes()) {
+            for item in self
+                .engine
+                .read_recursive()
+                .meta
+                .scan_prefix(prefix.as_bytes())
+            {
                 let (k, v) = item?;
                 match record::decode_meta(&v) {
                     Ok(f) => {
@@ -1549,7 +1665,7 @@ impl EventStore for SledStore {
         StoreStats {
             events: ram.state.live,
             batches: ram.state.batches,
-            bytes_on_disk: self.engine.db.size_on_disk().unwrap_or(0),
+            bytes_on_disk: self.engine.read_recursive().db.size_on_disk().unwrap_or(0),
             corrupt_batches_skipped: self.corrupt_skipped.load(Ordering::Relaxed),
             durable_batches: self.durable.load(Ordering::Acquire),
             dedup_window: ram.dedup.len() as u64,
@@ -1564,6 +1680,12 @@ impl EventStore for SledStore {
         self.scrub_inner(stop)
     }
 
+    fn maintain(&self) -> Result<(), StoreError> {
+        let took = self.compact_log()?;
+        tracing::debug!(took_ms = took.as_millis() as u64, "storage engine reopened");
+        Ok(())
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         guard("flush", || {
             // Postings in RAM are written so the next open rebuilds nothing.
@@ -1572,7 +1694,7 @@ impl EventStore for SledStore {
             self.move_postings_to_disk(through)?;
             let state = self.ram.read().state;
             self.persist_state(&state)?;
-            self.engine.db.flush()?;
+            self.engine.read_recursive().db.flush()?;
             Ok(())
         })
     }

@@ -295,6 +295,25 @@ fn a_missing_ledger_is_rebuilt_and_a_cut_store_is_counted_exactly() {
 }
 
 #[test]
+fn reopening_the_engine_in_place_keeps_everything_and_writes_go_on() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let a: Vec<_> = (0..40).map(|i| event("u", i)).collect();
+    {
+        let (s, _) = open(dir.path());
+        s.append(&a[..20]).expect("append");
+        s.compact_log().expect("reopen");
+        assert_eq!(all(&s), a[..20].to_vec());
+        assert_eq!(s.append(&a[..1]).expect("append"), vec![false]);
+        s.append(&a[20..]).expect("append");
+        s.compact_log().expect("reopen");
+        assert_eq!(of_user(&s, "u"), a);
+    }
+    let (s, report) = open(dir.path());
+    assert!(report.repaired.is_none());
+    assert_eq!(all(&s), a);
+}
+
+#[test]
 fn the_memory_store_keeps_the_same_contract() {
     let s = MemoryStore::new(100);
     let a: Vec<_> = (0..5).map(|i| event("u", i)).collect();

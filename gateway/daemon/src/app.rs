@@ -378,6 +378,16 @@ fn spawn_housekeeping(state: &AppState) {
                     Err(e) => tracing::warn!(error = %e, "eviction task failed"),
                 }
             }
+            // The engine is reopened hourly, which bounds what the next start
+            // must replay (see `SledStore::compact_log`).
+            if minutes % 60 == 59 {
+                let store = st.store.clone();
+                match tokio::task::spawn_blocking(move || store.maintain()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "buffer upkeep failed"),
+                    Err(e) => tracing::error!(error = %e, "buffer upkeep task failed"),
+                }
+            }
             // Retention runs at start and then hourly.
             if !retention.is_zero()
                 && minutes.is_multiple_of(60)
