@@ -20,7 +20,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use chrono::{TimeZone, Utc};
+use chrono::Utc;
 use emotion_buffer::{EventStore, SledStore, StoreOptions};
 use emotion_core::{Analyzer, EmotionEvent, EmotionLabel, Json, Source};
 use emotion_tests::{Gateway, GatewayOptions};
@@ -30,13 +30,10 @@ use serde_json::json;
 const BATCH: usize = 4096;
 const USERS: u64 = 1000;
 
-/// An event shaped like the original producer's.
-fn event(i: u64) -> EmotionEvent {
-    let t0 = Utc
-        .with_ymd_and_hms(2026, 11, 1, 0, 0, 0)
-        .single()
-        .unwrap_or_default();
-    let at = t0 + chrono::Duration::milliseconds(i as i64 * 10);
+/// Event `i` of `n`, shaped like the original producer's, 10 ms apart and
+/// ending now (so the gateway's retention and idle eviction leave them be).
+fn event(i: u64, n: u64) -> EmotionEvent {
+    let at = Utc::now() - chrono::Duration::milliseconds((n - i) as i64 * 10);
     let user = i % USERS + 1;
     EmotionEvent {
         event_id: uuid::Uuid::now_v7(),
@@ -102,7 +99,7 @@ fn fill(dir: &Path, n: u64) -> f64 {
     let began = Instant::now();
     let mut i = 0;
     while i < n {
-        let batch: Vec<EmotionEvent> = (i..(i + BATCH as u64).min(n)).map(event).collect();
+        let batch: Vec<EmotionEvent> = (i..(i + BATCH as u64).min(n)).map(|k| event(k, n)).collect();
         for e in &batch {
             postcard_bytes += postcard::to_allocvec(e).map_or(0, |v| v.len() as u64);
             analyzer.ingest(e);
@@ -167,9 +164,18 @@ async fn measure(root: &Path, n: u64) -> Figures {
     let postcard = fill(&dir, n);
     let disk = du(&dir);
     let began = Instant::now();
-    let gw = Gateway::start(&dir, &GatewayOptions::default()).expect("start");
+    let gw = Gateway::start(
+        &dir,
+        &GatewayOptions {
+            env: vec![("EMOTION_GATEWAY__STORAGE__SCRUB_FIRST_AFTER".into(), "3s".into())],
+            config: None,
+        },
+    )
+    .expect("start");
     let listen = began.elapsed();
     let pid = gw.pid();
+    // Settled, before the first scrub begins.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_listen = status_kb(pid, "VmRSS:");
     // Wait for the start-up scrub (it reads every batch) to finish.
     let scrub_began = Instant::now();

@@ -286,7 +286,8 @@ fn spawn_checkpoints(state: &AppState) {
     });
 }
 
-/// Scrub the buffer once after start and then every `storage.scrub_interval`.
+/// Scrub the buffer `storage.scrub_first_after` after start and then every
+/// `storage.scrub_interval`.
 fn spawn_scrubs(state: &AppState) {
     let every = state.config.storage.scrub_interval.0;
     if every.is_zero() {
@@ -294,6 +295,10 @@ fn spawn_scrubs(state: &AppState) {
     }
     let st = state.clone();
     state.tasks.spawn(async move {
+        tokio::select! {
+            _ = tokio::time::sleep(st.config.storage.scrub_first_after.0) => {}
+            _ = st.shutdown.cancelled() => return,
+        }
         loop {
             let store = st.store.clone();
             let token = st.shutdown.clone();

@@ -64,6 +64,7 @@ pub struct StorageConfig {
     pub cache_mb: u64,
     pub dedup_window: usize,
     pub scrub_interval: Dur,
+    pub scrub_first_after: Dur,
 }
 
 #[derive(Debug, Clone, Deserialize)]
