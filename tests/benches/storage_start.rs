@@ -99,7 +99,9 @@ fn fill(dir: &Path, n: u64) -> f64 {
     let began = Instant::now();
     let mut i = 0;
     while i < n {
-        let batch: Vec<EmotionEvent> = (i..(i + BATCH as u64).min(n)).map(|k| event(k, n)).collect();
+        let batch: Vec<EmotionEvent> = (i..(i + BATCH as u64).min(n))
+            .map(|k| event(k, n))
+            .collect();
         for e in &batch {
             postcard_bytes += postcard::to_allocvec(e).map_or(0, |v| v.len() as u64);
             analyzer.ingest(e);
@@ -167,7 +169,10 @@ async fn measure(root: &Path, n: u64) -> Figures {
     let gw = Gateway::start(
         &dir,
         &GatewayOptions {
-            env: vec![("EMOTION_GATEWAY__STORAGE__SCRUB_FIRST_AFTER".into(), "3s".into())],
+            env: vec![(
+                "EMOTION_GATEWAY__STORAGE__SCRUB_FIRST_AFTER".into(),
+                "3s".into(),
+            )],
             config: None,
         },
     )

@@ -167,7 +167,10 @@ async fn pump(gw: &Gateway, user: &str, n: usize) -> Vec<String> {
 async fn damage_in_the_middle_of_the_store_is_repaired_counted_and_shown() {
     let dir = data_dir().expect("tmp");
     let opts = GatewayOptions {
-        env: vec![("EMOTION_GATEWAY__STORAGE__SCRUB_FIRST_AFTER".into(), "0s".into())],
+        env: vec![(
+            "EMOTION_GATEWAY__STORAGE__SCRUB_FIRST_AFTER".into(),
+            "0s".into(),
+        )],
         config: None,
     };
     let gw = Gateway::start(dir.path(), &opts).expect("start");
