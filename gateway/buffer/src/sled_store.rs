@@ -189,13 +189,16 @@ fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, 
 /// lets them go.
 const WALK_CHUNK: usize = 64;
 
+/// A visitor of (key, value) entries; returns false to stop.
+type VisitEntry<'a> = dyn FnMut(&[u8], sled::IVec) -> Result<bool, StoreError> + 'a;
+
 /// Visit `tree`'s entries from `from` up to `until` (exclusive; `None`: the
 /// end) in key order; `visit` returns false to stop.
 fn walk(
     tree: &sled::Tree,
     from: &[u8],
     until: Option<&[u8]>,
-    visit: &mut dyn FnMut(&[u8], sled::IVec) -> Result<bool, StoreError>,
+    visit: &mut VisitEntry<'_>,
 ) -> Result<(), StoreError> {
     let mut start = from.to_vec();
     loop {

@@ -24,7 +24,7 @@ fn appended_batches_survive_reopen_in_order_and_duplicates_are_refused() {
         assert_eq!(s.append(&b).expect("append"), vec![true; 5]);
         assert_eq!(s.append(&a[..3]).expect("append"), vec![false; 3]);
         // Same id twice in one batch: stored once.
-        let twice = vec![event("carol", 1), event("carol", 2)];
+        let twice = [event("carol", 1), event("carol", 2)];
         let batch = vec![twice[0].clone(), twice[1].clone(), twice[0].clone()];
         assert_eq!(s.append(&batch).expect("append"), vec![true, true, false]);
     }
