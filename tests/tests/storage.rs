@@ -96,15 +96,31 @@ async fn a_kill_between_insert_and_flush_never_ships_the_batch_and_loses_nothing
         assert!(Instant::now() < deadline, "durable events were not shipped");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let watched_until = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < watched_until {
-        let central = central_ids(db.url()).await;
-        assert!(
-            !central.contains(&ids[3]),
-            "the non-durable batch was shipped"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // Two whole sync rounds after the stall began must still leave it out:
+    // each round reads everything past its cursor.
+    let stalled_at = chrono::Utc::now();
+    let mut rounds = 0;
+    let mut seen = stalled_at;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rounds < 2 {
+        let s = gw.get_json("/api/sync").await.expect("sync status");
+        if let Some(t) = s["last_success_at"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+            && t > seen
+        {
+            seen = t;
+            rounds += 1;
+        }
+        assert!(Instant::now() < deadline, "the sync made no rounds: {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let central = central_ids(db.url()).await;
+    assert!(
+        !central.contains(&ids[3]),
+        "the non-durable batch was shipped"
+    );
     gw.kill9().expect("kill -9");
 
     // The client never got an acknowledgement, so it sends the event again.

@@ -146,6 +146,15 @@ pub struct EventQuery {
     pub limit: usize,
 }
 
+impl EventQuery {
+    /// Is `e` an event of `user_id` inside the query's time bounds?
+    pub fn matches(&self, user_id: &str, e: &EmotionEvent) -> bool {
+        e.user_id == user_id
+            && self.from.is_none_or(|f| e.timestamp >= f)
+            && self.to.is_none_or(|t| e.timestamp <= t)
+    }
+}
+
 /// A test-only fault: stop the writer between inserting a batch and making it
 /// durable, so a test can kill the process at exactly that point.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -106,14 +106,7 @@ impl EventStore for MemoryStore {
     }
 
     fn user_events(&self, user_id: &str, q: &EventQuery) -> Result<Vec<EmotionEvent>, StoreError> {
-        Ok(self.events_where(
-            |e| {
-                e.user_id == user_id
-                    && q.from.is_none_or(|f| e.timestamp >= f)
-                    && q.to.is_none_or(|t| e.timestamp <= t)
-            },
-            q.limit,
-        ))
+        Ok(self.events_where(|e| q.matches(user_id, e), q.limit))
     }
 
     fn session_events(

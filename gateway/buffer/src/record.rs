@@ -120,19 +120,11 @@ pub fn encode_batch<E: Serialize>(
     header: &BatchHeader,
     slots: &[Slot<E>],
 ) -> Result<Vec<u8>, postcard::Error> {
-    let mut out = vec![0u8; BATCH_HEADER];
-    out[..4].copy_from_slice(&BATCH_MAGIC);
-    out[8..16].copy_from_slice(&header.seq.to_le_bytes());
-    out[16..20].copy_from_slice(&header.generation.to_le_bytes());
-    out[20..28].copy_from_slice(&header.cum_before.to_le_bytes());
-    out[28..32].copy_from_slice(&header.slots.to_le_bytes());
-    out[32..40].copy_from_slice(&header.newest_ingest.timestamp_micros().to_le_bytes());
-    let mut out = postcard::to_extend(slots, out)?;
-    let body = (out.len() - BATCH_HEADER) as u32;
-    out[40..44].copy_from_slice(&body.to_le_bytes());
-    let crc = crc32fast::hash(&out[8..]);
-    out[4..8].copy_from_slice(&crc.to_le_bytes());
-    Ok(out)
+    let parts = slots
+        .iter()
+        .map(postcard::to_allocvec)
+        .collect::<Result<Vec<_>, _>>()?;
+    encode_batch_parts(header, &parts)
 }
 
 /// Encode a batch from slots already encoded one by one with postcard: the

@@ -1474,15 +1474,7 @@ impl EventStore for SledStore {
     fn user_events(&self, user_id: &str, q: &EventQuery) -> Result<Vec<EmotionEvent>, StoreError> {
         guard("user_events", || {
             let seqs = self.positions(b'u', user_id)?;
-            self.load(
-                &seqs,
-                |e| {
-                    e.user_id == user_id
-                        && q.from.is_none_or(|f| e.timestamp >= f)
-                        && q.to.is_none_or(|t| e.timestamp <= t)
-                },
-                q.limit,
-            )
+            self.load(&seqs, |e| q.matches(user_id, e), q.limit)
         })
     }
 
