@@ -183,10 +183,9 @@ fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, 
     }
 }
 
-/// Entries visited per sled iterator. A long-lived sled iterator holds an
-/// epoch guard that keeps every page it passed in memory (the process grew to
-/// half the store's size in one full scan); re-opening it every few entries
-/// lets them go.
+/// Entries visited per sled iterator. A long-lived sled iterator kept the
+/// pages it passed in memory in a trial (a full scan grew with the store);
+/// re-opening it every few entries lets them go.
 const WALK_CHUNK: usize = 64;
 
 /// A visitor of (key, value) entries; returns false to stop.
@@ -225,9 +224,8 @@ fn walk(
 
 /// Visit the batches from `from` up to `until` (exclusive) in order, by point
 /// reads: batch numbers are dense, and sled's cache accounts for point reads
-/// but not for what an iterator loads (a full scan by iterator grew the
-/// process to half the store's size). A short iterator finds the next batch
-/// across a gap.
+/// but, in a trial, not for what an iterator loads (a full scan by iterator
+/// grew with the store). A short iterator finds the next batch across a gap.
 fn walk_batches(
     engine: &RwLock<Engine>,
     from: u64,
