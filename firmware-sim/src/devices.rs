@@ -12,7 +12,7 @@ use emotion_wire::{Capabilities, FirmwareVersion, Frame, Hello, Payload};
 use uuid::Uuid;
 
 use crate::journey::Journey;
-use crate::physio::{Affect, EdaModel, HeartModel, Rng, SkinTemperatureModel};
+use crate::physio::{Affect, EdaModel, HeartModel, SkinTemperatureModel, rng};
 
 /// Firmware version the simulated devices report.
 pub const FIRMWARE: FirmwareVersion = FirmwareVersion {
@@ -126,7 +126,7 @@ pub const EDA_RATE_HZ: f64 = 4.0;
 
 impl BandGen {
     pub fn new(script: Script, seed: u64) -> Self {
-        let mut rng = Rng::new(seed);
+        let mut rng = rng(seed);
         let a0 = script.affect_at(0.0);
         Self {
             script,

@@ -25,15 +25,17 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use emotion_core::Source;
+use emotion_wire::TopicLayout;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::devices::Script;
-use crate::physio::Rng;
+use crate::physio::{Rng, rng};
 
-/// The topic a device publishes a source's readings to.
+/// The topic a device publishes a source's readings to, in the gateway's
+/// default topic layout.
 pub fn topic(device_id: &str, source: Source) -> String {
-    format!("sensors/{device_id}/{}", source.as_str())
+    TopicLayout::default().reading(device_id, source.as_str())
 }
 
 /// A message sink (an MQTT client, or a test double).
@@ -101,7 +103,7 @@ impl MqttDevice {
             user_id: user_id.into(),
             kind,
             script,
-            rng: Rng::new(seed),
+            rng: rng(seed),
         }
     }
 

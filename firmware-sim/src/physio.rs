@@ -21,44 +21,17 @@
 
 use std::f64::consts::TAU;
 
-/// A small deterministic PRNG (splitmix64): simulations must replay exactly.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
+/// A small deterministic PRNG (splitmix64, shared with the physiological
+/// plugin's synthetic data): simulations must replay exactly.
+pub use emotion_common::SplitMix64 as Rng;
 
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed ^ 0x5DEE_CE66_D1CE_4E5B)
-    }
+/// Salt of firmware-sim's seeds (a seed `s` starts the generator at state
+/// `s ^ SEED_SALT`), so the same seed gives the same run as always.
+pub const SEED_SALT: u64 = 0x5DEE_CE66_D1CE_4E5B;
 
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Standard normal (Box–Muller).
-    pub fn normal(&mut self) -> f64 {
-        let u1 = self.uniform().max(f64::MIN_POSITIVE);
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (TAU * u2).cos()
-    }
-
-    /// Exponential with the given mean.
-    pub fn exponential(&mut self, mean: f64) -> f64 {
-        -mean * (1.0 - self.uniform()).ln()
-    }
-
-    /// Derive an independent generator (for a sub-model).
-    pub fn fork(&mut self) -> Rng {
-        Rng(self.next_u64())
-    }
+/// The generator of a simulation seeded with `seed`.
+pub fn rng(seed: u64) -> Rng {
+    Rng::from_state(seed ^ SEED_SALT)
 }
 
 /// Where a person is on the circumplex: valence −1…1, arousal 0…1.
@@ -118,7 +91,7 @@ pub struct HeartModel {
 
 impl HeartModel {
     pub fn new(seed: u64, initial: Affect) -> Self {
-        let mut rng = Rng::new(seed);
+        let mut rng = rng(seed);
         let resp_phase = rng.uniform() * TAU;
         let mut m = Self {
             rng,
@@ -217,7 +190,7 @@ pub struct EdaModel {
 
 impl EdaModel {
     pub fn new(seed: u64, rate_hz: f64, initial: Affect) -> Self {
-        let mut rng = Rng::new(seed);
+        let mut rng = rng(seed);
         let p = EdaParams::for_arousal(initial.arousal);
         let next_scr_s = rng.exponential(60.0 / p.scr_per_min);
         Self {
@@ -275,7 +248,7 @@ pub struct SkinTemperatureModel {
 impl SkinTemperatureModel {
     pub fn new(seed: u64, initial: Affect) -> Self {
         Self {
-            rng: Rng::new(seed),
+            rng: rng(seed),
             celsius: Self::target(initial),
         }
     }

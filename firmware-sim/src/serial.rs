@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::devices::{SerialDevice, StepData};
-use crate::physio::Rng;
+use crate::physio::rng;
 use emotion_wire::Frame;
 
 /// How often a full pty is tried again.
@@ -234,7 +234,7 @@ pub async fn run_device(
     mut progress: impl FnMut(SerialProgress<'_>),
 ) -> Result<(SerialStats, PtyPort), SerialError> {
     let mut stats = SerialStats::default();
-    let mut rng = Rng::new(opts.seed ^ device.device_id);
+    let mut rng = rng(opts.seed ^ device.device_id);
     let speed = if opts.speed.is_finite() && opts.speed > 0.0 {
         opts.speed
     } else {

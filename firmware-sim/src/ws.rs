@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::devices::Script;
-use crate::physio::{EdaParams, HeartParams, Rng};
+use crate::physio::{EdaParams, HeartParams, Rng, rng};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WsError {
@@ -198,7 +198,7 @@ impl EventGen {
         Self {
             user_id: user_id.into(),
             script,
-            rng: Rng::new(seed),
+            rng: rng(seed),
             n: 0,
         }
     }

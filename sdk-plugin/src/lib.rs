@@ -49,6 +49,12 @@ pub mod bindings {
     });
 }
 
+pub mod json;
+
+/// Definitions shared with the gateway: source names, the prosody schema,
+/// the SplitMix64 generator for synthetic data.
+pub use emotion_common as common;
+
 use bindings::emotion::plugin::host;
 
 pub use bindings::emotion::plugin::host::LogLevel;
@@ -165,17 +171,40 @@ impl Outcome {
 }
 
 impl Source {
-    /// The source's name as the gateway spells it (`"text"`, `"facial"`, …).
+    /// The source's name as the gateway spells it (`"text"`, `"facial"`, …),
+    /// from the one table in `emotion-common`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Text => "text",
-            Source::Voice => "voice",
-            Source::Facial => "facial",
-            Source::Physiological => "physiological",
-            Source::Survey => "survey",
-            Source::Biometric => "biometric",
-            Source::Behavioral => "behavioral",
-            Source::Contextual => "contextual",
+        common::Source::from(self).as_str()
+    }
+}
+
+impl From<Source> for common::Source {
+    fn from(s: Source) -> Self {
+        match s {
+            Source::Text => common::Source::Text,
+            Source::Voice => common::Source::Voice,
+            Source::Facial => common::Source::Facial,
+            Source::Physiological => common::Source::Physiological,
+            Source::Survey => common::Source::Survey,
+            Source::Biometric => common::Source::Biometric,
+            Source::Behavioral => common::Source::Behavioral,
+            Source::Contextual => common::Source::Contextual,
+        }
+    }
+}
+
+impl Prosody {
+    /// The record as the shared prosody schema ([`common::Prosody`], the
+    /// one the gateway validates against).
+    pub fn features(&self) -> common::Prosody {
+        common::Prosody {
+            f0_mean_hz: self.f0_mean_hz,
+            f0_range_hz: self.f0_range_hz,
+            loudness_db: self.loudness_db,
+            speech_rate: self.speech_rate,
+            jitter: self.jitter,
+            shimmer: self.shimmer,
+            hnr_db: self.hnr_db,
         }
     }
 }

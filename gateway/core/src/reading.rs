@@ -100,16 +100,9 @@ pub struct FacialPayload {
     pub detection_quality: Option<f64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Prosody {
-    pub f0_mean_hz: Option<f64>,
-    pub f0_range_hz: Option<f64>,
-    pub loudness_db: Option<f64>,
-    pub speech_rate: Option<f64>,
-    pub jitter: Option<f64>,
-    pub shimmer: Option<f64>,
-    pub hnr_db: Option<f64>,
-}
+/// The voice prosody schema, declared once in `emotion-common` (the voice
+/// plugin reads the same one).
+pub use emotion_common::Prosody;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum VoicePayload {
@@ -342,13 +335,9 @@ impl ReadingPayload {
                 opt(&mut m, "detection_quality", f.detection_quality);
             }
             ReadingPayload::Voice(VoicePayload::Prosody(p)) => {
-                opt(&mut m, "f0_mean_hz", p.f0_mean_hz);
-                opt(&mut m, "f0_range_hz", p.f0_range_hz);
-                opt(&mut m, "loudness_db", p.loudness_db);
-                opt(&mut m, "speech_rate", p.speech_rate);
-                opt(&mut m, "jitter", p.jitter);
-                opt(&mut m, "shimmer", p.shimmer);
-                opt(&mut m, "hnr_db", p.hnr_db);
+                for (key, value) in p.fields() {
+                    opt(&mut m, key, value);
+                }
             }
             ReadingPayload::Voice(VoicePayload::Pcm {
                 samples,
@@ -536,14 +525,16 @@ fn text_payload(p: &Map<String, Value>, errs: &mut Errors) -> Option<TextPayload
     text.map(|text| TextPayload { text, language })
 }
 
-const PROSODY_KEYS: [&str; 7] = [
-    "f0_mean_hz",
-    "f0_range_hz",
-    "loudness_db",
-    "speech_rate",
-    "jitter",
-    "shimmer",
-    "hnr_db",
+/// Wire bounds of each prosody feature (inclusive), in [`Prosody::FIELDS`]
+/// order. Wide on purpose: plausibility is the voice plugin's business.
+const PROSODY_BOUNDS: [(f64, f64); 7] = [
+    (0.0, 2000.0),
+    (0.0, 2000.0),
+    (-200.0, 200.0),
+    (0.0, 50.0),
+    (0.0, 1.0),
+    (0.0, 1.0),
+    (-100.0, 100.0),
 ];
 
 fn voice_payload(p: &Map<String, Value>, errs: &mut Errors) -> Option<VoicePayload> {
@@ -609,17 +600,14 @@ fn voice_payload(p: &Map<String, Value>, errs: &mut Errors) -> Option<VoicePaylo
                 sample_rate_hz,
             });
     }
-    check_keys(p, &PROSODY_KEYS, "voice prosody", errs);
-    let mut n = |key: &'static str, lo: f64, hi: f64| number_in(p, key, lo, hi, errs);
-    let prosody = Prosody {
-        f0_mean_hz: n("f0_mean_hz", 0.0, 2000.0),
-        f0_range_hz: n("f0_range_hz", 0.0, 2000.0),
-        loudness_db: n("loudness_db", -200.0, 200.0),
-        speech_rate: n("speech_rate", 0.0, 50.0),
-        jitter: n("jitter", 0.0, 1.0),
-        shimmer: n("shimmer", 0.0, 1.0),
-        hnr_db: n("hnr_db", -100.0, 100.0),
-    };
+    check_keys(p, &Prosody::FIELDS, "voice prosody", errs);
+    let mut prosody = Prosody::default();
+    for (key, (lo, hi)) in Prosody::FIELDS.into_iter().zip(PROSODY_BOUNDS) {
+        let value = number_in(p, key, lo, hi, errs);
+        if let Some(slot) = prosody.field_mut(key) {
+            *slot = value;
+        }
+    }
     if prosody == Prosody::default() && p.is_empty() {
         errs.push(
             "payload",

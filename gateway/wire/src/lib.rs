@@ -11,6 +11,8 @@
 //!   Rate Measurement 0x2A37 and Battery Level 0x2A19.
 //! - [`vendor`]: the vendor skin-conductance (EDA) service and its
 //!   measurement characteristic.
+//! - [`topics`]: the MQTT topic layout ([`TopicLayout`]): the four roots,
+//!   the topic of each message kind, parsing and per-device access rules.
 //!
 //! `#![no_std]` with `alloc`; the `std` feature (default) only forwards to the
 //! dependencies. Nothing here panics on input bytes: every decoder returns an
@@ -26,6 +28,7 @@ pub mod cobs;
 pub mod frame;
 pub mod gatt;
 pub mod seq;
+pub mod topics;
 pub mod vendor;
 
 pub use frame::{
@@ -34,4 +37,5 @@ pub use frame::{
 };
 pub use gatt::{BatteryLevel, GattError, HeartRateMeasurement, SensorContact};
 pub use seq::{SeqOutcome, SeqStats, SeqTracker, SeqTrackers};
+pub use topics::{Denied, Inbound, TopicLayout};
 pub use vendor::EdaMeasurement;

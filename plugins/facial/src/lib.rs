@@ -17,7 +17,6 @@
 
 pub mod affect;
 pub mod facs;
-mod json;
 pub mod landmarks;
 pub mod reference;
 
@@ -26,7 +25,7 @@ use std::sync::Mutex;
 
 use emotion_plugin_sdk::{
     ActionUnit, AuValue, Emotion, Facial, HeadPose, Info, Outcome, Payload, Plugin, Point, Reading,
-    Source,
+    Source, json,
 };
 use serde_json::{Map, Value};
 

@@ -20,13 +20,14 @@
 pub mod baseline;
 pub mod eda;
 pub mod hrv;
-mod json;
 pub mod synth;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use emotion_plugin_sdk::{Emotion, Info, Outcome, Payload, Physiological, Plugin, Reading, Source};
+use emotion_plugin_sdk::{
+    Emotion, Info, Outcome, Payload, Physiological, Plugin, Reading, Source, json,
+};
 use serde_json::{Map, Value};
 
 use baseline::{Channel, Stat};

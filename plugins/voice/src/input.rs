@@ -12,17 +12,9 @@
 use emotion_plugin_sdk::{Payload, Pcm, Prosody, Voice};
 use serde_json::{Map, Value};
 
-/// Prosody features, checked.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Features {
-    pub f0_mean_hz: Option<f64>,
-    pub f0_range_hz: Option<f64>,
-    pub loudness_db: Option<f64>,
-    pub speech_rate: Option<f64>,
-    pub jitter: Option<f64>,
-    pub shimmer: Option<f64>,
-    pub hnr_db: Option<f64>,
-}
+/// Prosody features, checked: the shared prosody schema (the same one the
+/// gateway validates readings against).
+pub use emotion_plugin_sdk::common::Prosody as Features;
 
 /// A decoded voice reading.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,17 +57,23 @@ fn check(name: &str, value: Option<f64>) -> Result<Option<f64>, String> {
 
 /// Check a WIT prosody record.
 pub fn prosody(p: &Prosody) -> Result<Features, String> {
-    let f = Features {
-        f0_mean_hz: check("f0_mean_hz", p.f0_mean_hz)?,
-        f0_range_hz: check("f0_range_hz", p.f0_range_hz)?,
-        loudness_db: check("loudness_db", p.loudness_db)?,
-        speech_rate: check("speech_rate", p.speech_rate)?,
-        jitter: check("jitter", p.jitter)?,
-        shimmer: check("shimmer", p.shimmer)?,
-        hnr_db: check("hnr_db", p.hnr_db)?,
-    };
+    features(p.features())
+}
+
+/// Check every feature against its plausible range, in the schema's order.
+fn features(raw: Features) -> Result<Features, String> {
+    let mut f = Features::default();
+    for (name, value) in raw.fields() {
+        let checked = check(name, value)?;
+        if let Some(slot) = f.field_mut(name) {
+            *slot = checked;
+        }
+    }
     if f == Features::default() {
-        return Err("prosody has no features: send at least one of f0_mean_hz, f0_range_hz, loudness_db, speech_rate, jitter, shimmer, hnr_db".into());
+        return Err(format!(
+            "prosody has no features: send at least one of {}",
+            Features::FIELDS.join(", ")
+        ));
     }
     Ok(f)
 }
@@ -139,25 +137,10 @@ fn json(text: &str) -> Result<VoiceInput, String> {
             rate,
         });
     }
-    let mut p = Prosody {
-        f0_mean_hz: None,
-        f0_range_hz: None,
-        loudness_db: None,
-        speech_rate: None,
-        jitter: None,
-        shimmer: None,
-        hnr_db: None,
-    };
+    let mut p = Features::default();
     for (k, v) in &m {
-        let slot = match k.as_str() {
-            "f0_mean_hz" => &mut p.f0_mean_hz,
-            "f0_range_hz" => &mut p.f0_range_hz,
-            "loudness_db" => &mut p.loudness_db,
-            "speech_rate" => &mut p.speech_rate,
-            "jitter" => &mut p.jitter,
-            "shimmer" => &mut p.shimmer,
-            "hnr_db" => &mut p.hnr_db,
-            other => return Err(format!("unknown key `{other}` in a voice prosody payload")),
+        let Some(slot) = p.field_mut(k) else {
+            return Err(format!("unknown key `{k}` in a voice prosody payload"));
         };
         *slot = match v {
             Value::Null => None,
@@ -165,7 +148,7 @@ fn json(text: &str) -> Result<VoiceInput, String> {
             other => return Err(format!("{k} must be a number, got {}", kind(other))),
         };
     }
-    prosody(&p).map(VoiceInput::Prosody)
+    features(p).map(VoiceInput::Prosody)
 }
 
 fn kind(v: &Value) -> &'static str {

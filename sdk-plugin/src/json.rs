@@ -1,11 +1,12 @@
-//! Fast JSON number formatting for the extra fields.
+//! Fast JSON number formatting, for the extra fields plugins attach to
+//! their emotions (see [`Emotion::with_extra`](crate::Emotion::with_extra)).
 
 use std::fmt::Write as _;
 
 /// Append `x` with `decimals` (0–6) fixed decimals, as JSON (`null` if not
 /// finite). Much cheaper than `format!("{x:.3}")`, whose exact algorithm
 /// dominated the cost of a reading.
-pub(crate) fn push_fixed(out: &mut String, x: f64, decimals: u32) {
+pub fn push_fixed(out: &mut String, x: f64, decimals: u32) {
     if !x.is_finite() {
         out.push_str("null");
         return;
