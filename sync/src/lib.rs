@@ -16,6 +16,7 @@
 
 mod client;
 pub mod config;
+pub mod duration;
 mod error;
 mod isolate;
 pub mod migrate;

@@ -34,7 +34,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::config::duration;
+use crate::duration;
 
 /// Bounds of the back-off.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

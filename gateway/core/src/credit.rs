@@ -103,9 +103,10 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::analyzer::{
-    FLAG_THRESHOLD, RiskInputs, regions, risk_from_aggregates, round3, stability,
-};
+use crate::analyzer::risk::{FLAG_THRESHOLD, RiskInputs, risk_from_aggregates};
+use crate::analyzer::state::regions;
+use crate::analyzer::trajectory::stability;
+use crate::num::round3;
 
 /// Days of history kept per user, and the longest window.
 pub const HISTORY_DAYS: u32 = 30;
@@ -430,7 +431,7 @@ struct Measures {
     std_a: f64,
     stability: f64,
     stress: f64,
-    risk: crate::analyzer::RiskScore,
+    risk: crate::analyzer::risk::RiskScore,
 }
 
 fn fmt_pct(p: f64) -> String {

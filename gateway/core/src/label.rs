@@ -256,6 +256,34 @@ impl FromStr for EmotionLabel {
     }
 }
 
+/// Counts per label, for the dominant emotion.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabelCounts([u64; EmotionLabel::COUNT]);
+
+impl Default for LabelCounts {
+    fn default() -> Self {
+        LabelCounts([0; EmotionLabel::COUNT])
+    }
+}
+
+impl LabelCounts {
+    pub fn add(&mut self, l: EmotionLabel) {
+        self.0[l.index()] += 1;
+    }
+
+    /// The most frequent label; ties go to the label listed first.
+    pub fn dominant(&self) -> Option<EmotionLabel> {
+        let mut best: Option<(EmotionLabel, u64)> = None;
+        for l in EmotionLabel::ALL {
+            let c = self.0[l.index()];
+            if c > 0 && best.is_none_or(|(_, b)| c > b) {
+                best = Some((l, c));
+            }
+        }
+        best.map(|(l, _)| l)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

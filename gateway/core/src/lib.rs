@@ -9,6 +9,7 @@ pub mod credit;
 pub mod event;
 pub mod json;
 pub mod label;
+mod num;
 pub mod reading;
 pub mod source;
 pub mod units;

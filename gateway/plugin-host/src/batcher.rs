@@ -17,9 +17,15 @@ use emotion_core::Source;
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::oneshot;
 
-use crate::error::ReadingError;
-use crate::host::{Inner, ReadingResult};
+use crate::error::{ReadingError, ReadingResult};
 use crate::wit;
+
+/// What runs a batch of one source's readings through its plugin (the host).
+/// The batcher owns the queues and the worker threads, not the plugins.
+pub(crate) trait RunBatch: Send + Sync + 'static {
+    /// One result per reading, in order.
+    fn run_batch(&self, source: Source, readings: &[wit::Reading]) -> Vec<ReadingResult>;
+}
 
 /// The result of a submitted reading, once its batch has run.
 ///
@@ -93,14 +99,14 @@ impl Queues {
         }
     }
 
-    /// Start one worker per source. Workers hold only a weak reference to
-    /// the host, so dropping the last handle shuts them down.
-    pub(crate) fn start(&self, inner: &Arc<Inner>) {
-        let max = inner.config.batch_max_size;
-        let latency = inner.config.batch_max_latency.0;
+    /// Start one worker per source, each sending batches of at most `max`
+    /// readings, no later than `latency` after the oldest arrived. Workers
+    /// hold only a weak reference to the runner (the host), so dropping the
+    /// last handle shuts them down.
+    pub(crate) fn start<R: RunBatch>(&self, runner: &Arc<R>, max: usize, latency: Duration) {
         for source in Source::ALL {
             let queue = self.queues[source.index()].clone();
-            let weak = Arc::downgrade(inner);
+            let weak = Arc::downgrade(runner);
             let spawned = std::thread::Builder::new()
                 .name(format!("plugin-batch-{source}"))
                 .spawn(move || worker(source, &queue, &weak, max, latency));
@@ -147,7 +153,13 @@ impl Queues {
     }
 }
 
-fn worker(source: Source, queue: &SourceQueue, host: &Weak<Inner>, max: usize, latency: Duration) {
+fn worker<R: RunBatch>(
+    source: Source,
+    queue: &SourceQueue,
+    host: &Weak<R>,
+    max: usize,
+    latency: Duration,
+) {
     loop {
         let batch: Vec<Pending> = {
             let mut st = queue.state.lock();

@@ -207,7 +207,7 @@ impl HostConfig {
             ));
         }
         for (name, p) in &self.per_plugin {
-            if let Err(m) = crate::host::check_plugin_name(name) {
+            if let Err(m) = check_plugin_name(name) {
                 problems.push(format!("per_plugin.{name}: {m}"));
             }
             if let Some(d) = p.deadline {
@@ -272,6 +272,23 @@ fn check_memory(field: &str, bytes: u64, problems: &mut Vec<String>) {
             ByteSize(bytes)
         ));
     }
+}
+
+/// Whether a file name (without `.wasm`) is acceptable as a plugin name.
+pub(crate) fn check_plugin_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("a plugin name must be 1–64 characters".into());
+    }
+    if name.starts_with('.')
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!(
+            "plugin name `{name}` may contain only letters, digits, - _ . and not start with ."
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,11 +8,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use emotion_core::Source;
+use emotion_core::{EmotionEvent, Source};
 
 use crate::abi::AbiError;
 use crate::config::ConfigError;
 use crate::signing::SignatureError;
+
+/// One answer per reading: an event, nothing (the plugin saw no emotion), or
+/// why not.
+pub type ReadingResult = Result<Option<EmotionEvent>, ReadingError>;
 
 /// The host could not start.
 #[derive(Debug, thiserror::Error)]

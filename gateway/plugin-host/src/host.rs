@@ -8,24 +8,20 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use emotion_core::Source;
 use emotion_core::reading::RawReading;
-use emotion_core::{EmotionEvent, Source};
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::batcher::{PendingReading, Queues};
+use crate::batcher::{PendingReading, Queues, RunBatch};
 use crate::cache::{Cache, hex};
-use crate::config::{HostConfig, QuarantineConfig};
+use crate::config::{HostConfig, QuarantineConfig, check_plugin_name};
 use crate::convert;
-use crate::error::{CallFailure, HostError, LoadError, ReadingError};
+use crate::error::{CallFailure, HostError, LoadError, ReadingError, ReadingResult};
 use crate::runtime::{LoadRequest, LoadedPlugin, PluginInfo, Runtime};
 use crate::signing::{SignatureError, TrustedKey, signature_path, verify};
 use crate::wit;
-
-/// One answer per reading: an event, nothing (the plugin saw no emotion), or
-/// why not.
-pub type ReadingResult = Result<Option<EmotionEvent>, ReadingError>;
 
 /// Runs the plugins of one directory. Cheap to clone (a handle); the host
 /// shuts down when the last handle is dropped.
@@ -246,23 +242,6 @@ pub enum ReloadOutcome {
     Removed,
 }
 
-/// Whether a file name (without `.wasm`) is acceptable as a plugin name.
-pub(crate) fn check_plugin_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 64 {
-        return Err("a plugin name must be 1–64 characters".into());
-    }
-    if name.starts_with('.')
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(format!(
-            "plugin name `{name}` may contain only letters, digits, - _ . and not start with ."
-        ));
-    }
-    Ok(())
-}
-
 impl PluginHost {
     /// Validate the configuration, start the engine, and load every
     /// component in the plugins directory. Plugins that fail to load are
@@ -296,7 +275,11 @@ impl PluginHost {
             queues,
             config,
         });
-        inner.queues.start(&inner);
+        inner.queues.start(
+            &inner,
+            inner.config.batch_max_size,
+            inner.config.batch_max_latency.0,
+        );
         let host = PluginHost { inner };
         if host.inner.config.dir.exists() {
             host.inner.reload_all()?;
@@ -445,6 +428,12 @@ pub(crate) fn list_plugin_files(dir: &Path) -> std::io::Result<Vec<PluginFile>> 
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+impl RunBatch for Inner {
+    fn run_batch(&self, source: Source, readings: &[wit::Reading]) -> Vec<ReadingResult> {
+        Inner::run_batch(self, source, readings)
+    }
 }
 
 impl Inner {

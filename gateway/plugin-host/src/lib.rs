@@ -62,10 +62,9 @@ pub use abi::{ABI_SECTION, AbiError, SUPPORTED_ABI, read_abi_version};
 pub use batcher::PendingReading;
 pub use config::{ByteSize, ConfigError, Dur, HostConfig, Limits, PluginConfig, QuarantineConfig};
 pub use convert::{to_event, to_wit};
-pub use error::{CallFailure, HostError, LoadError, ReadingError};
+pub use error::{CallFailure, HostError, LoadError, ReadingError, ReadingResult};
 pub use host::{
-    Event, PluginHost, PluginState, PluginStats, PluginStatus, ReadingResult, ReloadOutcome,
-    ReloadReport,
+    Event, PluginHost, PluginState, PluginStats, PluginStatus, ReloadOutcome, ReloadReport,
 };
 pub use runtime::PluginInfo;
 pub use signing::{

@@ -9,8 +9,8 @@ use hashbrown::HashSet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
 
 use super::window::Point;
-use super::{LabelCounts, round3};
-use crate::label::EmotionLabel;
+use crate::label::{EmotionLabel, LabelCounts};
+use crate::num::round3;
 use crate::source::Source;
 
 /// Events per second for the last 60 seconds, in a ring of one-second buckets.

@@ -9,9 +9,9 @@
 mod anomaly;
 pub mod checkpoint;
 mod global;
-mod risk;
-mod state;
-mod trajectory;
+pub(crate) mod risk;
+pub(crate) mod state;
+pub(crate) mod trajectory;
 mod window;
 
 use std::collections::VecDeque;
@@ -32,15 +32,12 @@ pub use window::{Point, Window};
 use crate::credit::{CreditHistory, CreditSummary, HISTORY_DAYS};
 use crate::event::EmotionEvent;
 use crate::label::EmotionLabel;
+pub use crate::label::LabelCounts;
+use crate::num::round3;
 
 /// The oldest credit activity that still earns a user a credit summary.
 fn credit_horizon(now: DateTime<Utc>) -> DateTime<Utc> {
     now - chrono::Duration::days(i64::from(HISTORY_DAYS) + 1)
-}
-
-/// Round to 3 decimal places, as the original's replies did.
-pub(crate) fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 /// Window sizes and thresholds. The defaults are the original system's.
@@ -66,34 +63,6 @@ impl Default for AnalyzerConfig {
             anomaly: AnomalyRule::default(),
             recent_anomalies: 10,
         }
-    }
-}
-
-/// Counts per label, for the dominant emotion.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LabelCounts([u64; EmotionLabel::COUNT]);
-
-impl Default for LabelCounts {
-    fn default() -> Self {
-        LabelCounts([0; EmotionLabel::COUNT])
-    }
-}
-
-impl LabelCounts {
-    pub fn add(&mut self, l: EmotionLabel) {
-        self.0[l.index()] += 1;
-    }
-
-    /// The most frequent label; ties go to the label listed first.
-    pub fn dominant(&self) -> Option<EmotionLabel> {
-        let mut best: Option<(EmotionLabel, u64)> = None;
-        for l in EmotionLabel::ALL {
-            let c = self.0[l.index()];
-            if c > 0 && best.is_none_or(|(_, b)| c > b) {
-                best = Some((l, c));
-            }
-        }
-        best.map(|(l, _)| l)
     }
 }
 

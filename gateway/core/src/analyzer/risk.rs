@@ -2,9 +2,9 @@
 
 use serde::Serialize;
 
-use super::round3;
 use super::state::regions;
 use super::window::Window;
+use crate::num::round3;
 
 /// A score at or above this flags the user (original: 0.7).
 pub const FLAG_THRESHOLD: f64 = 0.7;

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::round3;
+use crate::num::round3;
 
 /// Thresholds of the risk regions of the circumplex, from the original system.
 pub mod regions {

@@ -3,8 +3,8 @@
 
 use serde::Serialize;
 
-use super::round3;
 use super::window::{Window, mean_std, slope};
+use crate::num::round3;
 
 /// Slope (per event) beyond which a trend counts as moving, from the original.
 pub const TREND_THRESHOLD: f64 = 0.05;
