@@ -453,6 +453,8 @@ fn num(x: f64) -> String {
     }
 }
 
+/// Apply the credit impact table to one window: measure it, find its
+/// patterns, then decide the adjustment, explaining every step in words.
 fn judge(
     user_id: &str,
     now: DateTime<Utc>,
@@ -461,11 +463,49 @@ fn judge(
     total: &DayBucket,
     recent: &DayBucket,
 ) -> CreditSummary {
+    let window = Window {
+        m: measure(total),
+        w,
+        days,
+        total,
+        recent,
+        span: if w == 1 {
+            "today".to_owned()
+        } else {
+            format!("the last {w} days")
+        },
+    };
+    let found = window.find_patterns();
+    let penalties = window.penalties(&found);
+    let mut reasons: Vec<String> = Vec::new();
+    let (pct, action) = window.decide(&found, &penalties, &mut reasons);
+
+    let m = &window.m;
+    let avg = |x: f64| (m.n > 0).then(|| round3(x));
+    CreditSummary {
+        user_id: user_id.to_owned(),
+        window_days: w,
+        event_count: m.n,
+        avg_valence: avg(m.mean_v),
+        avg_arousal: avg(m.mean_a),
+        stability_score: round3(m.stability),
+        avg_stress_level: avg(m.stress),
+        patterns: found.patterns(),
+        risk_score: m.risk.score,
+        risk_premium_adjustment_pct: pct,
+        action,
+        reasons,
+        computed_at: now,
+    }
+}
+
+/// Means, spreads, stability, stress and the analyzer's risk score of a window.
+fn measure(total: &DayBucket) -> Measures {
     let n = total.count;
     let std_v = total.std(total.sum_v, total.sq_v);
     let std_a = total.std(total.sum_a, total.sq_a);
     let stab = if n < 2 { 1.0 } else { stability(std_v, std_a) };
-    let m = Measures {
+    Measures {
         n,
         mean_v: total.mean(total.sum_v),
         mean_a: total.mean(total.sum_a),
@@ -482,30 +522,83 @@ fn judge(
             stability: stab,
             high_anomalies: usize::try_from(total.high_anomalies).unwrap_or(usize::MAX),
         }),
-    };
-    let span = if w == 1 {
-        "today".to_owned()
-    } else {
-        format!("the last {w} days")
-    };
+    }
+}
 
-    let mut patterns = Vec::new();
-    let mut reasons: Vec<String> = Vec::new();
+/// One window being judged.
+struct Window<'a> {
+    m: Measures,
+    w: u32,
+    /// Its active days, oldest first.
+    days: &'a [&'a DayBucket],
+    total: &'a DayBucket,
+    /// The last [`CRISIS_RECENT_DAYS`] days of it.
+    recent: &'a DayBucket,
+    /// "today" or "the last N days", for reasons.
+    span: String,
+}
 
-    // 1. Crisis indicators, judged even with few events (safety first).
-    let acute_crisis = recent.acute >= CRISIS_MIN_ACUTE && recent.acute * 2 >= recent.count;
-    let flagged = n >= MIN_EVENTS && m.risk.score >= FLAG_THRESHOLD;
-    let crisis = acute_crisis || flagged;
-    if crisis {
-        patterns.push(CreditPattern::EmotionalCrisis);
+/// The patterns a window shows.
+struct Found {
+    /// Acute distress in the recent days.
+    acute_crisis: bool,
+    /// The risk score reaches the flag threshold.
+    flagged: bool,
+    /// Enough events to judge anything but a crisis.
+    enough: bool,
+    /// Chronic stress, with its number of stressed days.
+    chronic: Option<usize>,
+    volatile: bool,
+    recovery: Option<Recovery>,
+    high_stability: bool,
+}
+
+/// A recovery: the earlier active days against the later ones.
+struct Recovery {
+    early_days: usize,
+    late_days: usize,
+    early_valence: f64,
+    late_valence: f64,
+    late_stress: f64,
+}
+
+impl Found {
+    fn crisis(&self) -> bool {
+        self.acute_crisis || self.flagged
     }
 
-    let enough = n >= MIN_EVENTS;
-    let mut chronic = None;
-    let mut volatile = false;
-    let mut recovery = None;
-    let mut high_stab = false;
-    if enough {
+    /// In the table's order.
+    fn patterns(&self) -> Vec<CreditPattern> {
+        [
+            (self.crisis(), CreditPattern::EmotionalCrisis),
+            (self.chronic.is_some(), CreditPattern::ChronicStress),
+            (self.volatile, CreditPattern::EmotionalVolatility),
+            (self.recovery.is_some(), CreditPattern::Recovery),
+            (self.high_stability, CreditPattern::HighStability),
+        ]
+        .into_iter()
+        .filter_map(|(holds, p)| holds.then_some(p))
+        .collect()
+    }
+}
+
+impl Window<'_> {
+    fn find_patterns(&self) -> Found {
+        let (m, days, recent) = (&self.m, self.days, self.recent);
+        let enough = m.n >= MIN_EVENTS;
+        // Crisis indicators are judged even with few events (safety first).
+        let mut found = Found {
+            acute_crisis: recent.acute >= CRISIS_MIN_ACUTE && recent.acute * 2 >= recent.count,
+            flagged: enough && m.risk.score >= FLAG_THRESHOLD,
+            enough,
+            chronic: None,
+            volatile: false,
+            recovery: None,
+            high_stability: false,
+        };
+        if !enough {
+            return found;
+        }
         let stressed_days = days
             .iter()
             .filter(|b| b.mean(b.sum_stress) >= CHRONIC_STRESS_LEVEL)
@@ -514,73 +607,142 @@ fn judge(
             && days.len() >= CHRONIC_MIN_DAYS
             && stressed_days * 2 >= days.len()
         {
-            chronic = Some(stressed_days);
-            patterns.push(CreditPattern::ChronicStress);
+            found.chronic = Some(stressed_days);
         }
-        if regions::volatile(m.std_v, m.std_a) {
-            volatile = true;
-            patterns.push(CreditPattern::EmotionalVolatility);
+        found.volatile = regions::volatile(m.std_v, m.std_a);
+        found.recovery = self.recovery();
+        found.high_stability = m.stability >= HIGH_STABILITY;
+        found
+    }
+
+    /// Valence rising from a low first half of the active days to a clearly
+    /// better, unstressed second half.
+    fn recovery(&self) -> Option<Recovery> {
+        let days = self.days;
+        if days.len() < RECOVERY_MIN_DAYS {
+            return None;
         }
-        if days.len() >= RECOVERY_MIN_DAYS {
-            let k_early = days.len() / 2;
-            let mut early = DayBucket::default();
-            let mut late = DayBucket::default();
-            for (i, b) in days.iter().enumerate() {
-                if i < k_early {
-                    early.merge(b);
-                } else {
-                    late.merge(b);
-                }
+        let k_early = days.len() / 2;
+        let mut early = DayBucket::default();
+        let mut late = DayBucket::default();
+        for (i, b) in days.iter().enumerate() {
+            if i < k_early {
+                early.merge(b);
+            } else {
+                late.merge(b);
             }
-            let (ev, lv) = (early.mean(early.sum_v), late.mean(late.sum_v));
-            let ls = late.mean(late.sum_stress);
-            if ev <= RECOVERY_EARLY_VALENCE && lv - ev >= RECOVERY_GAIN && ls < CHRONIC_STRESS_LEVEL
-            {
-                recovery = Some((k_early, days.len() - k_early, ev, lv, ls));
-                patterns.push(CreditPattern::Recovery);
-            }
         }
-        if m.stability >= HIGH_STABILITY {
-            high_stab = true;
-            patterns.push(CreditPattern::HighStability);
+        let (ev, lv) = (early.mean(early.sum_v), late.mean(late.sum_v));
+        let ls = late.mean(late.sum_stress);
+        (ev <= RECOVERY_EARLY_VALENCE && lv - ev >= RECOVERY_GAIN && ls < CHRONIC_STRESS_LEVEL)
+            .then_some(Recovery {
+                early_days: k_early,
+                late_days: days.len() - k_early,
+                early_valence: ev,
+                late_valence: lv,
+                late_stress: ls,
+            })
+    }
+
+    /// The penalty patterns that hold, in words with their premium; used
+    /// whether they apply or are waived.
+    fn penalties(&self, found: &Found) -> Vec<(String, f64)> {
+        let (m, span) = (&self.m, &self.span);
+        let mut penalties = Vec::new();
+        if let Some(stressed) = found.chronic {
+            penalties.push((
+                format!(
+                    "chronic stress: average stress level {} ≥ {:.2} over {span}, stressed on {stressed} of {} active days, {} of {} events in the high-stress region",
+                    num(m.stress),
+                    CHRONIC_STRESS_LEVEL,
+                    self.days.len(),
+                    self.total.high_stress,
+                    m.n
+                ),
+                PCT_CHRONIC_STRESS,
+            ));
+        }
+        if found.volatile {
+            penalties.push((
+                format!(
+                    "emotional volatility: valence σ {} (limit 0.60) and arousal σ {} (limit 0.50) over {span}",
+                    num(m.std_v),
+                    num(m.std_a)
+                ),
+                PCT_VOLATILITY,
+            ));
+        }
+        penalties
+    }
+
+    /// The adjustment and action, in the table's order of precedence:
+    /// crisis, too little data, recovery, penalties, stability.
+    fn decide(
+        &self,
+        found: &Found,
+        penalties: &[(String, f64)],
+        reasons: &mut Vec<String>,
+    ) -> (f64, CreditAction) {
+        let (m, span, n) = (&self.m, &self.span, self.m.n);
+        if found.crisis() {
+            self.crisis(found, penalties, reasons)
+        } else if !found.enough {
+            reasons.push(format!(
+                "only {n} events over {span} (at least {MIN_EVENTS} needed to judge): standard rates (0 %)"
+            ));
+            (0.0, CreditAction::InsufficientData)
+        } else if let Some(r) = &found.recovery {
+            self.recovering(r, found.high_stability, penalties, reasons)
+        } else if !penalties.is_empty() {
+            self.premium(found.high_stability, penalties, reasons)
+        } else if found.high_stability && m.stress >= CHRONIC_STRESS_LEVEL {
+            // Steady, but steadily stressed (not yet on enough days to be
+            // chronic): that is no merit either.
+            reasons.push(format!(
+                "high stability (stability score {}): {} not applied, the average stress level {} is at or above {:.2}",
+                num(m.stability),
+                fmt_pct(PCT_HIGH_STABILITY),
+                num(m.stress),
+                CHRONIC_STRESS_LEVEL
+            ));
+            (0.0, CreditAction::StandardRates)
+        } else if found.high_stability {
+            reasons.push(format!(
+                "high stability: stability score {} ≥ {:.2} over {span} ({n} events): risk premium {}",
+                num(m.stability),
+                HIGH_STABILITY,
+                fmt_pct(PCT_HIGH_STABILITY)
+            ));
+            (PCT_HIGH_STABILITY, CreditAction::Discount)
+        } else {
+            reasons.push(format!(
+                "no pattern of the credit impact table over {span} ({n} events, stability score {}, stress level {}): standard rates (0 %)",
+                num(m.stability),
+                num(m.stress)
+            ));
+            (0.0, CreditAction::StandardRates)
         }
     }
 
-    // Words for each penalty pattern, used whether it applies or is waived.
-    let volatility_words = format!(
-        "emotional volatility: valence σ {} (limit 0.60) and arousal σ {} (limit 0.50) over {span}",
-        num(m.std_v),
-        num(m.std_a)
-    );
-    let chronic_words = |stressed: usize| {
-        format!(
-            "chronic stress: average stress level {} ≥ {:.2} over {span}, stressed on {stressed} of {} active days, {} of {n} events in the high-stress region",
-            num(m.stress),
-            CHRONIC_STRESS_LEVEL,
-            days.len(),
-            total.high_stress
-        )
-    };
-    let mut penalties: Vec<(String, f64)> = Vec::new();
-    if let Some(stressed) = chronic {
-        penalties.push((chronic_words(stressed), PCT_CHRONIC_STRESS));
-    }
-    if volatile {
-        penalties.push((volatility_words, PCT_VOLATILITY));
-    }
-
-    let (pct, action) = if crisis {
-        if acute_crisis {
+    /// A crisis: support, never a penalty; every waived adjustment named.
+    fn crisis(
+        &self,
+        found: &Found,
+        penalties: &[(String, f64)],
+        reasons: &mut Vec<String>,
+    ) -> (f64, CreditAction) {
+        let (m, span, recent) = (&self.m, &self.span, self.recent);
+        if found.acute_crisis {
             reasons.push(format!(
                 "emotional crisis: {} of {} events in the last {} days show acute distress (stress level ≥ {:.2} or valence ≤ {})",
                 recent.acute,
                 recent.count,
-                CRISIS_RECENT_DAYS.min(w),
+                CRISIS_RECENT_DAYS.min(self.w),
                 ACUTE_STRESS,
                 num(ACUTE_DESPAIR_VALENCE)
             ));
         }
-        if flagged {
+        if found.flagged {
             reasons.push(format!(
                 "emotional crisis: risk score {} over {span} reaches the flag threshold {:.2} ({})",
                 num(m.risk.score),
@@ -588,13 +750,13 @@ fn judge(
                 m.risk.factors.join("; ")
             ));
         }
-        for (words, p) in &penalties {
+        for (words, p) in penalties {
             reasons.push(format!(
                 "{words}: {} waived, a crisis is never penalized",
                 fmt_pct(*p)
             ));
         }
-        if high_stab {
+        if found.high_stability {
             reasons.push(format!(
                 "high stability (stability score {}): {} not applied during a crisis",
                 num(m.stability),
@@ -606,42 +768,56 @@ fn judge(
                 .to_owned(),
         );
         (0.0, CreditAction::DelayAndSupport)
-    } else if !enough {
+    }
+
+    /// A recovery: standard rates; the penalties of the period left behind waived.
+    fn recovering(
+        &self,
+        r: &Recovery,
+        high_stability: bool,
+        penalties: &[(String, f64)],
+        reasons: &mut Vec<String>,
+    ) -> (f64, CreditAction) {
         reasons.push(format!(
-            "only {n} events over {span} (at least {MIN_EVENTS} needed to judge): standard rates (0 %)"
+            "recovery: average valence rose from {} (first {} active days) to {} (last {}), stress level now {}: standard rates (0 %)",
+            num(r.early_valence),
+            r.early_days,
+            num(r.late_valence),
+            r.late_days,
+            num(r.late_stress)
         ));
-        (0.0, CreditAction::InsufficientData)
-    } else if let Some((k_early, k_late, ev, lv, ls)) = recovery {
-        reasons.push(format!(
-            "recovery: average valence rose from {} (first {k_early} active days) to {} (last {k_late}), stress level now {}: standard rates (0 %)",
-            num(ev),
-            num(lv),
-            num(ls)
-        ));
-        for (words, p) in &penalties {
+        for (words, p) in penalties {
             reasons.push(format!(
                 "{words}: {} waived, it belongs to the period the user is recovering from",
                 fmt_pct(*p)
             ));
         }
-        if high_stab {
+        if high_stability {
             reasons.push(format!(
                 "high stability (stability score {}): {} not applied during a recovery",
-                num(m.stability),
+                num(self.m.stability),
                 fmt_pct(PCT_HIGH_STABILITY)
             ));
         }
         (0.0, CreditAction::StandardRates)
-    } else if !penalties.is_empty() {
+    }
+
+    /// Penalty patterns: their premiums add up; no stability discount.
+    fn premium(
+        &self,
+        high_stability: bool,
+        penalties: &[(String, f64)],
+        reasons: &mut Vec<String>,
+    ) -> (f64, CreditAction) {
         let mut sum = 0.0;
-        for (words, p) in &penalties {
+        for (words, p) in penalties {
             sum += p;
             reasons.push(format!("{words}: risk premium {}", fmt_pct(*p)));
         }
-        if high_stab {
+        if high_stability {
             reasons.push(format!(
                 "high stability (stability score {}): {} not applied while a penalty pattern holds",
-                num(m.stability),
+                num(self.m.stability),
                 fmt_pct(PCT_HIGH_STABILITY)
             ));
         }
@@ -649,49 +825,6 @@ fn judge(
             reasons.push(format!("penalties add up: risk premium {}", fmt_pct(sum)));
         }
         (sum, CreditAction::Premium)
-    } else if high_stab && m.stress >= CHRONIC_STRESS_LEVEL {
-        // Steady, but steadily stressed (not yet on enough days to be
-        // chronic): that is no merit either.
-        reasons.push(format!(
-            "high stability (stability score {}): {} not applied, the average stress level {} is at or above {:.2}",
-            num(m.stability),
-            fmt_pct(PCT_HIGH_STABILITY),
-            num(m.stress),
-            CHRONIC_STRESS_LEVEL
-        ));
-        (0.0, CreditAction::StandardRates)
-    } else if high_stab {
-        reasons.push(format!(
-            "high stability: stability score {} ≥ {:.2} over {span} ({n} events): risk premium {}",
-            num(m.stability),
-            HIGH_STABILITY,
-            fmt_pct(PCT_HIGH_STABILITY)
-        ));
-        (PCT_HIGH_STABILITY, CreditAction::Discount)
-    } else {
-        reasons.push(format!(
-            "no pattern of the credit impact table over {span} ({n} events, stability score {}, stress level {}): standard rates (0 %)",
-            num(m.stability),
-            num(m.stress)
-        ));
-        (0.0, CreditAction::StandardRates)
-    };
-
-    let avg = |x: f64| (m.n > 0).then(|| round3(x));
-    CreditSummary {
-        user_id: user_id.to_owned(),
-        window_days: w,
-        event_count: n,
-        avg_valence: avg(m.mean_v),
-        avg_arousal: avg(m.mean_a),
-        stability_score: round3(m.stability),
-        avg_stress_level: avg(m.stress),
-        patterns,
-        risk_score: m.risk.score,
-        risk_premium_adjustment_pct: pct,
-        action,
-        reasons,
-        computed_at: now,
     }
 }
 

@@ -104,220 +104,30 @@ pub fn validate(
     body: &Map<String, Value>,
     ctx: &IngestContext<'_>,
 ) -> Result<EmotionEvent, ValidationError> {
-    let mut errs = Vec::new();
-    let mut err = |field: &'static str, message: String| errs.push(FieldError { field, message });
-
-    let user_id = match (body.get("user_id"), ctx.user_id) {
-        (None | Some(Value::Null), Some(bound)) => Some(bound.to_owned()),
-        (None | Some(Value::Null), None) => {
-            err("user_id", "is required".into());
-            None
-        }
-        (Some(v), bound) => match parse_user_id(v) {
-            Ok(id) => match bound {
-                Some(b) if b != id => {
-                    err(
-                        "user_id",
-                        format!("`{id}` does not match the connection's user `{b}`"),
-                    );
-                    None
-                }
-                _ => Some(id),
-            },
-            Err(m) => {
-                err("user_id", m);
-                None
-            }
-        },
+    // Each step reports its own problems; every field is checked, so the
+    // client hears about all of them at once, in this order.
+    let mut f = Fields {
+        body,
+        errs: Vec::new(),
     };
+    let user_id = f.user_id(ctx.user_id);
+    let body_session = f.session_id();
+    let source = f.source();
+    let label = f.label();
+    let valence = f.number("valence", -1.0, 1.0);
+    let arousal = f.number("arousal", 0.0, 1.0);
+    let confidence = f.number("confidence", 0.0, 1.0);
+    let resolved = f.resolve_coordinates(label, valence, arousal);
+    let timestamp = f.timestamp(ctx.now);
+    let event_id = f.event_id(ctx.event_id);
+    let context = f.object("context", |_| Ok(()));
+    let biometrics = f.object("biometrics", check_biometrics);
+    let location = f.object("location", |_| Ok(()));
+    let device_info = f.object("device_info", check_device_info);
+    let raw_data = f.object("raw_data", |_| Ok(()));
 
-    let body_session = match body.get("session_id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => match check_identifier(s) {
-            Ok(()) => Some(s.clone()),
-            Err(m) => {
-                err("session_id", m);
-                None
-            }
-        },
-        Some(other) => {
-            err(
-                "session_id",
-                format!("must be a string, got {}", type_name(other)),
-            );
-            None
-        }
-    };
-
-    let source = match body.get("source") {
-        None | Some(Value::Null) => {
-            err("source", "is required".into());
-            None
-        }
-        Some(Value::String(s)) => match s.parse::<Source>() {
-            Ok(src) => Some(src),
-            Err(e) => {
-                err("source", e.to_string());
-                None
-            }
-        },
-        Some(other) => {
-            err(
-                "source",
-                format!("must be a string, got {}", type_name(other)),
-            );
-            None
-        }
-    };
-
-    let label = match body.get("emotion_label") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => match s.parse::<EmotionLabel>() {
-            Ok(l) => Some(l),
-            Err(e) => {
-                err("emotion_label", e.to_string());
-                None
-            }
-        },
-        Some(other) => {
-            err(
-                "emotion_label",
-                format!("must be a string, got {}", type_name(other)),
-            );
-            None
-        }
-    };
-
-    let mut number = |field: &'static str, lo: f64, hi: f64| -> Option<f64> {
-        match body.get(field) {
-            None | Some(Value::Null) => None,
-            Some(v) => match parse_number(v) {
-                Ok(x) if x.is_finite() && (lo..=hi).contains(&x) => Some(x),
-                Ok(x) if x.is_finite() => {
-                    err(
-                        field,
-                        format!("must be between {lo:.1} and {hi:.1}, got {x}"),
-                    );
-                    None
-                }
-                Ok(_) => {
-                    err(
-                        field,
-                        "must be a finite number (NaN and infinity are rejected)".into(),
-                    );
-                    None
-                }
-                Err(m) => {
-                    err(field, m);
-                    None
-                }
-            },
-        }
-    };
-    let valence = number("valence", -1.0, 1.0);
-    let arousal = number("arousal", 0.0, 1.0);
-    let confidence = number("confidence", 0.0, 1.0);
-    let given = |f: &str| body.get(f).is_some_and(|v| !v.is_null());
-    // A coordinate that was sent but rejected must not be replaced by the table's.
-    let bad_numbers =
-        (given("valence") && valence.is_none()) || (given("arousal") && arousal.is_none());
-
-    // A label without coordinates takes the table's; coordinates without a label
-    // take the nearest label. Only when a given coordinate was invalid do we stop.
-    let resolved = if bad_numbers {
-        None
-    } else {
-        match (label, valence, arousal) {
-            (Some(l), v, a) => match l.coordinates() {
-                Some(c) => Some((l, v.unwrap_or(c.valence), a.unwrap_or(c.arousal))),
-                None => match (v, a) {
-                    (Some(v), Some(a)) => Some((l, v, a)),
-                    _ => {
-                        err(
-                            "valence",
-                            "and arousal are required when emotion_label is `unknown`".into(),
-                        );
-                        None
-                    }
-                },
-            },
-            (None, Some(v), Some(a)) => Some((EmotionLabel::nearest(v, a), v, a)),
-            (None, Some(_), None) => {
-                err("arousal", "is required when emotion_label is absent".into());
-                None
-            }
-            (None, None, Some(_)) => {
-                err("valence", "is required when emotion_label is absent".into());
-                None
-            }
-            (None, None, None) => {
-                err(
-                    "emotion_label",
-                    "is required unless valence and arousal are given".into(),
-                );
-                None
-            }
-        }
-    };
-
-    let timestamp = match body.get("timestamp") {
-        None | Some(Value::Null) => Some(ctx.now),
-        Some(v) => match parse_timestamp(v) {
-            Ok(t) => Some(t),
-            Err(m) => {
-                err("timestamp", m);
-                None
-            }
-        },
-    };
-
-    let event_id = match body.get("event_id") {
-        None | Some(Value::Null) => Some(ctx.event_id),
-        Some(Value::String(s)) => match Uuid::parse_str(s) {
-            Ok(id) => Some(id),
-            Err(_) => {
-                err("event_id", format!("must be a UUID, got `{s}`"));
-                None
-            }
-        },
-        Some(other) => {
-            err(
-                "event_id",
-                format!("must be a UUID string, got {}", type_name(other)),
-            );
-            None
-        }
-    };
-
-    let mut object = |field: &'static str,
-                      check: fn(&Map<String, Value>) -> Result<(), String>|
-     -> Option<Json> {
-        match body.get(field) {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(m)) => match check(m).and_then(|()| storable_object(field, m)) {
-                Ok(()) => Some(Json(Value::Object(m.clone()))),
-                Err(msg) => {
-                    err(field, msg);
-                    None
-                }
-            },
-            Some(other) => {
-                err(
-                    field,
-                    format!("must be an object, got {}", type_name(other)),
-                );
-                None
-            }
-        }
-    };
-    let context = object("context", |_| Ok(()));
-    let biometrics = object("biometrics", check_biometrics);
-    let location = object("location", |_| Ok(()));
-    let device_info = object("device_info", check_device_info);
-    let raw_data = object("raw_data", |_| Ok(()));
-
-    if !errs.is_empty() {
-        return Err(ValidationError { errors: errs });
+    if !f.errs.is_empty() {
+        return Err(ValidationError { errors: f.errs });
     }
     // Every `None` below was reported above; the `else` is unreachable in
     // practice but keeps this function free of panics.
@@ -364,6 +174,255 @@ pub fn validate(
         return Err(ValidationError { errors });
     }
     Ok(event)
+}
+
+/// The steps of [`validate`]: each reads one field of the body, records
+/// what is wrong with it, and returns the value if it is good.
+struct Fields<'a> {
+    body: &'a Map<String, Value>,
+    errs: Vec<FieldError>,
+}
+
+impl Fields<'_> {
+    fn err(&mut self, field: &'static str, message: String) {
+        self.errs.push(FieldError { field, message });
+    }
+
+    /// Whether the body carries `field` with a non-null value.
+    fn given(&self, field: &str) -> bool {
+        self.body.get(field).is_some_and(|v| !v.is_null())
+    }
+
+    /// `user_id`: the body's, which must agree with the connection's user
+    /// `bound` if there is one, or else `bound`.
+    fn user_id(&mut self, bound: Option<&str>) -> Option<String> {
+        match (self.body.get("user_id"), bound) {
+            (None | Some(Value::Null), Some(bound)) => Some(bound.to_owned()),
+            (None | Some(Value::Null), None) => {
+                self.err("user_id", "is required".into());
+                None
+            }
+            (Some(v), bound) => match parse_user_id(v) {
+                Ok(id) => match bound {
+                    Some(b) if b != id => {
+                        self.err(
+                            "user_id",
+                            format!("`{id}` does not match the connection's user `{b}`"),
+                        );
+                        None
+                    }
+                    _ => Some(id),
+                },
+                Err(m) => {
+                    self.err("user_id", m);
+                    None
+                }
+            },
+        }
+    }
+
+    /// The body's `session_id`, if any.
+    fn session_id(&mut self) -> Option<String> {
+        match self.body.get("session_id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => match check_identifier(s) {
+                Ok(()) => Some(s.clone()),
+                Err(m) => {
+                    self.err("session_id", m);
+                    None
+                }
+            },
+            Some(other) => {
+                self.err(
+                    "session_id",
+                    format!("must be a string, got {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    /// `source`: required, one of the eight names.
+    fn source(&mut self) -> Option<Source> {
+        match self.body.get("source") {
+            None | Some(Value::Null) => {
+                self.err("source", "is required".into());
+                None
+            }
+            Some(Value::String(s)) => match s.parse::<Source>() {
+                Ok(src) => Some(src),
+                Err(e) => {
+                    self.err("source", e.to_string());
+                    None
+                }
+            },
+            Some(other) => {
+                self.err(
+                    "source",
+                    format!("must be a string, got {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    /// `emotion_label`, if given.
+    fn label(&mut self) -> Option<EmotionLabel> {
+        match self.body.get("emotion_label") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => match s.parse::<EmotionLabel>() {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    self.err("emotion_label", e.to_string());
+                    None
+                }
+            },
+            Some(other) => {
+                self.err(
+                    "emotion_label",
+                    format!("must be a string, got {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    /// An optional finite number in [lo, hi] (numeric strings accepted).
+    fn number(&mut self, field: &'static str, lo: f64, hi: f64) -> Option<f64> {
+        match self.body.get(field) {
+            None | Some(Value::Null) => None,
+            Some(v) => match parse_number(v) {
+                Ok(x) if x.is_finite() && (lo..=hi).contains(&x) => Some(x),
+                Ok(x) if x.is_finite() => {
+                    self.err(
+                        field,
+                        format!("must be between {lo:.1} and {hi:.1}, got {x}"),
+                    );
+                    None
+                }
+                Ok(_) => {
+                    self.err(
+                        field,
+                        "must be a finite number (NaN and infinity are rejected)".into(),
+                    );
+                    None
+                }
+                Err(m) => {
+                    self.err(field, m);
+                    None
+                }
+            },
+        }
+    }
+
+    /// Label and coordinates, completed from each other: a label without
+    /// coordinates takes the table's; coordinates without a label take the
+    /// nearest label. Only when a given coordinate was invalid do we stop
+    /// (a coordinate that was sent but rejected must not be replaced by the
+    /// table's).
+    fn resolve_coordinates(
+        &mut self,
+        label: Option<EmotionLabel>,
+        valence: Option<f64>,
+        arousal: Option<f64>,
+    ) -> Option<(EmotionLabel, f64, f64)> {
+        let bad_numbers = (self.given("valence") && valence.is_none())
+            || (self.given("arousal") && arousal.is_none());
+        if bad_numbers {
+            return None;
+        }
+        match (label, valence, arousal) {
+            (Some(l), v, a) => match l.coordinates() {
+                Some(c) => Some((l, v.unwrap_or(c.valence), a.unwrap_or(c.arousal))),
+                None => match (v, a) {
+                    (Some(v), Some(a)) => Some((l, v, a)),
+                    _ => {
+                        self.err(
+                            "valence",
+                            "and arousal are required when emotion_label is `unknown`".into(),
+                        );
+                        None
+                    }
+                },
+            },
+            (None, Some(v), Some(a)) => Some((EmotionLabel::nearest(v, a), v, a)),
+            (None, Some(_), None) => {
+                self.err("arousal", "is required when emotion_label is absent".into());
+                None
+            }
+            (None, None, Some(_)) => {
+                self.err("valence", "is required when emotion_label is absent".into());
+                None
+            }
+            (None, None, None) => {
+                self.err(
+                    "emotion_label",
+                    "is required unless valence and arousal are given".into(),
+                );
+                None
+            }
+        }
+    }
+
+    /// `timestamp`, or `now` when missing.
+    fn timestamp(&mut self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self.body.get("timestamp") {
+            None | Some(Value::Null) => Some(now),
+            Some(v) => match parse_timestamp(v) {
+                Ok(t) => Some(t),
+                Err(m) => {
+                    self.err("timestamp", m);
+                    None
+                }
+            },
+        }
+    }
+
+    /// The body's `event_id` (a UUID), or `default` when missing.
+    fn event_id(&mut self, default: Uuid) -> Option<Uuid> {
+        match self.body.get("event_id") {
+            None | Some(Value::Null) => Some(default),
+            Some(Value::String(s)) => match Uuid::parse_str(s) {
+                Ok(id) => Some(id),
+                Err(_) => {
+                    self.err("event_id", format!("must be a UUID, got `{s}`"));
+                    None
+                }
+            },
+            Some(other) => {
+                self.err(
+                    "event_id",
+                    format!("must be a UUID string, got {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    /// An optional JSON object that passes `check` and can be stored.
+    fn object(
+        &mut self,
+        field: &'static str,
+        check: fn(&Map<String, Value>) -> Result<(), String>,
+    ) -> Option<Json> {
+        match self.body.get(field) {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => match check(m).and_then(|()| storable_object(field, m)) {
+                Ok(()) => Some(Json(Value::Object(m.clone()))),
+                Err(msg) => {
+                    self.err(field, msg);
+                    None
+                }
+            },
+            Some(other) => {
+                self.err(
+                    field,
+                    format!("must be an object, got {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
 }
 
 /// Where U+0000 sits in `v`, as a path below `field` (`context.notes[2]`,
