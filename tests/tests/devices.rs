@@ -52,6 +52,24 @@ fn wait_for(path: &Path) {
     }
 }
 
+/// Poll `probe` every 100 ms until it yields a value; fail with `what` if it
+/// has not after `within` (a generous bound: on a quiet machine the wait
+/// ends as soon as the state is reached).
+async fn eventually<T, F, Fut>(within: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Frames the simulator logged: (device, written, payload).
 fn frame_log(path: &Path) -> Vec<(String, bool, Value)> {
     std::fs::read_to_string(path)
@@ -110,7 +128,7 @@ async fn serial_strap_over_a_pty_with_corruption_becomes_matching_events() {
     let links = work.path().join("dev");
     let log = work.path().join("frames.jsonl");
     let plugins = plugin_dir(&["physiological"]).expect("plugins");
-    let _sim = sim(&[
+    let mut sim_proc = sim(&[
         "serial",
         "--quiet",
         "--link-dir",
@@ -137,8 +155,12 @@ async fn serial_strap_over_a_pty_with_corruption_becomes_matching_events() {
         ],
     );
     let gw = Gateway::start(dir.path(), &opts).expect("start");
-    // 60 simulated seconds at 4x.
-    tokio::time::sleep(Duration::from_secs(17)).await;
+    // 60 simulated seconds at 4x: wait for the simulator to finish its journey.
+    eventually(Duration::from_secs(90), "firmware-sim finished", || {
+        let done = matches!(sim_proc.0.try_wait(), Ok(Some(_)));
+        async move { done.then_some(()) }
+    })
+    .await;
 
     let stats = serial_stats(&gw).await;
     let strap = &stats["strap-1"];
@@ -266,11 +288,20 @@ async fn an_unplugged_serial_device_is_reopened_and_reading_resumes() {
         &serial_options(plugins.path(), &[(links.join("strap"), "strap-1", "s2")]),
     )
     .expect("start");
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let before = gw.user_events("s2").await.expect("events").len();
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let stats = serial_stats(&gw).await;
-    let strap = &stats["strap-1"];
+    let events = || async { gw.user_events("s2").await.expect("events").len() };
+    let first = eventually(Duration::from_secs(60), "events from the strap", || async {
+        let n = events().await;
+        (n > 0).then_some(n)
+    })
+    .await;
+    // The unplug is noticed and the port reopened ...
+    let strap = eventually(Duration::from_secs(60), "unplug and reopen", || async {
+        let stats = serial_stats(&gw).await;
+        let strap = stats["strap-1"].clone();
+        (strap["losses"].as_u64().unwrap_or(0) >= 1 && strap["opens"].as_u64().unwrap_or(0) >= 2)
+            .then_some(strap)
+    })
+    .await;
     assert!(
         strap["losses"].as_u64().unwrap_or(0) >= 1,
         "the unplug was noticed: {strap}"
@@ -279,10 +310,20 @@ async fn an_unplugged_serial_device_is_reopened_and_reading_resumes() {
         strap["opens"].as_u64().unwrap_or(0) >= 2,
         "the port was reopened: {strap}"
     );
-    let after = gw.user_events("s2").await.expect("events").len();
+    // ... and readings keep coming after it.
+    let before = events().await;
+    let after = eventually(
+        Duration::from_secs(60),
+        "reading resumed after the replug",
+        || async {
+            let n = events().await;
+            (n > before).then_some(n)
+        },
+    )
+    .await;
     assert!(
-        before > 0 && after > before,
-        "reading resumed after the replug ({before} -> {after})"
+        first > 0 && before > 0 && after > before,
+        "reading resumed after the replug ({first}, {before} -> {after})"
     );
 }
 
@@ -322,7 +363,8 @@ async fn ble_through_the_simulated_adapter_with_the_pairing_api() {
         "{scan}"
     );
 
-    // Unbound: nothing is stored.
+    // Unbound: nothing is stored. This proves an absence, so it watches a
+    // bounded window (2 s: the simulated strap notifies every second).
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         gw.get_json("/health").await.expect("health")["buffer"]["events"],
@@ -380,11 +422,16 @@ async fn ble_through_the_simulated_adapter_with_the_pairing_api() {
         "{devices}"
     );
     let before = gw.user_events("b1").await.expect("events").len();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(
-        gw.user_events("b1").await.expect("events").len() > before,
-        "readings resume after the restart"
-    );
+    let after = eventually(
+        Duration::from_secs(30),
+        "readings resume after the restart",
+        || async {
+            let n = gw.user_events("b1").await.expect("events").len();
+            (n > before).then_some(n)
+        },
+    )
+    .await;
+    assert!(after > before, "readings resume after the restart");
 
     // Unpair: readings stop being stored.
     let r = c
@@ -394,8 +441,23 @@ async fn ble_through_the_simulated_adapter_with_the_pairing_api() {
         .await
         .expect("unpair");
     assert_eq!(r.status(), 200);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let settled = gw.user_events("b1").await.expect("events").len();
+    // Readings already in flight at the unpair may still land: wait until
+    // the count holds still for a notification interval and a half ...
+    let mut last = gw.user_events("b1").await.expect("events").len();
+    let settled = eventually(Duration::from_secs(30), "unpair settles", || {
+        let prev = last;
+        let gw = &gw;
+        let last = &mut last;
+        async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let n = gw.user_events("b1").await.expect("events").len();
+            *last = n;
+            (n == prev).then_some(n)
+        }
+    })
+    .await;
+    // ... then prove that nothing more is stored: an absence, so a bounded
+    // window of 2 s (two notification intervals of the simulated strap).
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         gw.user_events("b1").await.expect("events").len(),

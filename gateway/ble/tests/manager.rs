@@ -357,7 +357,14 @@ async fn readings_of_unbound_devices_are_never_forwarded() {
         matches!(ev, BleEvent::Link(LinkEvent::Released { .. })).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while run.sim.is_connected(&strap) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the strap was never disconnected"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert!(!run.sim.is_connected(&strap));
     assert_eq!(run.manager.unpair(&strap).expect("unpair again"), None);
     run.sim.disconnect(&band).await.expect("disconnect band");
@@ -391,19 +398,29 @@ async fn the_connection_limit_holds() {
     }
     run.connected(&addrs[0]).await;
     run.connected(&addrs[1]).await;
+    // The third waits for a slot (polled until it says so) ...
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let third = loop {
+        let views = run.manager.devices().await.expect("devices");
+        let third = views
+            .into_iter()
+            .find(|d| d.address == addrs[2])
+            .expect("listed");
+        if third.link == Some(LinkState::WaitingForSlot) || tokio::time::Instant::now() > deadline {
+            break third;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(third.link, Some(LinkState::WaitingForSlot));
+    // ... and does not connect: an absence, watched over a bounded window.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(run.sim.connected_count(), 2);
     assert_eq!(run.sim.peak_connected(), 2);
-    let views = run.manager.devices().await.expect("devices");
-    let third = views
-        .iter()
-        .find(|d| d.address == addrs[2])
-        .expect("listed");
-    assert_eq!(third.link, Some(LinkState::WaitingForSlot));
 
     // A slot frees up: the waiting device gets it.
     run.manager.unpair(&addrs[0]).expect("unpair");
     run.connected(&addrs[2]).await;
+    // No third connection alongside: an absence, watched over a bounded window.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(run.sim.connected_count(), 2);
     assert_eq!(run.sim.peak_connected(), 2);
