@@ -108,10 +108,20 @@ async fn metrics_parse_as_prometheus_and_match_what_was_sent() {
         }
         u2.close(None).await.expect("close");
     }
-    // Let the closed connection be counted out.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
-    let s = scrape(&gw).await;
+    // Poll until the closed connection is counted out (one stream left open).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let s = loop {
+        let s = scrape(&gw).await;
+        let open = value(
+            &s,
+            "emotion_gateway_websocket_connections",
+            &[("endpoint", "/ws/emotions/stream")],
+        );
+        if open == Some(1.0) || std::time::Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let v = |name: &str, labels: &[(&str, &str)]| value(&s, name, labels);
     let ws = ("transport", "websocket");
     // 7 + the first copy of the duplicate.

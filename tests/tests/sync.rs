@@ -230,8 +230,17 @@ async fn an_outage_of_the_database_only_grows_the_buffer() {
     // More than two batches (of 500), so the drain ships pairs of batches on
     // two connections.
     send(&mut ws, 1200, &mut sent).await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let during = gw.get_json("/api/sync").await.expect("status");
+    // Poll until the driver has noticed the outage and counts the backlog.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let during = loop {
+        let s = gw.get_json("/api/sync").await.expect("status");
+        if (s["connected"] == false && s["lag_events"].as_u64().unwrap_or(0) >= 1200)
+            || Instant::now() > deadline
+        {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(during["connected"], false, "{during}");
     assert!(
         during["lag_events"].as_u64().unwrap_or(0) >= 1200,
