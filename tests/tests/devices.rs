@@ -443,15 +443,14 @@ async fn ble_through_the_simulated_adapter_with_the_pairing_api() {
     assert_eq!(r.status(), 200);
     // Readings already in flight at the unpair may still land: wait until
     // the count holds still for a notification interval and a half ...
-    let mut last = gw.user_events("b1").await.expect("events").len();
+    let last = std::cell::Cell::new(gw.user_events("b1").await.expect("events").len());
     let settled = eventually(Duration::from_secs(30), "unpair settles", || {
-        let prev = last;
-        let gw = &gw;
-        let last = &mut last;
+        let prev = last.get();
+        let (gw, last) = (&gw, &last);
         async move {
             tokio::time::sleep(Duration::from_millis(1500)).await;
             let n = gw.user_events("b1").await.expect("events").len();
-            *last = n;
+            last.set(n);
             (n == prev).then_some(n)
         }
     })
