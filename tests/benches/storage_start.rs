@@ -5,6 +5,8 @@
 //! cargo build --release -p emotion-gateway
 //! cargo bench -p emotion-tests --bench storage_start            # 0, 1 M, 10 M
 //! EMOTION_BENCH_SIZES=0,100000 cargo bench -p emotion-tests --bench storage_start
+//! # only fill <dir>/buffer-<n>, e.g. to profile a start with heaptrack:
+//! EMOTION_BENCH_FILL_ONLY=/var/tmp/fill EMOTION_BENCH_SIZES=1000000 cargo bench -p emotion-tests --bench storage_start
 //! ```
 //!
 //! For each size, a filler writes the events straight into a buffer (batches
@@ -224,6 +226,13 @@ async fn main() {
             std::env::var_os("EMOTION_BENCH_DIR").unwrap_or_else(|| std::env::temp_dir().into()),
         )
         .expect("tmp");
+    if let Some(dir) = std::env::var_os("EMOTION_BENCH_FILL_ONLY") {
+        for n in sizes {
+            let postcard = fill(&Path::new(&dir).join(format!("buffer-{n}")), n);
+            println!("filled {n}: {postcard:.1} postcard bytes per event");
+        }
+        return;
+    }
     let mut all = Vec::new();
     for n in sizes {
         let f = measure(root.path(), n).await;

@@ -22,10 +22,14 @@ pub struct DedupWindow {
 
 impl DedupWindow {
     pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        // Sized once: growing doubles the table, and a rehash holds the old
+        // and the new table at once (9 MB extra at the default window, found
+        // with heaptrack). Untouched pages of the allocation cost no RSS.
         DedupWindow {
-            capacity: capacity.max(1),
-            set: HashSet::new(),
-            order: VecDeque::new(),
+            capacity,
+            set: HashSet::with_capacity(capacity + 1),
+            order: VecDeque::with_capacity(capacity + 1),
         }
     }
 
