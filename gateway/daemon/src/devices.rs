@@ -8,7 +8,6 @@
 //! in the buffer's metadata, so they survive restarts.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +17,6 @@ use emotion_ble::{
     SimAdapter, SimPeripheral, SteadyEda, SteadyHeartRate,
 };
 use emotion_core::reading::RawReading;
-use emotion_core::units::Dur;
 use emotion_serial::{PortConfig, SerialEvent, SerialReader};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -26,47 +24,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::buffer::EventStore;
+use crate::config::{BleAdapter, BleConfig, SerialPortConfig};
 use crate::state::AppState;
 use crate::telemetry::Transport;
-
-/// One `[[serial]]` port.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SerialPortConfig {
-    pub path: PathBuf,
-    #[serde(default = "default_baud")]
-    pub baud: u32,
-    /// The device id readings carry (default: the frames' device id).
-    pub device_id: Option<String>,
-    /// The user the readings belong to; without one nothing is stored.
-    pub user_id: Option<String>,
-}
-
-fn default_baud() -> u32 {
-    115_200
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BleAdapter {
-    /// The machine's Bluetooth radio (BlueZ over D-Bus).
-    Radio,
-    /// An in-process simulated heart-rate strap and EDA band (demos, tests).
-    Simulated,
-}
-
-/// The `[ble]` section.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct BleConfig {
-    pub enabled: bool,
-    pub adapter: BleAdapter,
-    pub max_connections: usize,
-    pub scan_duration: Dur,
-    pub backoff_initial: Dur,
-    pub backoff_max: Dur,
-    pub connect_timeout: Dur,
-}
 
 /// Addresses of the simulated adapter's devices.
 pub const SIM_STRAP: &str = "E0:00:00:00:B1:01";

@@ -26,7 +26,7 @@ use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::config::MqttConfig;
+use crate::config::mqtt::MqttConfig;
 use super::ids::event_id_for;
 use super::outbox::Outbox;
 use super::stats::{DeviceStats, RejectKind, Stats};

@@ -13,7 +13,7 @@
 //! ```
 //!
 //! Topics and who may use them: [`topics`]. Event ids of redelivered
-//! messages: [`ids`]. Configuration: [`config`] (`[mqtt]`).
+//! messages: [`ids`]. Configuration: [`crate::config::mqtt`] (`[mqtt]`).
 //!
 //! Why the devices are served by the gateway's own front-end (with rumqttd's
 //! codecs and router) rather than by rumqttd's listeners: rumqttd acknowledges
@@ -27,7 +27,6 @@
 //! what it is good at: subscriptions, persistent sessions and QoS 1 delivery
 //! of results.
 
-pub mod config;
 pub mod ids;
 pub mod topics;
 
@@ -52,7 +51,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::{DeviceCredential, MqttConfig};
+pub use crate::config::mqtt::{DeviceCredential, MqttConfig};
+use crate::config::mqtt as config;
 pub use ids::derive_event_id;
 pub use outbox::analysis_json;
 pub use stats::{ListenerInfo, RejectKind, UpstreamState};

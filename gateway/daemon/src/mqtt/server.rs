@@ -50,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::broker::{LinkId, Links};
-use super::config::{DeviceCredential, Protocol};
+use crate::config::mqtt::{DeviceCredential, Protocol};
 use super::frame::{self, Frame, PublishMeta};
 use super::inbound::{Origin, Rejection, Shared, Ticket, Verdict};
 use super::stats::{DeviceStats, RejectKind};

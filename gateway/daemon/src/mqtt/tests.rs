@@ -9,7 +9,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::config::{DeviceCredential, MqttConfig};
+use crate::config::mqtt::{DeviceCredential, MqttConfig};
 use super::{MqttHandle, derive_event_id, start};
 use crate::app::{self, Running};
 use crate::config::Config;

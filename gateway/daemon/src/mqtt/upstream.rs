@@ -39,7 +39,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::config::{MqttConfig, UpstreamConfig};
+use crate::config::mqtt::{MqttConfig, UpstreamConfig};
 use super::inbound::{Origin, Rejection, Shared, Ticket, Verdict};
 use super::stats::{RejectKind, UpstreamState};
 use super::tls::{TlsError, client_config};
