@@ -175,6 +175,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let state = AppState {
         tokens: Arc::new(Tokens::new(&config.auth.tokens)),
         config: config.clone(),
+        readings: crate::readings::Readings::new(plugins.clone(), ingest.clone()),
         ingest,
         store,
         analyzer,

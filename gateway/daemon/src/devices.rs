@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::buffer::EventStore;
 use crate::config::{BleAdapter, BleConfig, SerialPortConfig};
+use crate::readings::ReadingOutcome;
 use crate::state::AppState;
 use crate::telemetry::Transport;
 
@@ -136,18 +137,18 @@ pub fn gaps(store: &dyn EventStore) -> Vec<GapMarker> {
 /// Send a device reading through its plugin and into the buffer.
 async fn ingest_reading(state: &AppState, transport: Transport, reading: RawReading) {
     state.devices.readings.lock().received += 1;
-    let outcome = match state.plugins.submit(reading).await {
-        Err(e) => Err(e.to_string()),
-        Ok(None) => {
+    let outcome = match state
+        .readings
+        .submit(reading, transport, None)
+        .await
+    {
+        ReadingOutcome::NoEmotion => {
             state.devices.readings.lock().no_emotion += 1;
             return;
         }
-        Ok(Some(event)) => state
-            .ingest
-            .submit_via(event, transport)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
+        ReadingOutcome::Plugin(e) => Err(e.to_string()),
+        ReadingOutcome::Ingest(e) => Err(e.to_string()),
+        ReadingOutcome::Stored(_) => Ok(()),
     };
     let mut c = state.devices.readings.lock();
     match outcome {

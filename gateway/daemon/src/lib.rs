@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod live;
 pub mod mqtt;
 pub mod privacy;
+pub mod readings;
 pub mod state;
 pub mod sync;
 pub mod telemetry;

@@ -32,6 +32,7 @@ use super::outbox::Outbox;
 use super::stats::{DeviceStats, RejectKind, Stats};
 use super::topics::{Inbound, TopicScheme};
 use crate::ingest::{Accepted, IngestError};
+use crate::readings::ReadingOutcome;
 use crate::state::AppState;
 use crate::telemetry::Transport;
 
@@ -212,34 +213,34 @@ impl Shared {
         forced_id: Option<Uuid>,
         qos: u8,
     ) -> Ticket {
-        let pending = self.state.plugins.submit(reading);
+        let outcome = self
+            .state
+            .readings
+            .submit(reading, Transport::Mqtt, forced_id);
         let (me, origin, topic) = (self.clone(), origin.clone(), topic.to_owned());
         Ticket::Pending(Box::pin(async move {
-            match pending.await {
-                Err(e @ (ReadingError::Overloaded(..) | ReadingError::ShutDown)) if qos > 0 => {
+            match outcome.await {
+                ReadingOutcome::Plugin(
+                    e @ (ReadingError::Overloaded(..) | ReadingError::ShutDown),
+                ) if qos > 0 => {
                     me.log.warn(
                         "plugin_busy",
                         format_args!("reading left for redelivery: {e}"),
                     );
                     me.retry()
                 }
-                Err(e) => me.reject(
+                ReadingOutcome::Plugin(e) => me.reject(
                     &origin,
                     &topic,
                     Rejection::new(RejectKind::PluginError, format!("{}: {e}", e.kind())),
                 ),
-                Ok(None) => {
+                ReadingOutcome::NoEmotion => {
                     me.stats.reject(RejectKind::NoEmotion);
                     Verdict::Rejected(RejectKind::NoEmotion)
                 }
-                Ok(Some(mut event)) => {
-                    // A redelivered reading must become the same event.
-                    if let Some(id) = forced_id {
-                        event.event_id = id;
-                    }
-                    let r = me.state.ingest.submit_via(event, Transport::Mqtt).await;
-                    me.finish(&origin, &topic, r)
-                }
+                // A redelivered reading became the same event (forced_id).
+                ReadingOutcome::Stored(a) => me.finish(&origin, &topic, Ok(a)),
+                ReadingOutcome::Ingest(e) => me.finish(&origin, &topic, Err(e)),
             }
         }))
     }
