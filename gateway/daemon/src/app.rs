@@ -20,7 +20,9 @@ use crate::config::Config;
 use crate::ingest::Pipeline;
 use crate::privacy::Privacy;
 use crate::state::{AppState, Connections};
-use crate::sync::SyncStatus;
+use crate::devices::DeviceHandles;
+use crate::mqtt::MqttHandles;
+use crate::sync::{SyncHandles, SyncStatus};
 use crate::telemetry::Counters;
 use emotion_plugin_host::{PluginHost, PluginState, Watcher};
 
@@ -196,15 +198,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     spawn_checkpoints(&state);
     spawn_scrubs(&state);
     spawn_metrics_upkeep(&state);
-    crate::devices::start(&state, &config.serial, &config.ble).await;
+    crate::devices::start(&config.serial, &config.ble, device_handles(&state)).await;
     if config.sync.enabled {
-        let (st, cfg, status, token) = (
-            state.clone(),
+        let (cfg, status, token) = (
             config.sync.clone(),
             state.sync.clone(),
             state.shutdown.clone(),
         );
-        state.tasks.spawn(crate::sync::run(st, cfg, status, token));
+        state
+            .tasks
+            .spawn(crate::sync::run(sync_handles(&state), cfg, status, token));
         tracing::info!(database = %emotion_sync::config::redact_url(&config.sync.database_url), "central sync is on");
     } else {
         tracing::info!(
@@ -213,7 +216,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
 
     let mqtt = if config.mqtt.enabled_anything() {
-        let handle = crate::mqtt::start(state.clone(), config.mqtt.clone()).await?;
+        let handle = crate::mqtt::start(config.mqtt.clone(), mqtt_handles(&state)).await?;
         let _ = state.mqtt.set(handle.status());
         Some(handle)
     } else {
@@ -245,6 +248,41 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         watcher,
         mqtt,
     })
+}
+
+/// What the serial and BLE transports get from the assembled gateway.
+fn device_handles(state: &AppState) -> DeviceHandles {
+    DeviceHandles {
+        readings: state.readings.clone(),
+        store: state.store.clone(),
+        devices: state.devices.clone(),
+        shutdown: state.shutdown.clone(),
+        tasks: state.tasks.clone(),
+    }
+}
+
+/// What the sync driver gets from the assembled gateway.
+fn sync_handles(state: &AppState) -> SyncHandles {
+    SyncHandles {
+        store: state.store.clone(),
+        privacy: state.privacy.clone(),
+        analyzer: state.analyzer.clone(),
+        gateway_id: state.config.gateway_id.clone(),
+    }
+}
+
+/// What the MQTT transport gets from the assembled gateway (public for the
+/// tests that start a second transport beside a running gateway).
+pub fn mqtt_handles(state: &AppState) -> MqttHandles {
+    MqttHandles {
+        ingest: state.ingest.clone(),
+        readings: state.readings.clone(),
+        counters: state.counters.clone(),
+        live: state.live.clone(),
+        gateway_id: state.config.gateway_id.clone(),
+        session_idle: state.config.analyzer.session_idle.0,
+        shutdown: state.shutdown.clone(),
+    }
 }
 
 /// The test-only writer stall (see `StallBeforeFlush`), from

@@ -100,10 +100,10 @@ pub(crate) async fn handle_reading(state: &AppState, text: &str) -> ReplyFuture 
     security(("token" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "{plugins, routes}", body = serde_json::Value),
-        (status = 401, description = "Missing or invalid token", body = super::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the needed scope", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
+        (status = 403, description = "The token lacks the needed scope", body = super::error::ErrorBody),
     )
 )]
 pub async fn plugins(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({"plugins": state.plugins.status(), "routes": state.plugins.routes()}))
+    Json(super::status::plugins(&state))
 }

@@ -33,7 +33,7 @@ use super::stats::{DeviceStats, RejectKind, Stats};
 use super::topics::{Inbound, TopicScheme};
 use crate::ingest::{Accepted, IngestError};
 use crate::readings::ReadingOutcome;
-use crate::state::AppState;
+use super::MqttHandles;
 use crate::telemetry::Transport;
 
 /// What became of a message; decides its acknowledgement.
@@ -90,7 +90,7 @@ pub struct Origin {
 /// State shared by every connection and the upstream client.
 #[derive(Debug)]
 pub struct Shared {
-    pub state: AppState,
+    pub handles: MqttHandles,
     pub cfg: Arc<MqttConfig>,
     pub topics: TopicScheme,
     pub stats: Arc<Stats>,
@@ -119,17 +119,17 @@ impl Rejection {
 
 impl Shared {
     pub fn new(
-        state: AppState,
+        handles: MqttHandles,
         cfg: Arc<MqttConfig>,
         stats: Arc<Stats>,
         outbox: Arc<Outbox>,
     ) -> Self {
-        let idle = state.config.analyzer.session_idle.0;
+        let idle = handles.session_idle;
         Shared {
             topics: TopicScheme::new(&cfg.topics),
             sessions: SessionMap::new(idle),
             log: RateLimitedLog::default(),
-            state,
+            handles,
             cfg,
             stats,
             outbox,
@@ -193,7 +193,7 @@ impl Shared {
         topic: &str,
         event: EmotionEvent,
     ) -> Ticket {
-        match self.state.ingest.enqueue_via(event, Transport::Mqtt).await {
+        match self.handles.ingest.enqueue_via(event, Transport::Mqtt).await {
             Err(e) => Ticket::Ready(self.ingest_failed(origin, topic, &e)),
             Ok(pending) => {
                 let (me, origin, topic) = (self.clone(), origin.clone(), topic.to_owned());
@@ -214,7 +214,7 @@ impl Shared {
         qos: u8,
     ) -> Ticket {
         let outcome = self
-            .state
+            .handles
             .readings
             .submit(reading, Transport::Mqtt, forced_id);
         let (me, origin, topic) = (self.clone(), origin.clone(), topic.to_owned());
@@ -295,7 +295,7 @@ impl Shared {
     /// Count, log and report a dropped message.
     pub fn reject(&self, origin: &Origin, topic: &str, r: Rejection) -> Verdict {
         self.stats.reject(r.kind);
-        self.state.counters.record_rejected();
+        self.handles.counters.record_rejected();
         if let Some(s) = &origin.stats {
             s.rejected.fetch_add(1, Ordering::Relaxed);
         }
@@ -330,7 +330,7 @@ impl Shared {
         let ctx = IngestContext {
             user_id: Some(user_id),
             session_id: session.as_deref(),
-            gateway_id: &self.state.config.gateway_id,
+            gateway_id: &self.handles.gateway_id,
             producer: "client",
             now,
             event_id,

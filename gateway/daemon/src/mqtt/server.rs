@@ -357,7 +357,7 @@ async fn serve<S>(
         ctx: ctx.clone(),
         device: None,
         _permit: permit,
-        _open: ctx.shared.state.counters.mqtt_connection(),
+        _open: ctx.shared.handles.counters.mqtt_connection(),
     };
 
     // CONNECT, within the connect timeout.

@@ -126,7 +126,7 @@ pub(crate) async fn gateway_in(dir: tempfile::TempDir, cfg: MqttConfig) -> Gw {
     env.push(("EMOTION_GATEWAY__MQTT__ENABLED".into(), "false".into()));
     let config = Config::load(None, env).expect("config");
     let running = app::start(config).await.expect("gateway starts");
-    let mqtt = start(running.state.clone(), cfg)
+    let mqtt = start(cfg, crate::app::mqtt_handles(&running.state))
         .await
         .expect("mqtt starts");
     let port = |key: &str| {
@@ -727,7 +727,7 @@ async fn a_port_in_use_is_a_clear_start_error() {
     let running = app::start(Config::load(None, env).expect("config"))
         .await
         .expect("start");
-    let e = start(running.state.clone(), cfg)
+    let e = start(cfg, crate::app::mqtt_handles(&running.state))
         .await
         .expect_err("bind fails");
     let msg = e.to_string();
