@@ -5,8 +5,8 @@ use axum::http::HeaderMap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-pub use crate::config::auth::Scope;
 use crate::config::TokenConfig;
+pub use crate::config::auth::Scope;
 
 /// Who a request is, once its token checked out.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -152,11 +152,7 @@ pub fn gaps(store: &dyn EventStore) -> Vec<GapMarker> {
 /// Send a device reading through its plugin and into the buffer.
 async fn ingest_reading(h: &DeviceHandles, transport: Transport, reading: RawReading) {
     h.devices.readings.lock().received += 1;
-    let outcome = match h
-        .readings
-        .submit(reading, transport, None)
-        .await
-    {
+    let outcome = match h.readings.submit(reading, transport, None).await {
         ReadingOutcome::NoEmotion => {
             h.devices.readings.lock().no_emotion += 1;
             return;
@@ -219,9 +215,7 @@ pub async fn start(serial: &[SerialPortConfig], ble: &BleConfig, h: DeviceHandle
         h.devices.serial.lock().push(reader.clone());
         let (stx, mut srx) = mpsc::channel::<SerialEvent>(1024);
         let cancel = h.shutdown.clone();
-        h
-            .tasks
-            .spawn(async move { reader.run(cancel, stx).await });
+        h.tasks.spawn(async move { reader.run(cancel, stx).await });
         let (tx, store) = (tx.clone(), h.store.clone());
         h.tasks.spawn(async move {
             while let Some(ev) = srx.recv().await {
@@ -281,11 +275,8 @@ pub async fn start(serial: &[SerialPortConfig], ble: &BleConfig, h: DeviceHandle
         connect_timeout: ble.connect_timeout.0,
         ..ManagerConfig::default()
     };
-    let manager = match DeviceManager::new(
-        transport,
-        Arc::new(MetaPairings(h.store.clone())),
-        mcfg,
-    ) {
+    let manager = match DeviceManager::new(transport, Arc::new(MetaPairings(h.store.clone())), mcfg)
+    {
         Ok(m) => m,
         Err(e) => {
             tracing::error!(error = %e, "BLE device manager could not start; running without BLE");

@@ -41,8 +41,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::buffer::{EventPos, EventStore};
-use crate::privacy::Purpose;
 use crate::privacy::Privacy;
+use crate::privacy::Purpose;
 
 /// How often an idle driver looks for new events.
 const IDLE_POLL: Duration = Duration::from_millis(50);

@@ -70,9 +70,7 @@ pub(crate) async fn handle_reading(state: &AppState, text: &str) -> ReplyFuture 
             return ready(reply.to_string());
         }
     };
-    let outcome = state
-        .readings
-        .submit(reading, Transport::Readings, None);
+    let outcome = state.readings.submit(reading, Transport::Readings, None);
     let counters = state.counters.clone();
     Box::pin(async move {
         match outcome.await {

@@ -43,4 +43,3 @@ pub struct BleConfig {
     pub backoff_max: Dur,
     pub connect_timeout: Dur,
 }
-

@@ -26,14 +26,14 @@ use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use crate::config::mqtt::MqttConfig;
+use super::MqttHandles;
 use super::ids::event_id_for;
 use super::outbox::Outbox;
 use super::stats::{DeviceStats, RejectKind, Stats};
 use super::topics::{Inbound, TopicScheme};
+use crate::config::mqtt::MqttConfig;
 use crate::ingest::{Accepted, IngestError};
 use crate::readings::ReadingOutcome;
-use super::MqttHandles;
 use crate::telemetry::Transport;
 
 /// What became of a message; decides its acknowledgement.
@@ -193,7 +193,12 @@ impl Shared {
         topic: &str,
         event: EmotionEvent,
     ) -> Ticket {
-        match self.handles.ingest.enqueue_via(event, Transport::Mqtt).await {
+        match self
+            .handles
+            .ingest
+            .enqueue_via(event, Transport::Mqtt)
+            .await
+        {
             Err(e) => Ticket::Ready(self.ingest_failed(origin, topic, &e)),
             Ok(pending) => {
                 let (me, origin, topic) = (self.clone(), origin.clone(), topic.to_owned());

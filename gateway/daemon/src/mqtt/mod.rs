@@ -51,8 +51,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use crate::config::mqtt::{DeviceCredential, MqttConfig};
 use crate::config::mqtt as config;
+pub use crate::config::mqtt::{DeviceCredential, MqttConfig};
 pub use ids::derive_event_id;
 pub use outbox::analysis_json;
 pub use stats::{ListenerInfo, RejectKind, UpstreamState};

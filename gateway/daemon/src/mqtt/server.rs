@@ -50,10 +50,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::broker::{LinkId, Links};
-use crate::config::mqtt::{DeviceCredential, Protocol};
 use super::frame::{self, Frame, PublishMeta};
 use super::inbound::{Origin, Rejection, Shared, Ticket, Verdict};
 use super::stats::{DeviceStats, RejectKind};
+use crate::config::mqtt::{DeviceCredential, Protocol};
 
 /// Room for the topic and properties of a PUBLISH beyond its payload.
 const PACKET_OVERHEAD: usize = 65_536 + 16;
@@ -436,7 +436,15 @@ async fn serve<S>(
     tracing::debug!(device = %session.device_id, %peer, ?protocol, "MQTT device connected");
 
     let keep_alive = Duration::from_secs(u64::from(connect.keep_alive)) * 3 / 2;
-    let reason = pump(&ctx, &mut conn, &mut session, &me, keep_alive, max_in_flight).await;
+    let reason = pump(
+        &ctx,
+        &mut conn,
+        &mut session,
+        &me,
+        keep_alive,
+        max_in_flight,
+    )
+    .await;
     say_goodbye(&mut conn, reason).await;
     session.close().await;
     tracing::debug!(device = %session.device_id, %peer, "MQTT device disconnected");

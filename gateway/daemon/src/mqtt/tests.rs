@@ -9,10 +9,10 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::config::mqtt::{DeviceCredential, MqttConfig};
 use super::{MqttHandle, derive_event_id, start};
 use crate::app::{self, Running};
 use crate::config::Config;
+use crate::config::mqtt::{DeviceCredential, MqttConfig};
 
 const TOKEN_A: &str = "token-of-device-a-0123";
 const TOKEN_B: &str = "token-of-device-b-0123";

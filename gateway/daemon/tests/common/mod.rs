@@ -48,7 +48,10 @@ pub fn config(dir: &std::path::Path) -> Config {
         ("HTTP__METRICS_INTERVAL", "200ms".into()),
         ("STORAGE__PATH", dir.join("unused").display().to_string()),
         ("PLUGINS__DIR", dir.join("no-plugins").display().to_string()),
-        ("PLUGINS__CACHE_DIR", dir.join("cache").display().to_string()),
+        (
+            "PLUGINS__CACHE_DIR",
+            dir.join("cache").display().to_string(),
+        ),
         ("MQTT__ENABLED", "false".into()),
         ("BLE__ENABLED", "false".into()),
     ]
@@ -111,14 +114,21 @@ impl Harness {
 
     /// `GET path` with the full token.
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.call(get(path).header("x-auth-token", TOKEN).body(Body::empty()).expect("request"))
-            .await
+        self.call(
+            get(path)
+                .header("x-auth-token", TOKEN)
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
     }
 
     /// Open `/ws/emotions/stream` for `user` and read the welcome.
     pub async fn stream(&self, user: &str) -> (Ws, Value) {
         let url = self.ws_url(&format!("/ws/emotions/stream?user_id={user}&token={TOKEN}"));
-        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
+        let (mut ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect");
         let welcome = next_json(&mut ws).await;
         (ws, welcome)
     }
