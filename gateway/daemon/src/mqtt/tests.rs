@@ -37,8 +37,9 @@ impl Gw {
         }
     }
 
-    fn state(&self) -> &crate::state::AppState {
-        &self.running.as_ref().expect("running").state
+    /// The running gateway's buffer (all these tests read of it).
+    fn store(&self) -> &std::sync::Arc<dyn crate::buffer::EventStore> {
+        &self.running.as_ref().expect("running").state.store
     }
 
     fn status(&self) -> Value {
@@ -46,11 +47,11 @@ impl Gw {
     }
 
     fn stored(&self, id: &uuid::Uuid) -> bool {
-        self.state().store.contains(id)
+        self.store().contains(id)
     }
 
     async fn user_events(&self, user: &str) -> Vec<emotion_core::EmotionEvent> {
-        let store = self.state().store.clone();
+        let store = self.store().clone();
         let user = user.to_owned();
         tokio::task::spawn_blocking(move || {
             store
