@@ -17,11 +17,14 @@ use crate::api;
 use crate::auth::Tokens;
 use crate::buffer::{EventStore, SledStore, StallBeforeFlush, StoreError, StoreOptions};
 use crate::config::Config;
+use crate::devices::DeviceHandles;
 use crate::ingest::Pipeline;
+use crate::mqtt::MqttHandles;
 use crate::privacy::Privacy;
 use crate::state::{AppState, Connections};
-use crate::sync::SyncStatus;
+use crate::sync::{SyncHandles, SyncStatus};
 use crate::telemetry::Counters;
+use emotion_core::Analyzer;
 use emotion_plugin_host::{PluginHost, PluginState, Watcher};
 
 /// How long shutdown waits for open connections to finish their replies.
@@ -118,51 +121,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         path = %config.storage.path.display(),
         "buffer opened; analyzer restored"
     );
-    let analyzed = Arc::new(AtomicU64::new(restored.through));
-    let analyzer = Arc::new(Mutex::new(analyzer));
-    let store: Arc<dyn EventStore> = Arc::new(store);
-    let privacy = Arc::new(Privacy::load(store.clone()).map_err(StartError::Privacy)?);
-
-    let host_config = config.plugins.clone();
-    let gateway_id = config.gateway_id.clone();
-    let plugins = tokio::task::spawn_blocking(move || PluginHost::new(host_config, gateway_id))
-        .await?
-        .map_err(StartError::Plugins)?;
-    for p in plugins.status() {
-        match &p.state {
-            PluginState::Running => tracing::info!(
-                plugin = %p.name,
-                producer = p.producer.as_deref().unwrap_or("?"),
-                sources = ?p.sources,
-                from_cache = p.from_cache,
-                "plugin loaded"
-            ),
-            other => tracing::warn!(plugin = %p.name, state = ?other, "plugin not serving"),
-        }
-    }
-    if plugins.status().is_empty() {
-        tracing::warn!(
-            dir = %config.plugins.dir.display(),
-            "no plugins loaded: raw readings will be answered with no_plugin (build them with scripts/build-plugins.sh)"
-        );
-    }
+    let plugins = load_plugins(&config).await?;
     let watcher = plugins.watch();
-
-    let counters = Arc::new(Counters::default());
-    let live = Arc::new(crate::live::Live::default());
-    // Install the Prometheus recorder before anything records into it.
-    let _ = crate::telemetry::prometheus();
-    let (ingest, pipeline) = Pipeline::start(
-        store.clone(),
-        analyzer.clone(),
-        analyzed.clone(),
-        privacy.clone(),
-        counters.clone(),
-        live.clone(),
-        config.storage.max_batch_events,
-        config.storage.queue_capacity,
-    )
-    .map_err(StartError::Thread)?;
+    let Assembled { state, pipeline } = assemble(
+        config.clone(),
+        Arc::new(store),
+        analyzer,
+        restored.through,
+        plugins,
+    )?;
 
     let addr = config.listen_addr();
     let listener = TcpListener::bind(addr)
@@ -172,38 +139,20 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
 
-    let state = AppState {
-        tokens: Arc::new(Tokens::new(&config.auth.tokens)),
-        config: config.clone(),
-        ingest,
-        store,
-        analyzer,
-        analyzed,
-        counters,
-        privacy,
-        plugins,
-        sync: Arc::new(SyncStatus::default()),
-        devices: Arc::new(crate::devices::Devices::default()),
-        connections: Arc::new(Connections::default()),
-        mqtt: Arc::default(),
-        live,
-        shutdown: CancellationToken::new(),
-        tasks: TaskTracker::new(),
-        started: Instant::now(),
-    };
     spawn_housekeeping(&state);
     spawn_checkpoints(&state);
     spawn_scrubs(&state);
     spawn_metrics_upkeep(&state);
-    crate::devices::start(&state, &config.serial, &config.ble).await;
+    crate::devices::start(&config.serial, &config.ble, device_handles(&state)).await;
     if config.sync.enabled {
-        let (st, cfg, status, token) = (
-            state.clone(),
+        let (cfg, status, token) = (
             config.sync.clone(),
             state.sync.clone(),
             state.shutdown.clone(),
         );
-        state.tasks.spawn(crate::sync::run(st, cfg, status, token));
+        state
+            .tasks
+            .spawn(crate::sync::run(sync_handles(&state), cfg, status, token));
         tracing::info!(database = %emotion_sync::config::redact_url(&config.sync.database_url), "central sync is on");
     } else {
         tracing::info!(
@@ -212,7 +161,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
 
     let mqtt = if config.mqtt.enabled_anything() {
-        let handle = crate::mqtt::start(state.clone(), config.mqtt.clone()).await?;
+        let handle = crate::mqtt::start(config.mqtt.clone(), mqtt_handles(&state)).await?;
         let _ = state.mqtt.set(handle.status());
         Some(handle)
     } else {
@@ -244,6 +193,164 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         watcher,
         mqtt,
     })
+}
+
+/// What the serial and BLE transports get from the assembled gateway.
+fn device_handles(state: &AppState) -> DeviceHandles {
+    DeviceHandles {
+        readings: state.readings.clone(),
+        store: state.store.clone(),
+        devices: state.devices.clone(),
+        shutdown: state.shutdown.clone(),
+        tasks: state.tasks.clone(),
+    }
+}
+
+/// What the sync driver gets from the assembled gateway.
+fn sync_handles(state: &AppState) -> SyncHandles {
+    SyncHandles {
+        store: state.store.clone(),
+        privacy: state.privacy.clone(),
+        analyzer: state.analyzer.clone(),
+        gateway_id: state.config.gateway_id.clone(),
+    }
+}
+
+/// What the MQTT transport gets from the assembled gateway (public for the
+/// tests that start a second transport beside a running gateway).
+pub fn mqtt_handles(state: &AppState) -> MqttHandles {
+    MqttHandles {
+        ingest: state.ingest.clone(),
+        readings: state.readings.clone(),
+        counters: state.counters.clone(),
+        live: state.live.clone(),
+        gateway_id: state.config.gateway_id.clone(),
+        session_idle: state.config.analyzer.session_idle.0,
+        shutdown: state.shutdown.clone(),
+    }
+}
+
+/// The application state and its ingest pipeline, without sockets or
+/// background tasks: what [`start`] serves, and what in-process tests drive
+/// through [`crate::api::router`].
+#[derive(Debug)]
+pub struct Assembled {
+    pub state: AppState,
+    pipeline: Pipeline,
+}
+
+impl Assembled {
+    /// Stop: cancel the sessions, let the pipeline drain what is queued.
+    pub async fn shutdown(self) {
+        let Assembled { state, pipeline } = self;
+        state.shutdown.cancel();
+        state.tasks.close();
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, state.tasks.wait()).await;
+        // Dropping the last `Ingest` handle lets the writer drain and stop.
+        drop(state);
+        // Bounded: a router or handle kept elsewhere holds the queue open.
+        let joined = tokio::time::timeout(
+            DRAIN_TIMEOUT,
+            tokio::task::spawn_blocking(move || pipeline.join()),
+        )
+        .await;
+        if !matches!(joined, Ok(Ok(()))) {
+            tracing::warn!("the ingest pipeline did not drain; an Ingest handle is still held");
+        }
+    }
+}
+
+/// Build the application state around an opened store and a restored
+/// analyzer (`analyzed_through`: the first batch it has not seen): privacy,
+/// counters, the live feed and the ingest pipeline. [`start`] uses it; so
+/// does [`in_memory`].
+pub fn assemble(
+    config: Arc<Config>,
+    store: Arc<dyn EventStore>,
+    analyzer: Analyzer,
+    analyzed_through: u64,
+    plugins: PluginHost,
+) -> Result<Assembled, StartError> {
+    let analyzed = Arc::new(AtomicU64::new(analyzed_through));
+    let analyzer = Arc::new(Mutex::new(analyzer));
+    let privacy = Arc::new(Privacy::load(store.clone()).map_err(StartError::Privacy)?);
+    let counters = Arc::new(Counters::default());
+    let live = Arc::new(crate::live::Live::default());
+    // Install the Prometheus recorder before anything records into it.
+    let _ = crate::telemetry::prometheus();
+    let (ingest, pipeline) = Pipeline::start(
+        store.clone(),
+        analyzer.clone(),
+        analyzed.clone(),
+        privacy.clone(),
+        counters.clone(),
+        live.clone(),
+        config.storage.max_batch_events,
+        config.storage.queue_capacity,
+    )
+    .map_err(StartError::Thread)?;
+    let state = AppState {
+        tokens: Arc::new(Tokens::new(&config.auth.tokens)),
+        readings: crate::readings::Readings::new(plugins.clone(), ingest.clone()),
+        config,
+        ingest,
+        store,
+        analyzer,
+        analyzed,
+        counters,
+        privacy,
+        plugins,
+        sync: Arc::new(SyncStatus::default()),
+        devices: Arc::new(crate::devices::Devices::default()),
+        connections: Arc::new(Connections::default()),
+        mqtt: Arc::default(),
+        live,
+        shutdown: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+        started: Instant::now(),
+    };
+    Ok(Assembled { state, pipeline })
+}
+
+/// The application state over the in-memory store (`emotion_buffer::MemoryStore`),
+/// with the plugins of `config.plugins`: no file, socket or background task,
+/// for in-process tests of the API. Nothing is durable past the process.
+pub async fn in_memory(config: Config) -> Result<Assembled, StartError> {
+    let config = Arc::new(config);
+    let store: Arc<dyn EventStore> =
+        Arc::new(crate::buffer::MemoryStore::new(config.storage.dedup_window));
+    let analyzer = Analyzer::new(config.analyzer_config());
+    let plugins = load_plugins(&config).await?;
+    assemble(config, store, analyzer, 0, plugins)
+}
+
+/// Load the plugins of `[plugins]` (compiling them is blocking work).
+async fn load_plugins(config: &Config) -> Result<PluginHost, StartError> {
+    let host_config = config.plugins.clone();
+    let gateway_id = config.gateway_id.clone();
+    let plugins = tokio::task::spawn_blocking(move || PluginHost::new(host_config, gateway_id))
+        .await?
+        .map_err(StartError::Plugins)?;
+    for p in plugins.status() {
+        match &p.state {
+            PluginState::Running => tracing::info!(
+                plugin = %p.name,
+                producer = p.producer.as_deref().unwrap_or("?"),
+                sources = ?p.sources,
+                from_cache = p.from_cache,
+                "plugin loaded"
+            ),
+            other => tracing::warn!(plugin = %p.name, state = ?other, "plugin not serving"),
+        }
+    }
+    if plugins.status().is_empty() {
+        tracing::warn!(
+            dir = %config.plugins.dir.display(),
+            "no plugins loaded: raw readings will be answered with no_plugin (build them with scripts/build-plugins.sh)"
+        );
+    }
+
+    Ok(plugins)
 }
 
 /// The test-only writer stall (see `StallBeforeFlush`), from

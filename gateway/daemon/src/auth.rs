@@ -2,22 +2,11 @@
 //! fixed-length digests, so neither content nor length leaks through timing.
 
 use axum::http::HeaderMap;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::TokenConfig;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    /// Send events and readings.
-    Ingest,
-    /// Read analysis, events, metrics; open the dashboard.
-    Read,
-    /// Everything, including administrative actions.
-    Admin,
-}
+pub use crate::config::auth::Scope;
 
 /// Who a request is, once its token checked out.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,6 @@
 //! in the buffer's metadata, so they survive restarts.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,55 +17,17 @@ use emotion_ble::{
     SimAdapter, SimPeripheral, SteadyEda, SteadyHeartRate,
 };
 use emotion_core::reading::RawReading;
-use emotion_core::units::Dur;
 use emotion_serial::{PortConfig, SerialEvent, SerialReader};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::buffer::EventStore;
-use crate::state::AppState;
+use crate::config::{BleAdapter, BleConfig, SerialPortConfig};
+use crate::readings::{ReadingOutcome, Readings};
 use crate::telemetry::Transport;
-
-/// One `[[serial]]` port.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SerialPortConfig {
-    pub path: PathBuf,
-    #[serde(default = "default_baud")]
-    pub baud: u32,
-    /// The device id readings carry (default: the frames' device id).
-    pub device_id: Option<String>,
-    /// The user the readings belong to; without one nothing is stored.
-    pub user_id: Option<String>,
-}
-
-fn default_baud() -> u32 {
-    115_200
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BleAdapter {
-    /// The machine's Bluetooth radio (BlueZ over D-Bus).
-    Radio,
-    /// An in-process simulated heart-rate strap and EDA band (demos, tests).
-    Simulated,
-}
-
-/// The `[ble]` section.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct BleConfig {
-    pub enabled: bool,
-    pub adapter: BleAdapter,
-    pub max_connections: usize,
-    pub scan_duration: Dur,
-    pub backoff_initial: Dur,
-    pub backoff_max: Dur,
-    pub connect_timeout: Dur,
-}
 
 /// Addresses of the simulated adapter's devices.
 pub const SIM_STRAP: &str = "E0:00:00:00:B1:01";
@@ -87,6 +48,21 @@ pub struct GapMarker {
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
     pub recorded_at: DateTime<Utc>,
+}
+
+/// What the serial and BLE transports are given: nothing else of the
+/// gateway.
+#[derive(Debug, Clone)]
+pub struct DeviceHandles {
+    /// Readings go through their plugin into the ingest queue.
+    pub readings: Readings,
+    /// Pairings and gap markers are kept in the buffer's metadata.
+    pub store: Arc<dyn EventStore>,
+    /// Status and counters, shared with `/api/devices` and the pairing API.
+    pub devices: Arc<Devices>,
+    pub shutdown: CancellationToken,
+    /// Where the transports' tasks run, so shutdown waits for them.
+    pub tasks: TaskTracker,
 }
 
 /// Counters and handles for `/api/devices` and the pairing API.
@@ -174,22 +150,18 @@ pub fn gaps(store: &dyn EventStore) -> Vec<GapMarker> {
 }
 
 /// Send a device reading through its plugin and into the buffer.
-async fn ingest_reading(state: &AppState, transport: Transport, reading: RawReading) {
-    state.devices.readings.lock().received += 1;
-    let outcome = match state.plugins.submit(reading).await {
-        Err(e) => Err(e.to_string()),
-        Ok(None) => {
-            state.devices.readings.lock().no_emotion += 1;
+async fn ingest_reading(h: &DeviceHandles, transport: Transport, reading: RawReading) {
+    h.devices.readings.lock().received += 1;
+    let outcome = match h.readings.submit(reading, transport, None).await {
+        ReadingOutcome::NoEmotion => {
+            h.devices.readings.lock().no_emotion += 1;
             return;
         }
-        Ok(Some(event)) => state
-            .ingest
-            .submit_via(event, transport)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
+        ReadingOutcome::Plugin(e) => Err(e.to_string()),
+        ReadingOutcome::Ingest(e) => Err(e.to_string()),
+        ReadingOutcome::Stored(_) => Ok(()),
     };
-    let mut c = state.devices.readings.lock();
+    let mut c = h.devices.readings.lock();
     match outcome {
         Ok(()) => c.stored += 1,
         Err(e) => {
@@ -207,7 +179,7 @@ async fn ingest_reading(state: &AppState, transport: Transport, reading: RawRead
 /// host batches them); this bounds how many are in flight per transport.
 const IN_FLIGHT: usize = 256;
 
-async fn forward(state: AppState, mut rx: mpsc::Receiver<(Transport, RawReading)>) {
+async fn forward(handles: DeviceHandles, mut rx: mpsc::Receiver<(Transport, RawReading)>) {
     let mut running: VecDeque<tokio::task::JoinHandle<()>> = VecDeque::new();
     while let Some((transport, r)) = rx.recv().await {
         if running.len() >= IN_FLIGHT
@@ -215,9 +187,9 @@ async fn forward(state: AppState, mut rx: mpsc::Receiver<(Transport, RawReading)
         {
             let _ = h.await;
         }
-        let st = state.clone();
+        let handles = handles.clone();
         running.push_back(tokio::spawn(async move {
-            ingest_reading(&st, transport, r).await
+            ingest_reading(&handles, transport, r).await
         }));
     }
     for h in running {
@@ -226,10 +198,10 @@ async fn forward(state: AppState, mut rx: mpsc::Receiver<(Transport, RawReading)
 }
 
 /// Start every configured serial port and the BLE manager.
-pub async fn start(state: &AppState, serial: &[SerialPortConfig], ble: &BleConfig) {
+pub async fn start(serial: &[SerialPortConfig], ble: &BleConfig, h: DeviceHandles) {
     // Readings carry their transport, for the per-transport metrics.
     let (tx, rx) = mpsc::channel::<(Transport, RawReading)>(1024);
-    state.tasks.spawn(forward(state.clone(), rx));
+    h.tasks.spawn(forward(h.clone(), rx));
 
     for port in serial {
         let mut cfg = PortConfig::new(port.path.clone());
@@ -240,14 +212,12 @@ pub async fn start(state: &AppState, serial: &[SerialPortConfig], ble: &BleConfi
             tracing::warn!(path = %port.path.display(), "serial port has no user_id: its readings are not stored");
         }
         let reader = Arc::new(SerialReader::new(cfg));
-        state.devices.serial.lock().push(reader.clone());
+        h.devices.serial.lock().push(reader.clone());
         let (stx, mut srx) = mpsc::channel::<SerialEvent>(1024);
-        let cancel = state.shutdown.clone();
-        state
-            .tasks
-            .spawn(async move { reader.run(cancel, stx).await });
-        let (tx, store) = (tx.clone(), state.store.clone());
-        state.tasks.spawn(async move {
+        let cancel = h.shutdown.clone();
+        h.tasks.spawn(async move { reader.run(cancel, stx).await });
+        let (tx, store) = (tx.clone(), h.store.clone());
+        h.tasks.spawn(async move {
             while let Some(ev) = srx.recv().await {
                 match ev {
                     SerialEvent::Reading(r) => {
@@ -282,7 +252,7 @@ pub async fn start(state: &AppState, serial: &[SerialPortConfig], ble: &BleConfi
     }
 
     if !ble.enabled {
-        *state.devices.ble_unavailable.lock() =
+        *h.devices.ble_unavailable.lock() =
             Some("disabled in the configuration ([ble] enabled = false)".into());
         return;
     }
@@ -293,7 +263,7 @@ pub async fn start(state: &AppState, serial: &[SerialPortConfig], ble: &BleConfi
             Err(e) => {
                 // Said once, clearly; the gateway runs on without BLE.
                 tracing::warn!("no Bluetooth: {e}; running without BLE");
-                *state.devices.ble_unavailable.lock() = Some(e.to_string());
+                *h.devices.ble_unavailable.lock() = Some(e.to_string());
                 return;
             }
         },
@@ -305,28 +275,25 @@ pub async fn start(state: &AppState, serial: &[SerialPortConfig], ble: &BleConfi
         connect_timeout: ble.connect_timeout.0,
         ..ManagerConfig::default()
     };
-    let manager = match DeviceManager::new(
-        transport,
-        Arc::new(MetaPairings(state.store.clone())),
-        mcfg,
-    ) {
+    let manager = match DeviceManager::new(transport, Arc::new(MetaPairings(h.store.clone())), mcfg)
+    {
         Ok(m) => m,
         Err(e) => {
             tracing::error!(error = %e, "BLE device manager could not start; running without BLE");
-            *state.devices.ble_unavailable.lock() = Some(e.to_string());
+            *h.devices.ble_unavailable.lock() = Some(e.to_string());
             return;
         }
     };
-    *state.devices.ble.lock() = Some(manager.clone());
+    *h.devices.ble.lock() = Some(manager.clone());
     let (btx, mut brx) = mpsc::channel::<BleEvent>(1024);
-    let cancel: CancellationToken = state.shutdown.clone();
-    state.tasks.spawn(async move {
+    let cancel: CancellationToken = h.shutdown.clone();
+    h.tasks.spawn(async move {
         if let Err(e) = manager.run(cancel, btx).await {
             tracing::error!(error = %e, "BLE device manager stopped");
         }
     });
-    let store = state.store.clone();
-    state.tasks.spawn(async move {
+    let store = h.store.clone();
+    h.tasks.spawn(async move {
         while let Some(ev) = brx.recv().await {
             match ev {
                 BleEvent::Reading(r) => {

@@ -2,6 +2,46 @@
 //! HTTP/WebSocket API, configuration.
 //!
 //! The binary (`emotion-gateway`) is a thin shell over [`app::start`].
+//!
+//! # Components
+//!
+//! [`app`] assembles the gateway; every component gets only the handles it
+//! uses, never the whole [`state::AppState`] (which is the API layer's):
+//!
+//! - [`config`]: every configuration type, one submodule per section. It
+//!   imports no other module of the daemon; modules import their section.
+//! - [`ingest`]: the queue into the buffer (group commit) and the analyzer;
+//!   [`ingest::Ingest`] is the handle transports submit events to.
+//! - [`readings`]: the one path from a raw reading through its plugin into
+//!   the ingest queue ([`readings::Readings::submit`], a typed
+//!   [`readings::ReadingOutcome`]); `/ws/readings`, MQTT, serial and BLE use it.
+//! - [`api`]: the HTTP/WebSocket API on [`state::AppState`]; [`api::router`]
+//!   needs no socket.
+//! - [`mqtt`]: the embedded broker and upstream client, built from
+//!   [`config::MqttConfig`] and [`mqtt::MqttHandles`].
+//! - [`devices`]: serial ports and BLE, from `[[serial]]`/`[ble]` and
+//!   [`devices::DeviceHandles`].
+//! - [`sync`]: the central PostgreSQL sync, from `[sync]` and
+//!   [`sync::SyncHandles`].
+//! - [`live`], [`telemetry`], [`privacy`], [`checkpoint`]: the live feed,
+//!   counters and `/metrics`, consent and erasure, analyzer checkpoints.
+//!
+//! # One event
+//!
+//! A WebSocket message is validated in `api/ws.rs` and enqueued on
+//! [`ingest::Ingest`]; the writer thread appends it with the rest of its
+//! batch and flushes once; the analyzer thread updates the user's state,
+//! publishes to [`live::Live`] (dashboard, MQTT results) and answers the
+//! sender, whose reply goes out in the connection's order. A raw reading
+//! takes the same path after [`readings::Readings::submit`] has had its
+//! plugin turn it into an event.
+//!
+//! # Testing
+//!
+//! [`app::in_memory`] builds the state over the in-memory store with no
+//! socket or background task; `tests/` drives [`api::router`] with it
+//! (`oneshot`, or a server on 127.0.0.1:0). The end-to-end tests through the
+//! binary are in the `emotion-tests` crate.
 
 pub mod api;
 pub mod app;
@@ -13,6 +53,7 @@ pub mod ingest;
 pub mod live;
 pub mod mqtt;
 pub mod privacy;
+pub mod readings;
 pub mod state;
 pub mod sync;
 pub mod telemetry;

@@ -110,7 +110,7 @@ pub struct Alert {
     pub raised_at: DateTime<Utc>,
 }
 
-/// The hub. One per gateway, in `AppState::live`.
+/// The hub. One per gateway, shared by the ingest pipeline, the API and MQTT.
 #[derive(Debug)]
 pub struct Live {
     events: broadcast::Sender<Arc<LiveEvent>>,

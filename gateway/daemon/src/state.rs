@@ -31,6 +31,8 @@ pub struct AppState {
     pub privacy: Arc<Privacy>,
     /// The WebAssembly plugins that turn raw readings into events.
     pub plugins: PluginHost,
+    /// The one path from a raw reading through its plugin into `ingest`.
+    pub readings: crate::readings::Readings,
     /// Serial ports and BLE devices.
     pub devices: Arc<crate::devices::Devices>,
     /// The central sync's progress (disabled when sync is off).

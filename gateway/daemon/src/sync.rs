@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use emotion_core::EmotionEvent;
+use emotion_core::{Analyzer, EmotionEvent};
 use emotion_sync::{
     Backoff, Consent, ConsentPurpose, Cursor, Refused, SyncClient, SyncConfig, SyncError,
 };
@@ -41,8 +41,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::buffer::{EventPos, EventStore};
+use crate::privacy::Privacy;
 use crate::privacy::Purpose;
-use crate::state::AppState;
 
 /// How often an idle driver looks for new events.
 const IDLE_POLL: Duration = Duration::from_millis(50);
@@ -254,9 +254,22 @@ impl RoundError {
     }
 }
 
+/// What the sync driver reads: nothing else of the gateway.
+#[derive(Debug, Clone)]
+pub struct SyncHandles {
+    /// Shipped in order; dead letters are kept in its metadata.
+    pub store: Arc<dyn EventStore>,
+    /// Consents decide what leaves; erasures are shipped first.
+    pub privacy: Arc<Privacy>,
+    /// Source of the credit/risk summaries.
+    pub analyzer: Arc<Mutex<Analyzer>>,
+    /// Names this gateway's rows and cursor centrally.
+    pub gateway_id: String,
+}
+
 /// Run the driver until `shutdown`.
 pub async fn run(
-    state: AppState,
+    state: SyncHandles,
     cfg: SyncConfig,
     status: Arc<SyncStatus>,
     shutdown: CancellationToken,
@@ -265,7 +278,7 @@ pub async fn run(
     if let Err(e) = status.load_dead_letters(state.store.as_ref()) {
         tracing::error!(error = %e, "sync: cannot read the dead-letter store");
     }
-    let gateway = state.config.gateway_id.clone();
+    let gateway = state.gateway_id.clone();
     let mut backoff = Backoff::new(&cfg.retry);
     let mut summaries_due = Instant::now();
     loop {
@@ -312,7 +325,7 @@ pub async fn run(
 
 /// Recompute the lag (events after the cursor, and the oldest one's age)
 /// without the central database.
-async fn refresh_lag(state: &AppState, status: &SyncStatus) {
+async fn refresh_lag(state: &SyncHandles, status: &SyncStatus) {
     let from = before(*status.cursor.lock());
     let res = read_after(state, from, 1)
         .await
@@ -327,7 +340,7 @@ async fn refresh_lag(state: &AppState, status: &SyncStatus) {
 /// an error or shutdown.
 #[allow(clippy::too_many_arguments)]
 async fn session(
-    state: &AppState,
+    state: &SyncHandles,
     cfg: &SyncConfig,
     gateway: &str,
     client: &mut SyncClient,
@@ -375,7 +388,7 @@ async fn session(
 }
 
 async fn ship_erasures(
-    state: &AppState,
+    state: &SyncHandles,
     gateway: &str,
     client: &mut SyncClient,
     status: &SyncStatus,
@@ -444,7 +457,7 @@ fn forget_dead_letters(
 }
 
 async fn ship_consents(
-    state: &AppState,
+    state: &SyncHandles,
     gateway: &str,
     client: &mut SyncClient,
     status: &SyncStatus,
@@ -491,7 +504,7 @@ async fn ship_consents(
 /// Events after a position and how many there are (the lag), read on the
 /// blocking pool.
 fn read_after(
-    state: &AppState,
+    state: &SyncHandles,
     from: Option<EventPos>,
     max: usize,
 ) -> tokio::task::JoinHandle<ReadResult> {
@@ -515,7 +528,7 @@ struct ReadAhead {
 /// batch (waiting up to `batch_max_age` for a partial one to fill). Returns
 /// how many events the cursor passed.
 async fn ship_events(
-    state: &AppState,
+    state: &SyncHandles,
     cfg: &SyncConfig,
     gateway: &str,
     client: &mut SyncClient,
@@ -646,7 +659,7 @@ struct Batch {
 /// recorded in the dead-letter store (durably, before the cursor passes
 /// them) and the rest is written exactly once. Returns the rows inserted.
 async fn write_isolating(
-    state: &AppState,
+    state: &SyncHandles,
     gateway: &str,
     client: &mut SyncClient,
     status: &SyncStatus,
@@ -700,7 +713,7 @@ fn dead_letter(store: &dyn EventStore, status: &SyncStatus, r: &Refused<'_>) -> 
 }
 
 async fn ship_summaries(
-    state: &AppState,
+    state: &SyncHandles,
     cfg: &SyncConfig,
     gateway: &str,
     client: &mut SyncClient,

@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::ApiError;
+use super::{ApiError, status};
 use crate::auth::{AuthError, Scope, presented_token};
 use crate::live::{LiveEvent, TICKET_TTL};
 use crate::state::AppState;
@@ -155,7 +155,7 @@ pub async fn index() -> Response {
     params(("file" = String, Path, description = "`app.js`, `style.css`, `vendor/uPlot.iife.min.js`, `vendor/uPlot.min.css`, `vendor/uPlot.LICENSE`")),
     responses(
         (status = 200, description = "The file"),
-        (status = 404, description = "No such file", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such file", body = super::error::ErrorBody),
     )
 )]
 pub async fn dashboard_file(Path(file): Path<String>) -> Result<Response, ApiError> {
@@ -184,7 +184,7 @@ pub async fn docs() -> Response {
     params(("file" = String, Path, description = "`docs.js`, `swagger-ui-bundle.js`, `swagger-ui.css`, `LICENSE`, `NOTICE`")),
     responses(
         (status = 200, description = "The file"),
-        (status = 404, description = "No such file", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such file", body = super::error::ErrorBody),
     )
 )]
 pub async fn docs_file(Path(file): Path<String>) -> Result<Response, ApiError> {
@@ -213,8 +213,8 @@ pub struct Ticket {
     security(("token" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "A fresh ticket", body = Ticket),
-        (status = 401, description = "Missing or invalid token", body = super::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the read scope", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
+        (status = 403, description = "The token lacks the read scope", body = super::error::ErrorBody),
     )
 )]
 pub async fn ticket(State(state): State<AppState>) -> Json<Ticket> {
@@ -562,10 +562,10 @@ fn metrics_frame(state: &AppState, board: &RiskBoard) -> Value {
 }
 
 async fn status_frame(state: &AppState) -> Value {
-    let plugins = super::readings::plugins(State(state.clone())).await.0;
-    let sync = super::rest::sync(State(state.clone())).await.0;
-    let devices = super::devices::devices(State(state.clone())).await.0;
-    let mqtt = super::rest::mqtt(State(state.clone())).await.0;
-    let buffer = super::rest::buffer_status(state);
+    let plugins = status::plugins(state);
+    let sync = status::sync(state);
+    let devices = status::devices(state).await;
+    let mqtt = status::mqtt(state);
+    let buffer = status::buffer(state);
     json!({"type": "status", "plugins": plugins, "sync": sync, "devices": devices, "mqtt": mqtt, "buffer": buffer})
 }

@@ -49,35 +49,12 @@ fn ble_error(e: BleError) -> ApiError {
     security(("token" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "{serial, ble, readings, gaps}", body = serde_json::Value),
-        (status = 401, description = "Missing or invalid token", body = super::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the needed scope", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
+        (status = 403, description = "The token lacks the needed scope", body = super::error::ErrorBody),
     )
 )]
 pub async fn devices(State(state): State<AppState>) -> Json<Value> {
-    let serial: Vec<Value> = state
-        .devices
-        .serial
-        .lock()
-        .iter()
-        .map(|r| {
-            let c = r.config();
-            json!({"path": c.path, "device_id": c.device_id, "user_id": c.user_id, "stats": r.stats()})
-        })
-        .collect();
-    let ble = match state.devices.ble() {
-        Some(m) => json!({"available": true, "stats": m.stats(), "pairings": m.pairings()}),
-        None => json!({"available": false, "reason": state.devices.ble_unavailable.lock().clone()}),
-    };
-    let store = state.store.clone();
-    let gaps = tokio::task::spawn_blocking(move || crate::devices::gaps(store.as_ref()))
-        .await
-        .unwrap_or_default();
-    Json(json!({
-        "serial": serial,
-        "ble": ble,
-        "readings": state.devices.counters(),
-        "gaps": gaps,
-    }))
+    Json(super::status::devices(&state).await)
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -96,10 +73,10 @@ pub struct ScanBody {
     security(("token" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "{devices}", body = serde_json::Value),
-        (status = 400, description = "Bad duration", body = super::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid token", body = super::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the needed scope", body = super::openapi::ErrorBody),
-        (status = 503, description = "Bluetooth is not available", body = super::openapi::ErrorBody),
+        (status = 400, description = "Bad duration", body = super::error::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
+        (status = 403, description = "The token lacks the needed scope", body = super::error::ErrorBody),
+        (status = 503, description = "Bluetooth is not available", body = super::error::ErrorBody),
     )
 )]
 pub async fn scan(
@@ -129,9 +106,9 @@ pub async fn scan(
     security(("token" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "{devices}", body = serde_json::Value),
-        (status = 401, description = "Missing or invalid token", body = super::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the needed scope", body = super::openapi::ErrorBody),
-        (status = 503, description = "Bluetooth is not available", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
+        (status = 403, description = "The token lacks the needed scope", body = super::error::ErrorBody),
+        (status = 503, description = "Bluetooth is not available", body = super::error::ErrorBody),
     )
 )]
 pub async fn ble_devices(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
@@ -155,11 +132,11 @@ pub struct PairBody {
     security(("token" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "{pairing}", body = serde_json::Value),
-        (status = 400, description = "Bad address or user", body = super::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid token", body = super::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the needed scope", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such device", body = super::openapi::ErrorBody),
-        (status = 503, description = "Bluetooth is not available", body = super::openapi::ErrorBody),
+        (status = 400, description = "Bad address or user", body = super::error::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
+        (status = 403, description = "The token lacks the needed scope", body = super::error::ErrorBody),
+        (status = 404, description = "No such device", body = super::error::ErrorBody),
+        (status = 503, description = "Bluetooth is not available", body = super::error::ErrorBody),
     )
 )]
 pub async fn pair(
@@ -184,11 +161,11 @@ pub async fn pair(
     security(("token" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "{unpaired}", body = serde_json::Value),
-        (status = 400, description = "Bad address", body = super::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid token", body = super::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the needed scope", body = super::openapi::ErrorBody),
-        (status = 404, description = "Not paired", body = super::openapi::ErrorBody),
-        (status = 503, description = "Bluetooth is not available", body = super::openapi::ErrorBody),
+        (status = 400, description = "Bad address", body = super::error::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
+        (status = 403, description = "The token lacks the needed scope", body = super::error::ErrorBody),
+        (status = 404, description = "Not paired", body = super::error::ErrorBody),
+        (status = 503, description = "Bluetooth is not available", body = super::error::ErrorBody),
     )
 )]
 pub async fn unpair(

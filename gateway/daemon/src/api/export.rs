@@ -77,9 +77,9 @@ pub struct ExportQuery {
             (String = "text/csv"),
             (serde_json::Value = "application/json"),
         )),
-        (status = 400, description = "Bad parameter", body = super::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid token", body = super::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the read scope", body = super::openapi::ErrorBody),
+        (status = 400, description = "Bad parameter", body = super::error::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
+        (status = 403, description = "The token lacks the read scope", body = super::error::ErrorBody),
     )
 )]
 pub async fn export(

@@ -39,9 +39,9 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
     security(("token" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "Metrics", content_type = "text/plain; version=0.0.4", body = String),
-        (status = 401, description = "Missing or invalid token", body = super::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the read scope", body = super::openapi::ErrorBody),
-        (status = 503, description = "No Prometheus recorder could be installed", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
+        (status = 403, description = "The token lacks the read scope", body = super::error::ErrorBody),
+        (status = 503, description = "No Prometheus recorder could be installed", body = super::error::ErrorBody),
     )
 )]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {

@@ -10,6 +10,7 @@ pub mod openapi;
 mod privacy;
 mod readings;
 mod rest;
+mod status;
 mod ws;
 
 use axum::Router;

@@ -7,26 +7,11 @@
 //! documentation fails the build's tests.
 
 use axum::Json;
-use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
+use super::error::{ErrorBody, ErrorDetail};
 use super::{dashboard, devices, export, metrics, privacy, readings, rest, ws};
-
-/// Every error of the HTTP API.
-#[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"error": {"code": "not_found", "message": "no events for user `42`"}}))]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// `unauthorized` (401), `forbidden` (403), `bad_request` (400),
-    /// `not_found` (404), `unavailable` (503), `internal` (500).
-    pub code: String,
-    pub message: String,
-}
 
 #[derive(Debug, OpenApi)]
 #[openapi(

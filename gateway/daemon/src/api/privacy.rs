@@ -27,8 +27,8 @@ pub struct ConsentBody {
     security(("token" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "{user_id, consent: {analytics, credit, updated_at}}", body = serde_json::Value),
-        (status = 401, description = "Missing or invalid token", body = super::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the needed scope", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
+        (status = 403, description = "The token lacks the needed scope", body = super::error::ErrorBody),
     )
 )]
 pub async fn get_consent(
@@ -55,9 +55,9 @@ pub async fn get_consent(
     security(("token" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "{user_id, consent}", body = serde_json::Value),
-        (status = 400, description = "Bad body", body = super::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid token", body = super::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the needed scope", body = super::openapi::ErrorBody),
+        (status = 400, description = "Bad body", body = super::error::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
+        (status = 403, description = "The token lacks the needed scope", body = super::error::ErrorBody),
     )
 )]
 pub async fn put_consent(
@@ -94,8 +94,8 @@ pub async fn put_consent(
     security(("token" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "{erasure}", body = serde_json::Value),
-        (status = 401, description = "Missing or invalid token", body = super::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the needed scope", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
+        (status = 403, description = "The token lacks the needed scope", body = super::error::ErrorBody),
     )
 )]
 pub async fn erase(

@@ -23,6 +23,7 @@ use super::ws::{
     ready, serve, upgrade,
 };
 use crate::auth::Scope;
+use crate::readings::ReadingOutcome;
 use crate::state::AppState;
 use crate::telemetry::{Transport, WsEndpoint};
 
@@ -69,30 +70,20 @@ pub(crate) async fn handle_reading(state: &AppState, text: &str) -> ReplyFuture 
             return ready(reply.to_string());
         }
     };
-    let pending = state.plugins.submit(reading);
-    let ingest = state.ingest.clone();
+    let outcome = state.readings.submit(reading, Transport::Readings, None);
     let counters = state.counters.clone();
     Box::pin(async move {
-        match pending.await {
-            Err(e) => error_reply(e.kind(), &e.to_string()),
-            Ok(None) => json!({"status": "no_emotion"}).to_string(),
-            Ok(Some(event)) => match ingest.submit_via(event, Transport::Readings).await {
-                Err(e) => ingest_error_reply(&e),
-                Ok(accepted) => {
-                    if !accepted.is_duplicate() {
-                        counters.record_out(Transport::Readings, accepted.event.source);
-                    }
-                    // The processed reply, plus the event the plugin made.
-                    let reply = accepted_reply(&accepted, ReplyStyle::Processed);
-                    match serde_json::from_str::<Value>(&reply) {
-                        Ok(Value::Object(mut m)) => {
-                            m.insert("event".into(), json!(&*accepted.event));
-                            Value::Object(m).to_string()
-                        }
-                        _ => reply,
-                    }
+        match outcome.await {
+            ReadingOutcome::Plugin(e) => error_reply(e.kind(), &e.to_string()),
+            ReadingOutcome::NoEmotion => json!({"status": "no_emotion"}).to_string(),
+            ReadingOutcome::Ingest(e) => ingest_error_reply(&e),
+            ReadingOutcome::Stored(accepted) => {
+                if !accepted.is_duplicate() {
+                    counters.record_out(Transport::Readings, accepted.event.source);
                 }
-            },
+                // The processed reply, plus the event the plugin made.
+                accepted_reply(&accepted, ReplyStyle::ProcessedWithEvent)
+            }
         }
     })
 }
@@ -107,10 +98,10 @@ pub(crate) async fn handle_reading(state: &AppState, text: &str) -> ReplyFuture 
     security(("token" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "{plugins, routes}", body = serde_json::Value),
-        (status = 401, description = "Missing or invalid token", body = super::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the needed scope", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
+        (status = 403, description = "The token lacks the needed scope", body = super::error::ErrorBody),
     )
 )]
 pub async fn plugins(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({"plugins": state.plugins.status(), "routes": state.plugins.routes()}))
+    Json(super::status::plugins(&state))
 }

@@ -56,11 +56,6 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
-/// The buffer's size and damage, for the dashboard's status frame.
-pub fn buffer_status(state: &AppState) -> Value {
-    json!({"stats": state.store.stats(), "damage": state.store.damage()})
-}
-
 /// `GET /api/mqtt`: the MQTT transport's listeners, clients and upstream link.
 #[utoipa::path(
     get,
@@ -70,18 +65,12 @@ pub fn buffer_status(state: &AppState) -> Value {
     security(("token" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "enabled; embedded (listeners, connections, per-device counts, rejections); upstream (state, counters)", body = serde_json::Value),
-        (status = 401, description = "Missing or invalid token", body = super::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the needed scope", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
+        (status = 403, description = "The token lacks the needed scope", body = super::error::ErrorBody),
     )
 )]
 pub async fn mqtt(State(state): State<AppState>) -> Json<Value> {
-    Json(
-        state
-            .mqtt
-            .get()
-            .map(crate::mqtt::MqttStatus::to_json)
-            .unwrap_or_else(crate::mqtt::status_off),
-    )
+    Json(super::status::mqtt(&state))
 }
 
 /// `GET /api/sync`: the central sync's progress and lag, and the events the
@@ -94,12 +83,12 @@ pub async fn mqtt(State(state): State<AppState>) -> Json<Value> {
     security(("token" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "enabled, connected, cursor, lag_events, lag_seconds, counters, last error; dead_letters (events refused centrally for their content and passed over), dead_letters_recent (the newest ten: event_id, user_id, position, sqlstate, message, at), other_refusals", body = serde_json::Value),
-        (status = 401, description = "Missing or invalid token", body = super::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the needed scope", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
+        (status = 403, description = "The token lacks the needed scope", body = super::error::ErrorBody),
     )
 )]
 pub async fn sync(State(state): State<AppState>) -> Json<Value> {
-    Json(json!(state.sync.view(chrono::Utc::now())))
+    Json(super::status::sync(&state))
 }
 
 /// Counts of plugins by state, for `/health`.
@@ -128,9 +117,9 @@ pub(super) fn checked_id(kind: &str, id: &str) -> Result<(), ApiError> {
     security(("token" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "State, trajectory, recent anomalies, risk score, metrics", body = serde_json::Value),
-        (status = 401, description = "Missing or invalid token", body = super::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the needed scope", body = super::openapi::ErrorBody),
-        (status = 404, description = "No events for this user", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
+        (status = 403, description = "The token lacks the needed scope", body = super::error::ErrorBody),
+        (status = 404, description = "No events for this user", body = super::error::ErrorBody),
     )
 )]
 pub async fn user_summary(
@@ -169,9 +158,9 @@ pub struct EventsQuery {
     security(("token" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "{user_id, count, events}", body = serde_json::Value),
-        (status = 400, description = "Bad parameter", body = super::openapi::ErrorBody),
-        (status = 401, description = "Missing or invalid token", body = super::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the needed scope", body = super::openapi::ErrorBody),
+        (status = 400, description = "Bad parameter", body = super::error::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
+        (status = 403, description = "The token lacks the needed scope", body = super::error::ErrorBody),
     )
 )]
 pub async fn user_events(
@@ -211,9 +200,9 @@ pub async fn user_events(
     security(("token" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "{live, session}: rebuilt from the buffer if the session went idle", body = serde_json::Value),
-        (status = 401, description = "Missing or invalid token", body = super::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the needed scope", body = super::openapi::ErrorBody),
-        (status = 404, description = "No events for this session", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
+        (status = 403, description = "The token lacks the needed scope", body = super::error::ErrorBody),
+        (status = 404, description = "No events for this session", body = super::error::ErrorBody),
     )
 )]
 pub async fn session(
@@ -251,8 +240,8 @@ pub async fn session(
     security(("token" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "{sources: [{source, confidence_range}]}", body = serde_json::Value),
-        (status = 401, description = "Missing or invalid token", body = super::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the needed scope", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
+        (status = 403, description = "The token lacks the needed scope", body = super::error::ErrorBody),
     )
 )]
 pub async fn sources() -> Json<Value> {

@@ -42,6 +42,9 @@ pub(crate) enum ReplyStyle {
     Processed,
     /// `{"status":"queued","task_id"}` (the legacy endpoint).
     Queued,
+    /// [`ReplyStyle::Processed`] plus `"event"`, the event a plugin made
+    /// (`/ws/readings`).
+    ProcessedWithEvent,
 }
 
 /// A reply that becomes ready when its event is durable (or at once, for errors).
@@ -397,6 +400,8 @@ pub(crate) struct ProcessedReply<'a> {
     metrics: &'a emotion_core::analyzer::SessionMetrics,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     duplicate: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<&'a emotion_core::EmotionEvent>,
 }
 
 pub(crate) fn accepted_reply(a: &Accepted, style: ReplyStyle) -> String {
@@ -428,6 +433,7 @@ pub(crate) fn accepted_reply(a: &Accepted, style: ReplyStyle) -> String {
         analysis,
         metrics: &metrics,
         duplicate: a.is_duplicate(),
+        event: (style == ReplyStyle::ProcessedWithEvent).then_some(&*a.event),
     };
     serde_json::to_string(&reply)
         .unwrap_or_else(|_| error_reply("internal", "reply could not be encoded"))

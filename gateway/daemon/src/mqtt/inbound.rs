@@ -26,13 +26,14 @@ use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::config::MqttConfig;
+use super::MqttHandles;
 use super::ids::event_id_for;
 use super::outbox::Outbox;
 use super::stats::{DeviceStats, RejectKind, Stats};
 use super::topics::{Inbound, TopicScheme};
+use crate::config::mqtt::MqttConfig;
 use crate::ingest::{Accepted, IngestError};
-use crate::state::AppState;
+use crate::readings::ReadingOutcome;
 use crate::telemetry::Transport;
 
 /// What became of a message; decides its acknowledgement.
@@ -89,7 +90,7 @@ pub struct Origin {
 /// State shared by every connection and the upstream client.
 #[derive(Debug)]
 pub struct Shared {
-    pub state: AppState,
+    pub handles: MqttHandles,
     pub cfg: Arc<MqttConfig>,
     pub topics: TopicScheme,
     pub stats: Arc<Stats>,
@@ -118,17 +119,17 @@ impl Rejection {
 
 impl Shared {
     pub fn new(
-        state: AppState,
+        handles: MqttHandles,
         cfg: Arc<MqttConfig>,
         stats: Arc<Stats>,
         outbox: Arc<Outbox>,
     ) -> Self {
-        let idle = state.config.analyzer.session_idle.0;
+        let idle = handles.session_idle;
         Shared {
             topics: TopicScheme::new(&cfg.topics),
             sessions: SessionMap::new(idle),
             log: RateLimitedLog::default(),
-            state,
+            handles,
             cfg,
             stats,
             outbox,
@@ -192,7 +193,12 @@ impl Shared {
         topic: &str,
         event: EmotionEvent,
     ) -> Ticket {
-        match self.state.ingest.enqueue_via(event, Transport::Mqtt).await {
+        match self
+            .handles
+            .ingest
+            .enqueue_via(event, Transport::Mqtt)
+            .await
+        {
             Err(e) => Ticket::Ready(self.ingest_failed(origin, topic, &e)),
             Ok(pending) => {
                 let (me, origin, topic) = (self.clone(), origin.clone(), topic.to_owned());
@@ -212,34 +218,34 @@ impl Shared {
         forced_id: Option<Uuid>,
         qos: u8,
     ) -> Ticket {
-        let pending = self.state.plugins.submit(reading);
+        let outcome = self
+            .handles
+            .readings
+            .submit(reading, Transport::Mqtt, forced_id);
         let (me, origin, topic) = (self.clone(), origin.clone(), topic.to_owned());
         Ticket::Pending(Box::pin(async move {
-            match pending.await {
-                Err(e @ (ReadingError::Overloaded(..) | ReadingError::ShutDown)) if qos > 0 => {
+            match outcome.await {
+                ReadingOutcome::Plugin(
+                    e @ (ReadingError::Overloaded(..) | ReadingError::ShutDown),
+                ) if qos > 0 => {
                     me.log.warn(
                         "plugin_busy",
                         format_args!("reading left for redelivery: {e}"),
                     );
                     me.retry()
                 }
-                Err(e) => me.reject(
+                ReadingOutcome::Plugin(e) => me.reject(
                     &origin,
                     &topic,
                     Rejection::new(RejectKind::PluginError, format!("{}: {e}", e.kind())),
                 ),
-                Ok(None) => {
+                ReadingOutcome::NoEmotion => {
                     me.stats.reject(RejectKind::NoEmotion);
                     Verdict::Rejected(RejectKind::NoEmotion)
                 }
-                Ok(Some(mut event)) => {
-                    // A redelivered reading must become the same event.
-                    if let Some(id) = forced_id {
-                        event.event_id = id;
-                    }
-                    let r = me.state.ingest.submit_via(event, Transport::Mqtt).await;
-                    me.finish(&origin, &topic, r)
-                }
+                // A redelivered reading became the same event (forced_id).
+                ReadingOutcome::Stored(a) => me.finish(&origin, &topic, Ok(a)),
+                ReadingOutcome::Ingest(e) => me.finish(&origin, &topic, Err(e)),
             }
         }))
     }
@@ -294,7 +300,7 @@ impl Shared {
     /// Count, log and report a dropped message.
     pub fn reject(&self, origin: &Origin, topic: &str, r: Rejection) -> Verdict {
         self.stats.reject(r.kind);
-        self.state.counters.record_rejected();
+        self.handles.counters.record_rejected();
         if let Some(s) = &origin.stats {
             s.rejected.fetch_add(1, Ordering::Relaxed);
         }
@@ -329,7 +335,7 @@ impl Shared {
         let ctx = IngestContext {
             user_id: Some(user_id),
             session_id: session.as_deref(),
-            gateway_id: &self.state.config.gateway_id,
+            gateway_id: &self.handles.gateway_id,
             producer: "client",
             now,
             event_id,

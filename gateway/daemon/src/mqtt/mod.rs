@@ -13,7 +13,7 @@
 //! ```
 //!
 //! Topics and who may use them: [`topics`]. Event ids of redelivered
-//! messages: [`ids`]. Configuration: [`config`] (`[mqtt]`).
+//! messages: [`ids`]. Configuration: [`crate::config::mqtt`] (`[mqtt]`).
 //!
 //! Why the devices are served by the gateway's own front-end (with rumqttd's
 //! codecs and router) rather than by rumqttd's listeners: rumqttd acknowledges
@@ -27,7 +27,6 @@
 //! what it is good at: subscriptions, persistent sessions and QoS 1 delivery
 //! of results.
 
-pub mod config;
 pub mod ids;
 pub mod topics;
 
@@ -52,12 +51,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::{DeviceCredential, MqttConfig};
+use crate::config::mqtt as config;
+pub use crate::config::mqtt::{DeviceCredential, MqttConfig};
 pub use ids::derive_event_id;
 pub use outbox::analysis_json;
 pub use stats::{ListenerInfo, RejectKind, UpstreamState};
 
-use crate::state::AppState;
+use crate::ingest::Ingest;
+use crate::live::Live;
+use crate::readings::Readings;
+use crate::telemetry::Counters;
 
 /// How long shutdown waits for connections to finish their acknowledgements.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,6 +76,26 @@ pub enum MqttError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Broker(#[from] broker::BrokerError),
+}
+
+/// What the MQTT transport is given: nothing else of the gateway.
+#[derive(Debug, Clone)]
+pub struct MqttHandles {
+    /// Emotion events go straight into the ingest queue.
+    pub ingest: Ingest,
+    /// Raw readings go through their plugin first.
+    pub readings: Readings,
+    /// Rejections and open connections, for `/metrics`.
+    pub counters: Arc<Counters>,
+    /// Analysis and alerts of every transport, published to subscribers.
+    pub live: Arc<Live>,
+    /// Stamped on the events this transport validates.
+    pub gateway_id: String,
+    /// `analyzer.session_idle`: a device's implicit session ends after this
+    /// long without messages.
+    pub session_idle: Duration,
+    /// Cancelled when the gateway shuts down.
+    pub shutdown: CancellationToken,
 }
 
 /// The running MQTT transport. Dropping it does not stop it; call
@@ -141,7 +164,7 @@ fn router_config(cfg: &MqttConfig) -> rumqttd::RouterConfig {
 /// Start the embedded broker and/or the upstream client. Listeners are bound
 /// before this returns: a port in use is an error naming the port and its
 /// configuration key.
-pub async fn start(state: AppState, cfg: MqttConfig) -> Result<MqttHandle, MqttError> {
+pub async fn start(cfg: MqttConfig, handles: MqttHandles) -> Result<MqttHandle, MqttError> {
     let problems = cfg.static_problems();
     if !problems.is_empty() {
         return Err(MqttError::Config(problems));
@@ -192,16 +215,16 @@ pub async fn start(state: AppState, cfg: MqttConfig) -> Result<MqttHandle, MqttE
         upstream.as_ref().and_then(|u| u.results.clone()),
         topics,
         stats.clone(),
-        state.live.clone(),
+        handles.live.clone(),
     ));
     let shared = Arc::new(inbound::Shared::new(
-        state.clone(),
+        handles.clone(),
         cfg.clone(),
         stats.clone(),
         outbox.clone(),
     ));
     // Our own token, also cancelled when the whole gateway shuts down.
-    let token = state.shutdown.child_token();
+    let token = handles.shutdown.child_token();
     let tracker = TaskTracker::new();
 
     if let Some(b) = &broker {

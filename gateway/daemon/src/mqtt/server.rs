@@ -50,10 +50,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::broker::{LinkId, Links};
-use super::config::{DeviceCredential, Protocol};
 use super::frame::{self, Frame, PublishMeta};
 use super::inbound::{Origin, Rejection, Shared, Ticket, Verdict};
 use super::stats::{DeviceStats, RejectKind};
+use crate::config::mqtt::{DeviceCredential, Protocol};
 
 /// Room for the topic and properties of a PUBLISH beyond its payload.
 const PACKET_OVERHEAD: usize = 65_536 + 16;
@@ -330,6 +330,28 @@ struct AckDue {
 
 type AckFuture = std::pin::Pin<Box<dyn std::future::Future<Output = AckDue> + Send>>;
 
+/// One device connection's socket halves and buffers.
+struct Conn<R, W> {
+    rd: R,
+    wr: W,
+    input: Input,
+    out: BytesMut,
+    codec: Codec,
+    peer: SocketAddr,
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
+    /// Refuse the CONNECT with `code` and send the answer.
+    async fn refuse(&mut self, code: ConnectReturnCode) {
+        connack(&mut self.out, self.codec, false, code, None);
+        let _ = write_out(&mut self.wr, &mut self.out).await;
+    }
+}
+
+/// Serve one device connection, in named steps: read and authenticate its
+/// CONNECT, name its router session, take over an earlier connection with
+/// the same client id, resume a persistent session, answer CONNACK, then
+/// pump messages until the connection ends, and say goodbye.
 async fn serve<S>(
     stream: S,
     peer: SocketAddr,
@@ -339,160 +361,213 @@ async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (rd, wr) = tokio::io::split(stream);
     let codec = match protocol {
         Protocol::V4 => Codec::V4,
         Protocol::V5 => Codec::V5,
     };
-    let mut input = Input {
-        buf: BytesMut::with_capacity(8192),
-        discard: 0,
-        max_packet: ctx.max_packet(),
+    let mut conn = Conn {
+        rd,
+        wr,
+        input: Input {
+            buf: BytesMut::with_capacity(8192),
+            discard: 0,
+            max_packet: ctx.max_packet(),
+            codec,
+        },
+        out: BytesMut::with_capacity(1024),
         codec,
+        peer,
     };
-    let mut out = BytesMut::with_capacity(1024);
-    let stats = ctx.shared.stats.clone();
-    stats.connected.fetch_add(1, Ordering::Relaxed);
+    ctx.shared.stats.connected.fetch_add(1, Ordering::Relaxed);
     let mut guard = ConnGuard {
         ctx: ctx.clone(),
         device: None,
         _permit: permit,
-        _open: ctx.shared.state.counters.mqtt_connection(),
+        _open: ctx.shared.handles.counters.mqtt_connection(),
     };
 
-    // CONNECT, within the connect timeout.
+    let Some((connect, device)) = connect_and_authenticate(&ctx, &mut conn).await else {
+        return;
+    };
+    let Some((client_id, assigned)) = client_id(&connect) else {
+        // A persistent session needs a name to be found again.
+        conn.refuse(ConnectReturnCode::ClientIdentifierNotValid)
+            .await;
+        return;
+    };
+    let router_id = router_id(&device.device_id, &client_id);
+
+    let dstats = ctx.shared.stats.device(&device.device_id);
+    dstats.connected.fetch_add(1, Ordering::Relaxed);
+    guard.device = Some(dstats.clone());
+    ctx.shared
+        .stats
+        .connections_accepted
+        .fetch_add(1, Ordering::Relaxed);
+
+    // Unregisters on every way out, and tells a successor this connection
+    // (and its router link) is gone.
+    let (me, _registration) = take_over(&ctx, &router_id).await;
+
+    let mut session = Session::new(
+        ctx.clone(),
+        codec,
+        device,
+        router_id,
+        connect.clean_session,
+        dstats,
+    );
+    let Some(session_present) = resume(&mut session, &mut conn).await else {
+        return;
+    };
+    let max_in_flight = ctx.shared.cfg.limits.max_in_flight_per_connection;
+    connack(
+        &mut conn.out,
+        codec,
+        session_present,
+        ConnectReturnCode::Success,
+        Some(connack_properties(&ctx, max_in_flight, assigned)),
+    );
+    if write_out(&mut conn.wr, &mut conn.out).await.is_err() {
+        session.close().await;
+        return;
+    }
+    tracing::debug!(device = %session.device_id, %peer, ?protocol, "MQTT device connected");
+
+    let keep_alive = Duration::from_secs(u64::from(connect.keep_alive)) * 3 / 2;
+    let reason = pump(
+        &ctx,
+        &mut conn,
+        &mut session,
+        &me,
+        keep_alive,
+        max_in_flight,
+    )
+    .await;
+    say_goodbye(&mut conn, reason).await;
+    session.close().await;
+    tracing::debug!(device = %session.device_id, %peer, "MQTT device disconnected");
+}
+
+/// Read the CONNECT (within `mqtt.limits.connect_timeout`) and check its
+/// credentials: username = device_id, password = token. A refusal is
+/// answered here; `None` ends the connection.
+async fn connect_and_authenticate<R, W>(
+    ctx: &ServerCtx,
+    conn: &mut Conn<R, W>,
+) -> Option<(Connect, DeviceCredential)>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let peer = conn.peer;
     let connect = tokio::time::timeout(
         ctx.shared.cfg.limits.connect_timeout.0,
-        read_connect(&mut rd, &mut input, &mut out, codec),
+        read_connect(&mut conn.rd, &mut conn.input, &mut conn.out, conn.codec),
     )
     .await;
     let (connect, login) = match connect {
         Ok(Ok(c)) => c,
         Ok(Err(reason)) => {
             tracing::debug!(%peer, reason, "MQTT connection refused before CONNECT completed");
-            let _ = write_out(&mut wr, &mut out).await;
-            return;
+            let _ = write_out(&mut conn.wr, &mut conn.out).await;
+            return None;
         }
         Err(_) => {
             tracing::debug!(%peer, "no MQTT CONNECT within mqtt.limits.connect_timeout");
-            return;
+            return None;
         }
     };
-
-    // Credentials: username = device_id, password = token.
     let device = login.as_ref().and_then(|l| {
         let d = ctx.devices.get(&l.username)?;
         bool::from(d.token.as_bytes().ct_eq(l.password.as_bytes())).then_some(d)
     });
     let Some(device) = device else {
-        stats.refused_auth.fetch_add(1, Ordering::Relaxed);
+        ctx.shared
+            .stats
+            .refused_auth
+            .fetch_add(1, Ordering::Relaxed);
         tracing::warn!(%peer, username = login.as_ref().map(|l| l.username.as_str()).unwrap_or(""), "MQTT connection refused: bad device credentials");
-        connack(
-            &mut out,
-            codec,
-            false,
-            ConnectReturnCode::BadUserNamePassword,
-            None,
-        );
-        let _ = write_out(&mut wr, &mut out).await;
-        return;
+        conn.refuse(ConnectReturnCode::BadUserNamePassword).await;
+        return None;
     };
-    let device_id = device.device_id.clone();
-    let user = device.user_id.clone();
+    Some((connect, device.clone()))
+}
 
-    // The router's sessions are keyed by client id: prefix the device so that
-    // no device can take over another's session. `|` cannot occur in a
-    // device id; the router refuses `+$#/` in ids.
-    let mut assigned = None;
-    let client_id = if connect.client_id.is_empty() {
-        if !connect.clean_session {
-            // A persistent session needs a name to be found again.
-            connack(
-                &mut out,
-                codec,
-                false,
-                ConnectReturnCode::ClientIdentifierNotValid,
-                None,
-            );
-            let _ = write_out(&mut wr, &mut out).await;
-            return;
-        }
-        let id = format!("auto-{}", uuid::Uuid::now_v7().simple());
-        assigned = Some(id.clone());
-        id
-    } else {
-        connect.client_id.clone()
-    };
-    let router_id: String = format!("{device_id}|{client_id}")
+/// The client id, and whether the gateway assigned it (an empty id with a
+/// clean session). `None`: an empty id for a persistent session.
+fn client_id(connect: &Connect) -> Option<(String, Option<String>)> {
+    if !connect.client_id.is_empty() {
+        return Some((connect.client_id.clone(), None));
+    }
+    if !connect.clean_session {
+        return None;
+    }
+    let id = format!("auto-{}", uuid::Uuid::now_v7().simple());
+    Some((id.clone(), Some(id)))
+}
+
+/// The router's sessions are keyed by client id: prefix the device so that
+/// no device can take over another's session. `|` cannot occur in a device
+/// id; the router refuses `+$#/` in ids.
+fn router_id(device_id: &str, client_id: &str) -> String {
+    format!("{device_id}|{client_id}")
         .chars()
         .map(|c| if "+$#/".contains(c) { '_' } else { c })
-        .collect();
+        .collect()
+}
 
-    let dstats = stats.device(&device_id);
-    dstats.connected.fetch_add(1, Ordering::Relaxed);
-    guard.device = Some(dstats.clone());
-    stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
-
-    // Take over an earlier connection with the same client id.
+/// Register this connection under `router_id`, stopping an earlier one with
+/// the same id and waiting (a bounded time) until it is gone.
+async fn take_over(ctx: &Arc<ServerCtx>, router_id: &str) -> (Live, Registration) {
     let conn_id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
     let me = Live {
         conn: conn_id,
         stop: ctx.token.child_token(),
         finished: CancellationToken::new(),
     };
-    let previous = ctx.sessions.lock().insert(router_id.clone(), me.clone());
-    // Unregisters on every way out, and tells a successor this connection
-    // (and its router link) is gone.
-    let _registration = Registration {
+    let previous = ctx.sessions.lock().insert(router_id.to_owned(), me.clone());
+    let registration = Registration {
         ctx: ctx.clone(),
-        router_id: router_id.clone(),
+        router_id: router_id.to_owned(),
         me: me.clone(),
     };
     if let Some(prev) = previous {
         prev.stop.cancel();
         let _ = tokio::time::timeout(TAKEOVER_WAIT, prev.finished.cancelled()).await;
     }
+    (me, registration)
+}
 
-    let mut session = Session {
-        ctx: ctx.clone(),
-        codec,
-        device_id,
-        user,
-        router_id: router_id.clone(),
-        clean: connect.clean_session,
-        link: None,
-        origin: Origin {
-            device_id: None,
-            user: None,
-            scope: String::new(),
-            stats: Some(dstats),
-        },
-    };
-    session.origin.device_id = Some(session.device_id.clone());
-    session.origin.user = session.user.clone();
-    session.origin.scope = format!("device:{}", session.device_id);
-
-    // A persistent session resumes at once (queued results flow).
-    let mut session_present = false;
-    if !session.clean {
-        match session.open_link().await {
-            Ok(present) => session_present = present,
-            Err(e) => {
-                tracing::warn!(device = %session.device_id, error = %e, "MQTT session could not be opened");
-                connack(
-                    &mut out,
-                    codec,
-                    false,
-                    ConnectReturnCode::ServiceUnavailable,
-                    None,
-                );
-                let _ = write_out(&mut wr, &mut out).await;
-                return;
-            }
+/// A persistent session resumes at once (queued results flow). Returns
+/// whether the router had the session; `None` (after answering) when it
+/// could not be opened.
+async fn resume<R, W>(session: &mut Session, conn: &mut Conn<R, W>) -> Option<bool>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    if session.clean {
+        return Some(false);
+    }
+    match session.open_link().await {
+        Ok(present) => Some(present),
+        Err(e) => {
+            tracing::warn!(device = %session.device_id, error = %e, "MQTT session could not be opened");
+            conn.refuse(ConnectReturnCode::ServiceUnavailable).await;
+            None
         }
     }
-    let max_in_flight = ctx.shared.cfg.limits.max_in_flight_per_connection;
-    let props = ConnAckProperties {
+}
+
+/// What an MQTT 5 client learns from CONNACK about this server's limits.
+fn connack_properties(
+    ctx: &ServerCtx,
+    max_in_flight: usize,
+    assigned: Option<String>,
+) -> ConnAckProperties {
+    ConnAckProperties {
         receive_max: Some(u16::try_from(max_in_flight).unwrap_or(u16::MAX)),
         max_packet_size: u32::try_from(ctx.max_packet()).ok(),
         retain_available: Some(0),
@@ -500,127 +575,168 @@ async fn serve<S>(
         shared_subscription_available: Some(0),
         assigned_client_identifier: assigned,
         ..ConnAckProperties::default()
-    };
-    connack(
-        &mut out,
-        codec,
-        session_present,
-        ConnectReturnCode::Success,
-        Some(props),
-    );
-    if write_out(&mut wr, &mut out).await.is_err() {
-        session.close().await;
-        return;
     }
-    tracing::debug!(device = %session.device_id, %peer, ?protocol, "MQTT device connected");
+}
 
-    let keep_alive = Duration::from_secs(u64::from(connect.keep_alive)) * 3 / 2;
+/// The read/acknowledge loop's state.
+struct Pump {
+    pending: FuturesOrdered<AckFuture>,
+    reading: bool,
+    /// Set when a message was left for redelivery: the device must
+    /// reconnect to get it sent again.
+    retry_close: bool,
+    disconnect_reason: Option<DisconnectReasonCode>,
+    max_in_flight: usize,
+}
+
+impl Pump {
+    fn may_read(&self) -> bool {
+        self.reading && self.pending.len() < self.max_in_flight
+    }
+
+    fn stop_reading(&mut self, reason: Option<DisconnectReasonCode>) {
+        self.disconnect_reason = reason;
+        self.reading = false;
+    }
+}
+
+/// Read, store and acknowledge in order until the connection ends (closed,
+/// protocol error, keep-alive, takeover, shutdown, or a message left for
+/// redelivery). Returns the reason to tell an MQTT 5 client.
+async fn pump<R, W>(
+    ctx: &ServerCtx,
+    conn: &mut Conn<R, W>,
+    session: &mut Session,
+    me: &Live,
+    keep_alive: Duration,
+    max_in_flight: usize,
+) -> Option<DisconnectReasonCode>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let codec = conn.codec;
     let mut deadline = Instant::now() + keep_alive;
-    let mut pending: FuturesOrdered<AckFuture> = FuturesOrdered::new();
-    let mut reading = true;
-    // Set when a message was left for redelivery: the device must reconnect
-    // to get it sent again.
-    let mut retry_close = false;
-    let mut disconnect_reason = None;
-
+    let mut p = Pump {
+        pending: FuturesOrdered::new(),
+        reading: true,
+        retry_close: false,
+        disconnect_reason: None,
+        max_in_flight,
+    };
     loop {
-        // Everything already buffered, as far as the in-flight bound allows.
-        while reading && pending.len() < max_in_flight {
-            match input.next() {
-                Step::NeedMore => break,
-                Step::Bad(reason) => {
-                    stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(device = %session.device_id, reason, "MQTT protocol error; closing the connection");
-                    disconnect_reason = Some(DisconnectReasonCode::MalformedPacket);
-                    reading = false;
-                }
-                Step::Oversize { meta, topic, total } => {
-                    let r = Rejection {
-                        kind: RejectKind::TooLarge,
-                        message: format!(
-                            "message of {total} bytes is larger than the limit of {} bytes (mqtt.limits.max_payload_bytes)",
-                            ctx.shared.cfg.limits.max_payload_bytes
-                        ),
-                        fields: None,
-                    };
-                    ctx.shared.stats.received.fetch_add(1, Ordering::Relaxed);
-                    let verdict = ctx.shared.reject(&session.origin, &topic, r);
-                    pending.push_back(ready_ack(meta.qos, meta.pkid, verdict));
-                }
-                Step::Packet(packet, meta) => {
-                    match session.handle(*packet, meta, &mut out, &mut pending).await {
-                        Flow::Continue => {}
-                        Flow::Close(reason) => {
-                            disconnect_reason = reason;
-                            reading = false;
-                        }
-                    }
-                }
-            }
-        }
-        if !out.is_empty() && write_out(&mut wr, &mut out).await.is_err() {
+        take_buffered(ctx, conn, session, &mut p).await;
+        if !conn.out.is_empty() && write_out(&mut conn.wr, &mut conn.out).await.is_err() {
             break;
         }
-        if !reading && pending.is_empty() {
+        if !p.reading && p.pending.is_empty() {
             break;
         }
+        let may_read = p.may_read();
         tokio::select! {
             biased;
-            Some(due) = pending.next(), if !pending.is_empty() => {
-                retry_close |= ack(&mut out, codec, &due);
+            Some(due) = p.pending.next(), if !p.pending.is_empty() => {
+                p.retry_close |= ack(&mut conn.out, codec, &due);
                 // Everything else already durable goes out in the same write.
-                while let Some(Some(due)) = pending.next().now_or_never() {
-                    retry_close |= ack(&mut out, codec, &due);
+                while let Some(Some(due)) = p.pending.next().now_or_never() {
+                    p.retry_close |= ack(&mut conn.out, codec, &due);
                 }
-                if retry_close && reading {
-                    reading = false;
-                    disconnect_reason = Some(DisconnectReasonCode::ServerBusy);
+                if p.retry_close && p.reading {
+                    p.stop_reading(Some(DisconnectReasonCode::ServerBusy));
                 }
             }
-            n = rd.read_buf(&mut input.buf), if reading && pending.len() < max_in_flight => {
+            n = conn.rd.read_buf(&mut conn.input.buf), if may_read => {
                 match n {
-                    Ok(0) | Err(_) => reading = false,
+                    Ok(0) | Err(_) => p.reading = false,
                     Ok(_) => deadline = Instant::now() + keep_alive,
                 }
             }
             n = next_notification(&mut session.link), if session.link.is_some() => {
-                if !session.forward(n, &mut out).await {
-                    disconnect_reason = Some(DisconnectReasonCode::SessionTakenOver);
-                    reading = false;
+                if !session.forward(n, &mut conn.out).await {
+                    p.stop_reading(Some(DisconnectReasonCode::SessionTakenOver));
                 }
             }
-            _ = tokio::time::sleep_until(deadline), if reading && !keep_alive.is_zero() => {
+            _ = tokio::time::sleep_until(deadline), if p.reading && !keep_alive.is_zero() => {
                 tracing::debug!(device = %session.device_id, "MQTT keep-alive expired");
-                disconnect_reason = Some(DisconnectReasonCode::KeepAliveTimeout);
-                reading = false;
+                p.stop_reading(Some(DisconnectReasonCode::KeepAliveTimeout));
             }
-            _ = me.stop.cancelled(), if reading => {
-                reading = false;
-                disconnect_reason = Some(if ctx.token.is_cancelled() {
+            _ = me.stop.cancelled(), if p.reading => {
+                p.stop_reading(Some(if ctx.token.is_cancelled() {
                     DisconnectReasonCode::ServerShuttingDown
                 } else {
                     DisconnectReasonCode::SessionTakenOver
-                });
+                }));
             }
         }
     }
-    if codec == Codec::V5
-        && let Some(reason) = disconnect_reason
+    p.disconnect_reason
+}
+
+/// Handle every packet already buffered, as far as the in-flight bound
+/// allows.
+async fn take_buffered<R, W>(
+    ctx: &ServerCtx,
+    conn: &mut Conn<R, W>,
+    session: &mut Session,
+    p: &mut Pump,
+) {
+    while p.may_read() {
+        match conn.input.next() {
+            Step::NeedMore => break,
+            Step::Bad(reason) => {
+                ctx.shared
+                    .stats
+                    .protocol_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(device = %session.device_id, reason, "MQTT protocol error; closing the connection");
+                p.stop_reading(Some(DisconnectReasonCode::MalformedPacket));
+            }
+            Step::Oversize { meta, topic, total } => {
+                let r = Rejection {
+                    kind: RejectKind::TooLarge,
+                    message: format!(
+                        "message of {total} bytes is larger than the limit of {} bytes (mqtt.limits.max_payload_bytes)",
+                        ctx.shared.cfg.limits.max_payload_bytes
+                    ),
+                    fields: None,
+                };
+                ctx.shared.stats.received.fetch_add(1, Ordering::Relaxed);
+                let verdict = ctx.shared.reject(&session.origin, &topic, r);
+                p.pending.push_back(ready_ack(meta.qos, meta.pkid, verdict));
+            }
+            Step::Packet(packet, meta) => {
+                match session
+                    .handle(*packet, meta, &mut conn.out, &mut p.pending)
+                    .await
+                {
+                    Flow::Continue => {}
+                    Flow::Close(reason) => p.stop_reading(reason),
+                }
+            }
+        }
+    }
+}
+
+/// Tell an MQTT 5 client why it is disconnected, flush, close the socket.
+async fn say_goodbye<R, W>(conn: &mut Conn<R, W>, reason: Option<DisconnectReasonCode>)
+where
+    W: AsyncWrite + Unpin,
+{
+    if conn.codec == Codec::V5
+        && let Some(reason) = reason
     {
-        codec.write(
+        conn.codec.write(
             Packet::Disconnect(
                 Disconnect {
                     reason_code: reason,
                 },
                 None,
             ),
-            &mut out,
+            &mut conn.out,
         );
     }
-    let _ = write_out(&mut wr, &mut out).await;
-    let _ = wr.shutdown().await;
-    session.close().await;
-    tracing::debug!(device = %session.device_id, %peer, "MQTT device disconnected");
+    let _ = write_out(&mut conn.wr, &mut conn.out).await;
+    let _ = conn.wr.shutdown().await;
 }
 
 /// A connection's entry in the session table.
@@ -841,6 +957,32 @@ struct Session {
 }
 
 impl Session {
+    fn new(
+        ctx: Arc<ServerCtx>,
+        codec: Codec,
+        device: DeviceCredential,
+        router_id: String,
+        clean: bool,
+        stats: Arc<DeviceStats>,
+    ) -> Session {
+        let origin = Origin {
+            device_id: Some(device.device_id.clone()),
+            user: device.user_id.clone(),
+            scope: format!("device:{}", device.device_id),
+            stats: Some(stats),
+        };
+        Session {
+            ctx,
+            codec,
+            device_id: device.device_id,
+            user: device.user_id,
+            router_id,
+            clean,
+            link: None,
+            origin,
+        }
+    }
+
     /// Open the router link; returns whether the router had a session.
     async fn open_link(&mut self) -> Result<bool, String> {
         let opened = self

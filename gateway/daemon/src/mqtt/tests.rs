@@ -9,10 +9,10 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::config::{DeviceCredential, MqttConfig};
 use super::{MqttHandle, derive_event_id, start};
 use crate::app::{self, Running};
 use crate::config::Config;
+use crate::config::mqtt::{DeviceCredential, MqttConfig};
 
 const TOKEN_A: &str = "token-of-device-a-0123";
 const TOKEN_B: &str = "token-of-device-b-0123";
@@ -37,8 +37,9 @@ impl Gw {
         }
     }
 
-    fn state(&self) -> &crate::state::AppState {
-        &self.running.as_ref().expect("running").state
+    /// The running gateway's buffer (all these tests read of it).
+    fn store(&self) -> &std::sync::Arc<dyn crate::buffer::EventStore> {
+        &self.running.as_ref().expect("running").state.store
     }
 
     fn status(&self) -> Value {
@@ -46,11 +47,11 @@ impl Gw {
     }
 
     fn stored(&self, id: &uuid::Uuid) -> bool {
-        self.state().store.contains(id)
+        self.store().contains(id)
     }
 
     async fn user_events(&self, user: &str) -> Vec<emotion_core::EmotionEvent> {
-        let store = self.state().store.clone();
+        let store = self.store().clone();
         let user = user.to_owned();
         tokio::task::spawn_blocking(move || {
             store
@@ -126,7 +127,7 @@ pub(crate) async fn gateway_in(dir: tempfile::TempDir, cfg: MqttConfig) -> Gw {
     env.push(("EMOTION_GATEWAY__MQTT__ENABLED".into(), "false".into()));
     let config = Config::load(None, env).expect("config");
     let running = app::start(config).await.expect("gateway starts");
-    let mqtt = start(running.state.clone(), cfg)
+    let mqtt = start(cfg, crate::app::mqtt_handles(&running.state))
         .await
         .expect("mqtt starts");
     let port = |key: &str| {
@@ -727,7 +728,7 @@ async fn a_port_in_use_is_a_clear_start_error() {
     let running = app::start(Config::load(None, env).expect("config"))
         .await
         .expect("start");
-    let e = start(running.state.clone(), cfg)
+    let e = start(cfg, crate::app::mqtt_handles(&running.state))
         .await
         .expect_err("bind fails");
     let msg = e.to_string();

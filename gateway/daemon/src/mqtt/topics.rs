@@ -13,7 +13,7 @@
 //! topics (no wildcards), which also keeps one user's analysis out of reach of
 //! a `#` subscription.
 
-use super::config::Topics;
+use crate::config::mqtt::Topics;
 
 /// Where an incoming message goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -39,10 +39,10 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::config::{MqttConfig, UpstreamConfig};
 use super::inbound::{Origin, Rejection, Shared, Ticket, Verdict};
 use super::stats::{RejectKind, UpstreamState};
 use super::tls::{TlsError, client_config};
+use crate::config::mqtt::{MqttConfig, UpstreamConfig};
 
 /// The largest packet accepted from the upstream broker. Deliberately the
 /// MQTT maximum: a packet over rumqttc's limit breaks the connection, and the

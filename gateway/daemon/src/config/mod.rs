@@ -1,6 +1,11 @@
 //! Configuration: the embedded default (`config/gateway.toml`), a file merged
 //! over it, and environment overrides, then validation that reports every
 //! problem at once.
+//!
+//! This layer owns every configuration type: each section lives in a
+//! submodule here (`mqtt`, `devices`, `auth`) and the modules that run a
+//! section import it from here. `config` imports no other module of the
+//! daemon, so it sits at the bottom of the crate's dependency order.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,10 +15,16 @@ pub use emotion_core::units::Dur;
 use serde::Deserialize;
 use toml::{Table, Value};
 
-use crate::auth::Scope;
+pub mod auth;
+pub mod devices;
+pub mod mqtt;
+
+pub use auth::{AuthConfig, Scope, TokenConfig};
+pub use devices::{BleAdapter, BleConfig, SerialPortConfig};
+pub use mqtt::MqttConfig;
 
 /// The default configuration, compiled into the binary.
-pub const EMBEDDED: &str = include_str!("../../../config/gateway.toml");
+pub const EMBEDDED: &str = include_str!("../../../../config/gateway.toml");
 
 /// Prefix of environment overrides: `EMOTION_GATEWAY__HTTP__LISTEN=…`.
 pub const ENV_PREFIX: &str = "EMOTION_GATEWAY__";
@@ -37,10 +48,10 @@ pub struct Config {
     pub sync: emotion_sync::SyncConfig,
     /// Serial wearables, one `[[serial]]` table per port (none by default).
     #[serde(default)]
-    pub serial: Vec<crate::devices::SerialPortConfig>,
-    pub ble: crate::devices::BleConfig,
+    pub serial: Vec<SerialPortConfig>,
+    pub ble: BleConfig,
     /// The embedded MQTT broker and the upstream broker client.
-    pub mqtt: crate::mqtt::MqttConfig,
+    pub mqtt: MqttConfig,
     pub log: LogConfig,
     pub auth: AuthConfig,
 }
@@ -93,21 +104,6 @@ pub enum LogFormat {
 pub struct LogConfig {
     pub format: LogFormat,
     pub level: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    pub tokens: Vec<TokenConfig>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenConfig {
-    /// Shown in logs instead of the token itself.
-    pub name: String,
-    pub token: String,
-    pub scopes: Vec<Scope>,
 }
 
 /// Every problem found in a configuration.
