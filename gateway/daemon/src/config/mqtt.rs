@@ -56,14 +56,8 @@ pub struct Limits {
     pub subscriber_backlog: ByteSize,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Topics {
-    pub sensors: String,
-    pub emotions: String,
-    pub alerts: String,
-    pub devices: String,
-}
+/// The topic roots: one definition, shared with firmware-sim.
+pub use emotion_wire::topics::TopicLayout as Topics;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -127,17 +121,6 @@ impl Default for Limits {
             connect_timeout: Dur(Duration::from_secs(10)),
             outbox_capacity: 16384,
             subscriber_backlog: ByteSize(1 << 20),
-        }
-    }
-}
-
-impl Default for Topics {
-    fn default() -> Self {
-        Topics {
-            sensors: "sensors".into(),
-            emotions: "emotions".into(),
-            alerts: "alerts".into(),
-            devices: "devices".into(),
         }
     }
 }
@@ -237,10 +220,7 @@ impl MqttConfig {
     /// the topic roots.
     pub fn upstream_filters(&self) -> Vec<String> {
         if self.upstream.filters.is_empty() {
-            vec![
-                format!("{}/+/+", self.topics.sensors),
-                format!("{}/+/events", self.topics.emotions),
-            ]
+            vec![self.topics.readings_filter(), self.topics.events_filter()]
         } else {
             self.upstream.filters.clone()
         }

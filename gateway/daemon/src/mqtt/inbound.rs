@@ -126,7 +126,7 @@ impl Shared {
     ) -> Self {
         let idle = handles.session_idle;
         Shared {
-            topics: TopicScheme::new(&cfg.topics),
+            topics: cfg.topics.clone(),
             sessions: SessionMap::new(idle),
             log: RateLimitedLog::default(),
             handles,

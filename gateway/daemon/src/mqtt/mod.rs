@@ -209,7 +209,7 @@ pub async fn start(cfg: MqttConfig, handles: MqttHandles) -> Result<MqttHandle, 
         None
     };
 
-    let topics = topics::TopicScheme::new(&cfg.topics);
+    let topics = cfg.topics.clone();
     let outbox = Arc::new(outbox::Outbox::new(
         broker.as_ref().map(broker::Broker::publisher),
         upstream.as_ref().and_then(|u| u.results.clone()),
