@@ -6,6 +6,7 @@
 # Only the feature build needs this; the default build (simulated adapter)
 # does not. Safe to run again: it installs only what is missing.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 
 need=()
 dpkg -s libdbus-1-dev >/dev/null 2>&1 || need+=(libdbus-1-dev)
@@ -16,13 +17,5 @@ if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi
 
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
-        echo "install-ble-deps: need root (or sudo) to install: ${need[*]}" >&2
-        exit 1
-    fi
-fi
 echo "install-ble-deps: installing ${need[*]}"
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+apt_install "${need[@]}"

@@ -11,6 +11,7 @@
 # The tests never install anything themselves: without these they fail and
 # name this script. Safe to run again: it installs only what is missing.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
 need=()
@@ -19,16 +20,8 @@ command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 
 if [ ${#need[@]} -gt 0 ]; then
-    sudo=""
-    if [ "$(id -u)" -ne 0 ]; then
-        if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
-            echo "install-browser-test-deps: need root (or sudo) to install: ${need[*]}" >&2
-            exit 1
-        fi
-    fi
     echo "install-browser-test-deps: installing ${need[*]}"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+    apt_install "${need[@]}"
 else
     echo "install-browser-test-deps: chromium, node and npm already present"
 fi

@@ -9,6 +9,7 @@
 # The tests never install anything themselves: without these tools they fail
 # and name this script. Safe to run again: it installs only what is missing.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 
 need=()
 command -v mosquitto_pub >/dev/null 2>&1 && command -v mosquitto_sub >/dev/null 2>&1 \
@@ -20,13 +21,5 @@ if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi
 
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
-        echo "install-mqtt-test-deps: need root (or sudo) to install: ${need[*]}" >&2
-        exit 1
-    fi
-fi
 echo "install-mqtt-test-deps: installing ${need[*]}"
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+apt_install "${need[@]}"

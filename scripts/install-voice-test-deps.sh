@@ -8,6 +8,7 @@
 # The tests never install anything themselves: without these tools they fail
 # and name this script. Safe to run again: it installs only what is missing.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 
 need=()
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
@@ -18,13 +19,5 @@ if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi
 
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
-        echo "install-voice-test-deps: need root (or sudo) to install: ${need[*]}" >&2
-        exit 1
-    fi
-fi
 echo "install-voice-test-deps: installing ${need[*]}"
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+apt_install "${need[@]}"

@@ -18,8 +18,21 @@ ensure_apt() {
     done
     [ ${#missing[@]} -eq 0 ] && return 0
     log "installing Debian packages: ${missing[*]}"
+    apt_install "${missing[@]}"
+}
+
+# apt-get install, as root or through sudo. A fresh machine may have another
+# apt (unattended upgrades) holding the lock: wait for it up to 10 minutes
+# rather than fail.
+apt_install() {
     local sudo=""
-    [ "$(id -u)" -ne 0 ] && sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+            echo "need root (or sudo) to install: $*" >&2
+            exit 1
+        fi
+    fi
+    local wait=(-o DPkg::Lock::Timeout=600)
+    $sudo apt-get "${wait[@]}" update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get "${wait[@]}" install -y -qq --no-install-recommends "$@"
 }
