@@ -28,3 +28,5 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace --no-fail-fast
 fi
+log "the gateway without its default features (no MQTT, no Bluetooth radio)"
+cargo test -p emotion-gateway --no-default-features --lib

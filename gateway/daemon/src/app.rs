@@ -19,6 +19,7 @@ use crate::buffer::{EventStore, SledStore, StallBeforeFlush, StoreError, StoreOp
 use crate::config::Config;
 use crate::devices::DeviceHandles;
 use crate::ingest::Pipeline;
+#[cfg(feature = "mqtt")]
 use crate::mqtt::MqttHandles;
 use crate::privacy::Privacy;
 use crate::state::{AppState, Connections};
@@ -160,16 +161,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         );
     }
 
-    let mqtt = if config.mqtt.enabled_anything() {
-        let handle = crate::mqtt::start(config.mqtt.clone(), mqtt_handles(&state)).await?;
-        let _ = state.mqtt.set(handle.status());
-        Some(handle)
-    } else {
-        tracing::info!(
-            "MQTT is off (set [mqtt] enabled = true, or [mqtt.upstream] enabled = true)"
-        );
-        None
-    };
+    let mqtt = start_mqtt(&config, &state).await?;
 
     let app = api::router(state.clone());
     let token = state.shutdown.clone();
@@ -216,8 +208,38 @@ fn sync_handles(state: &AppState) -> SyncHandles {
     }
 }
 
+/// Start the MQTT transport when `[mqtt]` asks for it.
+#[cfg(feature = "mqtt")]
+async fn start_mqtt(
+    config: &Config,
+    state: &AppState,
+) -> Result<Option<crate::mqtt::MqttHandle>, StartError> {
+    if !config.mqtt.enabled_anything() {
+        tracing::info!(
+            "MQTT is off (set [mqtt] enabled = true, or [mqtt.upstream] enabled = true)"
+        );
+        return Ok(None);
+    }
+    let handle = crate::mqtt::start(config.mqtt.clone(), mqtt_handles(state)).await?;
+    let _ = state.mqtt.set(handle.status());
+    Ok(Some(handle))
+}
+
+/// A build without the `mqtt` feature: say so if `[mqtt]` asks for MQTT.
+#[cfg(not(feature = "mqtt"))]
+async fn start_mqtt(
+    config: &Config,
+    _: &AppState,
+) -> Result<Option<crate::mqtt::MqttHandle>, StartError> {
+    for warning in config.mqtt.problems() {
+        tracing::warn!("{warning}");
+    }
+    Ok(None)
+}
+
 /// What the MQTT transport gets from the assembled gateway (public for the
 /// tests that start a second transport beside a running gateway).
+#[cfg(feature = "mqtt")]
 pub fn mqtt_handles(state: &AppState) -> MqttHandles {
     MqttHandles {
         ingest: state.ingest.clone(),

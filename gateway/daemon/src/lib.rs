@@ -17,14 +17,19 @@
 //!   [`readings::ReadingOutcome`]); `/ws/readings`, MQTT, serial and BLE use it.
 //! - [`api`]: the HTTP/WebSocket API on [`state::AppState`]; [`api::router`]
 //!   needs no socket.
-//! - [`mqtt`]: the embedded broker and upstream client, built from
-//!   [`config::MqttConfig`] and [`mqtt::MqttHandles`].
+//! - [`mqtt`]: the embedded broker and upstream client (the `emotion-mqtt`
+//!   crate, behind the default-on `mqtt` feature), built from
+//!   [`config::MqttConfig`] and `mqtt::MqttHandles`.
 //! - [`devices`]: serial ports and BLE, from `[[serial]]`/`[ble]` and
 //!   [`devices::DeviceHandles`].
 //! - [`sync`]: the central PostgreSQL sync, from `[sync]` and
 //!   [`sync::SyncHandles`].
 //! - [`live`], [`telemetry`], [`privacy`], [`checkpoint`]: the live feed,
 //!   counters and `/metrics`, consent and erasure, analyzer checkpoints.
+//!
+//! [`ingest`], [`readings`], [`live`], [`telemetry`], [`privacy`] and
+//! [`checkpoint`] are the `emotion-pipeline` crate, which the transports'
+//! crates share; they are re-exported here under their old paths.
 //!
 //! # One event
 //!
@@ -46,17 +51,22 @@
 pub mod api;
 pub mod app;
 pub mod auth;
-pub mod checkpoint;
 pub mod config;
 pub mod devices;
-pub mod ingest;
-pub mod live;
-pub mod mqtt;
-pub mod privacy;
-pub mod readings;
 pub mod state;
 pub mod sync;
-pub mod telemetry;
+
+/// The ingest pipeline (its own crate, so that transport crates can use it),
+/// re-exported under the daemon's old module paths.
+pub use emotion_pipeline::{checkpoint, ingest, live, privacy, readings, telemetry};
+
+/// The MQTT transport (its own crate, behind the default-on `mqtt` feature).
+#[cfg(feature = "mqtt")]
+pub use emotion_mqtt as mqtt;
+/// Without the `mqtt` feature: the types the daemon holds, uninhabited.
+#[cfg(not(feature = "mqtt"))]
+#[path = "mqtt_off.rs"]
+pub mod mqtt;
 
 /// The durable buffer (its own crate, re-exported under its old path).
 pub use emotion_buffer as buffer;

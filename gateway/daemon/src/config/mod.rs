@@ -3,9 +3,12 @@
 //! problem at once.
 //!
 //! This layer owns every configuration type: each section lives in a
-//! submodule here (`mqtt`, `devices`, `auth`) and the modules that run a
-//! section import it from here. `config` imports no other module of the
-//! daemon, so it sits at the bottom of the crate's dependency order.
+//! submodule here (`devices`, `auth`) and the modules that run a section
+//! import it from here. `config` imports no other module of the daemon, so it
+//! sits at the bottom of the crate's dependency order. `[mqtt]` is the MQTT
+//! crate's own ([`emotion_mqtt::config`], re-exported as `config::mqtt`), as
+//! `[sync]` and `[plugins]` are their crates'; a build without the `mqtt`
+//! feature accepts the section and warns that it does not run.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,6 +20,10 @@ use toml::{Table, Value};
 
 pub mod auth;
 pub mod devices;
+#[cfg(feature = "mqtt")]
+pub use emotion_mqtt::config as mqtt;
+#[cfg(not(feature = "mqtt"))]
+#[path = "mqtt_off.rs"]
 pub mod mqtt;
 
 pub use auth::{AuthConfig, Scope, TokenConfig};

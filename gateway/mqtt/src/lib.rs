@@ -13,7 +13,7 @@
 //! ```
 //!
 //! Topics and who may use them: [`topics`]. Event ids of redelivered
-//! messages: [`ids`]. Configuration: [`crate::config::mqtt`] (`[mqtt]`).
+//! messages: [`ids`]. Configuration: [`config`] (`[mqtt]`).
 //!
 //! Why the devices are served by the gateway's own front-end (with rumqttd's
 //! codecs and router) rather than by rumqttd's listeners: rumqttd acknowledges
@@ -27,6 +27,7 @@
 //! what it is good at: subscriptions, persistent sessions and QoS 1 delivery
 //! of results.
 
+pub mod config;
 pub mod ids;
 pub mod topics;
 
@@ -39,9 +40,6 @@ mod stats;
 mod tls;
 mod upstream;
 
-#[cfg(test)]
-mod tests;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,16 +49,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::mqtt as config;
-pub use crate::config::mqtt::{DeviceCredential, MqttConfig};
+pub use config::{DeviceCredential, MqttConfig};
 pub use ids::derive_event_id;
 pub use outbox::analysis_json;
 pub use stats::{ListenerInfo, RejectKind, UpstreamState};
 
-use crate::ingest::Ingest;
-use crate::live::Live;
-use crate::readings::Readings;
-use crate::telemetry::Counters;
+use emotion_pipeline::ingest::Ingest;
+use emotion_pipeline::live::Live;
+use emotion_pipeline::readings::Readings;
+use emotion_pipeline::telemetry::Counters;
 
 /// How long shutdown waits for connections to finish their acknowledgements.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);

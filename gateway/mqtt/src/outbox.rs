@@ -3,7 +3,7 @@
 //! errors to `{devices}/{device_id}/errors`.
 //!
 //! Analysis and alerts come from the ingest pipeline's live feed
-//! ([`crate::live::Live`]), so they cover events from every transport
+//! ([`emotion_pipeline::live::Live`]), so they cover events from every transport
 //! (WebSocket, wearables, MQTT) and the alert rules and their debounce are the
 //! dashboard's (high stress, depression indicators, a flagged risk score, a
 //! high-severity anomaly; one per user and kind per minute).
@@ -30,7 +30,7 @@ use super::broker::Publisher;
 use super::inbound::{Rejection, error_json};
 use super::stats::Stats;
 use super::topics::TopicScheme;
-use crate::live::{Alert, Live, LiveEvent};
+use emotion_pipeline::live::{Alert, Live, LiveEvent};
 
 /// Where results go.
 #[derive(Debug)]

@@ -31,10 +31,10 @@ use super::ids::event_id_for;
 use super::outbox::Outbox;
 use super::stats::{DeviceStats, RejectKind, Stats};
 use super::topics::{Inbound, TopicScheme};
-use crate::config::mqtt::MqttConfig;
-use crate::ingest::{Accepted, IngestError};
-use crate::readings::ReadingOutcome;
-use crate::telemetry::Transport;
+use crate::config::MqttConfig;
+use emotion_pipeline::ingest::{Accepted, IngestError};
+use emotion_pipeline::readings::ReadingOutcome;
+use emotion_pipeline::telemetry::Transport;
 
 /// What became of a message; decides its acknowledgement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

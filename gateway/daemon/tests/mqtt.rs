@@ -1,6 +1,8 @@
-//! In-process tests of the MQTT transport: a real gateway (`app::start`, its
-//! buffer in a temporary directory) with the MQTT transport started beside
-//! it on free ports, driven by rumqttc clients speaking MQTT 3.1.1 and 5.
+//! In-process tests of the MQTT transport (the `emotion-mqtt` crate) in the
+//! gateway: a real gateway (`app::start`, its buffer in a temporary
+//! directory) with the MQTT transport started beside it on free ports, driven
+//! by rumqttc clients speaking MQTT 3.1.1 and 5.
+#![cfg(feature = "mqtt")]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,17 +11,17 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::{MqttHandle, derive_event_id, start};
-use crate::app::{self, Running};
-use crate::config::Config;
-use crate::config::mqtt::{DeviceCredential, MqttConfig};
+use emotion_gateway::app::{self, Running};
+use emotion_gateway::config::Config;
+use emotion_gateway::config::mqtt::{DeviceCredential, MqttConfig};
+use emotion_gateway::mqtt::{MqttHandle, derive_event_id, start};
 
 const TOKEN_A: &str = "token-of-device-a-0123";
 const TOKEN_B: &str = "token-of-device-b-0123";
 const TOKEN_C: &str = "token-of-device-c-0123";
 
 /// A gateway with its MQTT transport.
-pub(crate) struct Gw {
+struct Gw {
     pub running: Option<Running>,
     pub mqtt: Option<MqttHandle>,
     pub v4: u16,
@@ -28,7 +30,7 @@ pub(crate) struct Gw {
 }
 
 impl Gw {
-    pub(crate) async fn stop(mut self) {
+    async fn stop(mut self) {
         if let Some(m) = self.mqtt.take() {
             m.shutdown().await;
         }
@@ -38,12 +40,12 @@ impl Gw {
     }
 
     /// The running gateway's buffer (all these tests read of it).
-    fn store(&self) -> &std::sync::Arc<dyn crate::buffer::EventStore> {
+    fn store(&self) -> &std::sync::Arc<dyn emotion_gateway::buffer::EventStore> {
         &self.running.as_ref().expect("running").state.store
     }
 
     fn status(&self) -> Value {
-        super::status(self.mqtt.as_ref().expect("mqtt"))
+        emotion_gateway::mqtt::status(self.mqtt.as_ref().expect("mqtt"))
     }
 
     fn stored(&self, id: &uuid::Uuid) -> bool {
@@ -57,7 +59,7 @@ impl Gw {
             store
                 .user_events(
                     &user,
-                    &crate::buffer::EventQuery {
+                    &emotion_gateway::buffer::EventQuery {
                         limit: 1_000_000,
                         ..Default::default()
                     },
@@ -69,7 +71,7 @@ impl Gw {
     }
 }
 
-pub(crate) fn devices() -> Vec<DeviceCredential> {
+fn devices() -> Vec<DeviceCredential> {
     vec![
         DeviceCredential {
             device_id: "dev-a".into(),
@@ -89,7 +91,7 @@ pub(crate) fn devices() -> Vec<DeviceCredential> {
     ]
 }
 
-pub(crate) fn test_config() -> MqttConfig {
+fn test_config() -> MqttConfig {
     let mut c = MqttConfig {
         listen_v4: "127.0.0.1:0".into(),
         listen_v5: "127.0.0.1:0".into(),
@@ -103,12 +105,12 @@ pub(crate) fn test_config() -> MqttConfig {
 /// A gateway on a temporary buffer. The transport this module is wired into
 /// (once `[mqtt]` is part of the configuration) is turned off there, and
 /// started here with `cfg`.
-pub(crate) async fn gateway(cfg: MqttConfig) -> Gw {
+async fn gateway(cfg: MqttConfig) -> Gw {
     gateway_in(tempfile::tempdir().expect("tmp"), cfg).await
 }
 
 /// A gateway on the buffer in `dir` (kept across restarts by the caller).
-pub(crate) async fn gateway_in(dir: tempfile::TempDir, cfg: MqttConfig) -> Gw {
+async fn gateway_in(dir: tempfile::TempDir, cfg: MqttConfig) -> Gw {
     let mut env = vec![
         (
             "EMOTION_GATEWAY__STORAGE__PATH".to_owned(),
@@ -127,7 +129,7 @@ pub(crate) async fn gateway_in(dir: tempfile::TempDir, cfg: MqttConfig) -> Gw {
     env.push(("EMOTION_GATEWAY__MQTT__ENABLED".into(), "false".into()));
     let config = Config::load(None, env).expect("config");
     let running = app::start(config).await.expect("gateway starts");
-    let mqtt = start(cfg, crate::app::mqtt_handles(&running.state))
+    let mqtt = start(cfg, app::mqtt_handles(&running.state))
         .await
         .expect("mqtt starts");
     let port = |key: &str| {
@@ -728,7 +730,7 @@ async fn a_port_in_use_is_a_clear_start_error() {
     let running = app::start(Config::load(None, env).expect("config"))
         .await
         .expect("start");
-    let e = start(cfg, crate::app::mqtt_handles(&running.state))
+    let e = start(cfg, app::mqtt_handles(&running.state))
         .await
         .expect_err("bind fails");
     let msg = e.to_string();
@@ -796,7 +798,7 @@ async fn many_devices_at_once_under_a_small_in_flight_bound() {
 /// A private Mosquitto on a free port, with a persistent store and no limit
 /// on queued messages (the packaged default, 1000, would drop messages queued
 /// for an offline gateway). Fails loudly when Mosquitto is not installed.
-pub(crate) struct Mosquitto {
+struct Mosquitto {
     pub port: u16,
     child: std::process::Child,
     _dir: tempfile::TempDir,
@@ -809,7 +811,7 @@ impl Drop for Mosquitto {
     }
 }
 
-pub(crate) fn mosquitto() -> Mosquitto {
+fn mosquitto() -> Mosquitto {
     let bin = [
         "/usr/sbin/mosquitto",
         "/usr/bin/mosquitto",
@@ -861,8 +863,8 @@ fn upstream_config(port: u16, client_id: &str) -> MqttConfig {
     c.upstream.enabled = true;
     c.upstream.port = port;
     c.upstream.client_id = client_id.into();
-    c.upstream.reconnect_initial = crate::config::Dur(Duration::from_millis(100));
-    c.upstream.reconnect_max = crate::config::Dur(Duration::from_millis(500));
+    c.upstream.reconnect_initial = emotion_gateway::config::Dur(Duration::from_millis(100));
+    c.upstream.reconnect_max = emotion_gateway::config::Dur(Duration::from_millis(500));
     c
 }
 

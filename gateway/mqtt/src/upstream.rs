@@ -42,7 +42,7 @@ use tokio_util::task::TaskTracker;
 use super::inbound::{Origin, Rejection, Shared, Ticket, Verdict};
 use super::stats::{RejectKind, UpstreamState};
 use super::tls::{TlsError, client_config};
-use crate::config::mqtt::{MqttConfig, UpstreamConfig};
+use crate::config::{MqttConfig, UpstreamConfig};
 
 /// The largest packet accepted from the upstream broker. Deliberately the
 /// MQTT maximum: a packet over rumqttc's limit breaks the connection, and the

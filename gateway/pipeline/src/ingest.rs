@@ -23,10 +23,10 @@ use emotion_core::{Analyzer, EmotionEvent};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::buffer::EventStore;
 use crate::live::Live;
 use crate::privacy::Privacy;
 use crate::telemetry::{Counters, Transport};
+use emotion_buffer::EventStore;
 
 /// The answer to one submitted event.
 #[derive(Debug, Clone)]

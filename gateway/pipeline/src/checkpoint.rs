@@ -13,7 +13,7 @@ use emotion_core::{Analyzer, AnalyzerConfig};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::buffer::{EventStore, StoreError};
+use emotion_buffer::{EventStore, StoreError};
 
 pub const KEY: &str = "analyzer/checkpoint";
 /// State of users evicted from RAM, one record per user under this prefix.

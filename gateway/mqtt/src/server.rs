@@ -53,7 +53,7 @@ use super::broker::{LinkId, Links};
 use super::frame::{self, Frame, PublishMeta};
 use super::inbound::{Origin, Rejection, Shared, Ticket, Verdict};
 use super::stats::{DeviceStats, RejectKind};
-use crate::config::mqtt::{DeviceCredential, Protocol};
+use crate::config::{DeviceCredential, Protocol};
 
 /// Room for the topic and properties of a PUBLISH beyond its payload.
 const PACKET_OVERHEAD: usize = 65_536 + 16;
@@ -305,7 +305,7 @@ struct ConnGuard {
     device: Option<Arc<DeviceStats>>,
     _permit: OwnedSemaphorePermit,
     /// The connection in the gateway's Prometheus gauge.
-    _open: crate::telemetry::OpenGuard,
+    _open: emotion_pipeline::telemetry::OpenGuard,
 }
 
 impl Drop for ConnGuard {

@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::config::mqtt::Protocol;
+use crate::config::Protocol;
 
 /// Devices tracked one by one; beyond it (only possible in upstream mode,
 /// where any device id can appear in a topic) the rest are summed under

@@ -568,7 +568,9 @@ mod tests {
     /// configuration) and `MqttConfig::default()` cannot drift apart.
     #[test]
     fn embedded_block_equals_default_and_is_valid() {
-        let table: toml::Table = crate::config::EMBEDDED.parse().expect("parses");
+        let table: toml::Table = include_str!("../../../config/gateway.toml")
+            .parse()
+            .expect("parses");
         let section = table.get("mqtt").cloned().expect("an [mqtt] block");
         let parsed: MqttConfig = section.try_into().expect("[mqtt] parses");
         assert_eq!(parsed, MqttConfig::default());

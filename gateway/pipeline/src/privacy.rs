@@ -22,7 +22,7 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::buffer::{EventStore, StoreError};
+use emotion_buffer::{EventStore, StoreError};
 
 const CONSENT_PREFIX: &str = "consent/";
 const ERASURE_PREFIX: &str = "erasure/";
@@ -233,8 +233,8 @@ mod tests {
     use chrono::Duration;
 
     use super::*;
-    use crate::buffer::testing::sample_events;
-    use crate::buffer::{SledStore, StoreOptions};
+    use emotion_buffer::testing::sample_events;
+    use emotion_buffer::{SledStore, StoreOptions};
 
     fn open(dir: &std::path::Path) -> (Arc<dyn EventStore>, Privacy) {
         let (s, _) = SledStore::open(dir, StoreOptions::default()).expect("open");
