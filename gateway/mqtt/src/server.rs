@@ -40,6 +40,7 @@ use rumqttd::protocol::{
     PubRecReason, QoS, SubAck, Subscribe, SubscribeReasonCode, UnsubAck, UnsubAckReason, v4::V4,
     v5::V5,
 };
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -450,6 +451,15 @@ async fn serve<S>(
     tracing::debug!(device = %session.device_id, %peer, "MQTT device disconnected");
 }
 
+/// Whether `presented` is the device's token, in time independent of where
+/// they differ and of their lengths: both are hashed first, since comparing
+/// the strings themselves returns early on unequal lengths.
+fn token_matches(token: &str, presented: &str) -> bool {
+    let expected: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+    bool::from(expected.ct_eq(&presented))
+}
+
 /// Read the CONNECT (within `mqtt.limits.connect_timeout`) and check its
 /// credentials: username = device_id, password = token. A refusal is
 /// answered here; `None` ends the connection.
@@ -481,7 +491,7 @@ where
     };
     let device = login.as_ref().and_then(|l| {
         let d = ctx.devices.get(&l.username)?;
-        bool::from(d.token.as_bytes().ct_eq(l.password.as_bytes())).then_some(d)
+        token_matches(&d.token, &l.password).then_some(d)
     });
     let Some(device) = device else {
         ctx.shared
@@ -1239,5 +1249,20 @@ impl Session {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_matches;
+
+    #[test]
+    fn tokens_match_only_exactly_whatever_their_lengths() {
+        let token = "token-of-device-a-0123";
+        assert!(token_matches(token, token));
+        assert!(!token_matches(token, "token-of-device-a-0124"));
+        assert!(!token_matches(token, "token-of-device-a-012"));
+        assert!(!token_matches(token, "token-of-device-a-01234"));
+        assert!(!token_matches(token, ""));
     }
 }
