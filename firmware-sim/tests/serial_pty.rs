@@ -134,7 +134,17 @@ async fn run(opts: SerialRunOptions, link: Option<&Path>) -> Run {
     )
     .await
     .expect("device runs");
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Wait until the last frame written has been decoded (junk written after
+    // it is read by the reader's drain on stop).
+    let last_seq = sent.last().map(|f| f.seq);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while received.lock().expect("lock").frames.last().map(|f| f.seq) != last_seq {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the last frame written never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     stop.cancel();
     let decoder = reader_task.await.expect("reader");
     drop(port);

@@ -751,8 +751,10 @@ async fn erasure_racing_writers_leaves_nothing_behind() {
     let (db, mut c) = fresh().await;
     let requested_at = t0() + Duration::days(1);
     let mut writers = Vec::new();
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     for w in 0..2u64 {
         let url = db.url().to_owned();
+        let written = written.clone();
         writers.push(tokio::spawn(async move {
             let mut wc = SyncClient::connect(&url).await.expect("connect");
             for b in 0..30u64 {
@@ -762,10 +764,19 @@ async fn erasure_racing_writers_leaves_nothing_behind() {
                 wc.write_events(&format!("gw-{w}"), &batch, Cursor::new(b + 1, 0))
                     .await
                     .expect("write");
+                written.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
         }));
     }
-    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    // Erase once batches are going in, so it lands among the writes.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while written.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the writers wrote nothing"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     let out = c
         .apply_erasure("gw-x", "racer", Uuid::now_v7(), requested_at)
         .await

@@ -156,7 +156,7 @@ impl Gateway {
             .spawn()
             .with_context(|| format!("spawning {}", bin.display()))?;
         let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        if let Some(stderr) = child.stderr.take() {
+        let log_thread = child.stderr.take().map(|stderr| {
             let logs = logs.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -164,8 +164,8 @@ impl Gateway {
                         l.push(line);
                     }
                 }
-            });
-        }
+            })
+        });
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -180,7 +180,11 @@ impl Gateway {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                std::thread::sleep(Duration::from_millis(100));
+                // The process is gone, so its stderr ends: the log thread
+                // finishes once it has collected every line.
+                if let Some(t) = log_thread {
+                    let _ = t.join();
+                }
                 let logs = logs.lock().map(|l| l.join("\n")).unwrap_or_default();
                 bail!("gateway did not print its address; its log:\n{logs}");
             }

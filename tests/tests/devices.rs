@@ -185,19 +185,31 @@ async fn serial_strap_over_a_pty_with_corruption_becomes_matching_events() {
         .flat_map(|(_, _, p)| p["rr_intervals_ms"].as_array().cloned().unwrap_or_default())
         .filter_map(|v| v.as_f64())
         .collect();
-    // Under load the gateway may still be working through the last frames:
-    // compare once the event count has settled.
-    let mut events = gw.user_events("s1").await.expect("events");
-    let settle_by = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        let now = gw.user_events("s1").await.expect("events");
-        let settled = now.len() == events.len();
-        events = now;
-        if settled || std::time::Instant::now() > settle_by {
-            break;
-        }
-    }
+    // Under load the gateway may still be working through the last frames.
+    // The simulator has exited, so each reader sees its port close once it
+    // has read and handed on everything (`losses`); then every reading it
+    // handed on must have been answered (stored, no emotion, or failed).
+    eventually(
+        Duration::from_secs(30),
+        "the gateway processed every reading",
+        || async {
+            let d = gw.get_json("/api/devices").await.expect("devices");
+            let ports = d["serial"].as_array().cloned().unwrap_or_default();
+            let closed = ports
+                .iter()
+                .all(|p| p["stats"]["losses"].as_u64() >= Some(1));
+            let read: u64 = ports
+                .iter()
+                .filter_map(|p| p["stats"]["readings"].as_u64())
+                .sum();
+            let c = &d["readings"];
+            let n = |k: &str| c[k].as_u64().unwrap_or(0);
+            let answered = n("stored") + n("no_emotion") + n("failed");
+            (closed && n("received") == read && answered == read).then_some(())
+        },
+    )
+    .await;
+    let events = gw.user_events("s1").await.expect("events");
     assert!(!events.is_empty(), "readings became events");
     let hr_events: Vec<&Value> = events
         .iter()

@@ -208,8 +208,16 @@ async fn logs_are_json_lines_when_configured() {
         config: None,
     };
     let gw = Gateway::start(dir.path(), &opts).expect("start");
-    // Give the log thread a moment to collect the start-up lines.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The log thread collects stderr on its own: wait for the start-up line.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !gw.logs().contains("gateway started") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no start-up line:\n{}",
+            gw.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let logs = gw.logs();
     let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(!lines.is_empty(), "no log lines");

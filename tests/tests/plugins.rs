@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use emotion_tests::{
@@ -213,39 +213,48 @@ async fn hot_swap_under_load_loses_nothing_and_refuses_a_broken_replacement() {
             tx
         }
     });
-    let recv = tokio::spawn(async move {
-        let mut replies = Vec::new();
-        loop {
-            let total = *total_rx.borrow();
-            if let Some(total) = total
-                && replies.len() >= total
-            {
-                assert_eq!(replies.len(), total, "one reply per reading");
-                return replies;
-            }
-            tokio::select! {
-                // Only until the total is known: a finished sender's channel
-                // would report a change at once, every time.
-                changed = total_rx.changed(), if total.is_none() => {
-                    if changed.is_err() && total_rx.borrow().is_none() {
-                        panic!("the sender stopped without a total");
-                    }
+    let received = Arc::new(AtomicUsize::new(0));
+    let recv = tokio::spawn({
+        let received = received.clone();
+        async move {
+            let mut replies = Vec::new();
+            loop {
+                let total = *total_rx.borrow();
+                if let Some(total) = total
+                    && replies.len() >= total
+                {
+                    assert_eq!(replies.len(), total, "one reply per reading");
+                    return replies;
                 }
-                next = tokio::time::timeout(Duration::from_secs(30), rx.next()) => match next {
-                    Ok(Some(Ok(Message::Text(t)))) => {
-                        replies.push(serde_json::from_str::<Value>(&t).expect("json"))
+                tokio::select! {
+                    // Only until the total is known: a finished sender's channel
+                    // would report a change at once, every time.
+                    changed = total_rx.changed(), if total.is_none() => {
+                        if changed.is_err() && total_rx.borrow().is_none() {
+                            panic!("the sender stopped without a total");
+                        }
                     }
-                    Ok(Some(Ok(_))) => {}
-                    other => panic!(
-                        "stream ended early after {} replies: {other:?}",
-                        replies.len()
-                    ),
-                },
+                    next = tokio::time::timeout(Duration::from_secs(30), rx.next()) => match next {
+                        Ok(Some(Ok(Message::Text(t)))) => {
+                            replies.push(serde_json::from_str::<Value>(&t).expect("json"));
+                            received.store(replies.len(), Ordering::Release);
+                        }
+                        Ok(Some(Ok(_))) => {}
+                        other => panic!(
+                            "stream ended early after {} replies: {other:?}",
+                            replies.len()
+                        ),
+                    },
+                }
             }
         }
     });
-    // Swap mid-stream: v2 replaces v1 while readings flow.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Swap mid-stream: v2 replaces v1 once v1 has answered readings.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while received.load(Ordering::Acquire) < 100 {
+        assert!(Instant::now() < deadline, "v1 answered no readings");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let v2 = emotion_tests::built_plugin("echo-v2").expect("echo-v2");
     let staging = plugins.path().join("echo.wasm.part");
     std::fs::copy(&v2, &staging).expect("copy");

@@ -433,8 +433,22 @@ async fn summaries_follow_consent_and_erasure_removes_the_user_everywhere() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Summaries keep flowing for the others, never again for the erased user.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Summaries keep flowing for the others, never again for the erased user:
+    // wait for two more rounds to ship (the second began after the first
+    // ended, so after the erasure was applied here and centrally).
+    let shipped = |s: &Value| s["summaries_shipped"].as_u64().unwrap_or(0);
+    let mut seen = shipped(&gw.get_json("/api/sync").await.expect("sync status"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut rounds = 0;
+    while rounds < 2 {
+        let s = gw.get_json("/api/sync").await.expect("sync status");
+        if shipped(&s) > seen {
+            seen = shipped(&s);
+            rounds += 1;
+        }
+        assert!(Instant::now() < deadline, "no summaries shipped: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let again: i64 = client
         .query_one(
             "SELECT count(*) FROM credit_risk_summaries WHERE user_id = '902'",

@@ -138,7 +138,14 @@ fn a_full_queue_answers_overloaded_at_once() {
     let host = PluginHost::new(cfg, "gw-test").expect("host starts");
     let voice = reading(r#"{"user_id": "u1", "source": "voice", "payload": {"jitter": 0.01}}"#);
     let first = host.submit(voice.clone());
-    std::thread::sleep(Duration::from_millis(200));
+    // The worker counts the call as it starts it: from then on it is stuck,
+    // and the queue holds only what is submitted below.
+    assert!(
+        eventually(Duration::from_secs(10), || host
+            .plugin_status("infinite-loop")
+            .is_some_and(|s| s.stats.calls == 1)),
+        "the worker takes the first reading"
+    );
     let t = Instant::now();
     let pending: Vec<_> = (0..150).map(|_| host.submit(voice.clone())).collect();
     let overloaded = pending

@@ -32,7 +32,7 @@ fn swap_under_load_loses_nothing_and_refuses_broken_replacements() {
     cfg.batch_max_latency = Dur(Duration::from_millis(2));
     cfg.watch_interval = Dur(Duration::from_millis(50));
     let host = PluginHost::new(cfg, "gw-test").expect("host starts");
-    let _watcher = host.watch().expect("watching");
+    let watcher = host.watch().expect("watching");
     assert_eq!(producer_of(&host, "echo").as_deref(), Some("echo@1.0.0"));
 
     // Load: three submitters, each keeping up to 32 readings in flight, until
@@ -99,6 +99,10 @@ fn swap_under_load_loses_nothing_and_refuses_broken_replacements() {
         host.plugin_status("echo")
             .is_some_and(|s| s.stats.readings > at_swap + 200)
     }));
+    // The explicit reloads below must not race the watcher: whichever of the
+    // two reads a new file second finds its bytes already attempted and
+    // reports `Unchanged` instead of the refusal. Dropping joins its thread.
+    drop(watcher);
 
     // Broken replacements, still under load: each is refused, v2 keeps serving.
     let echo_file = dir.path().join("echo.wasm");
@@ -134,7 +138,12 @@ fn swap_under_load_loses_nothing_and_refuses_broken_replacements() {
         &std::fs::read(component("template")).expect("template"),
         "describes itself as `template`",
     );
-    std::thread::sleep(Duration::from_millis(200));
+    // v2 goes on serving after the refusals.
+    let at_refusals = host.plugin_status("echo").map_or(0, |s| s.stats.readings);
+    assert!(eventually(Duration::from_secs(10), || {
+        host.plugin_status("echo")
+            .is_some_and(|s| s.stats.readings > at_refusals + 200)
+    }));
 
     stop.store(true, Ordering::Relaxed);
     let mut sent = 0;
@@ -166,10 +175,24 @@ fn swap_under_load_loses_nothing_and_refuses_broken_replacements() {
     assert_eq!((s.stats.failures, s.stats.errors), (0, 0));
     eprintln!("{sent} readings through the swap: {by_producer:?}");
 
-    // The watcher also noticed the broken file left in place, and refused it
-    // once: the last bytes in the directory are the template's.
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(producer_of(&host, "echo").as_deref(), Some("echo@2.0.0"));
+    // A watcher refuses a broken file too: one it has not seen attempted (the
+    // template's bytes were, above) is refused, and v2 keeps serving.
+    replace_atomically(
+        &std::fs::read(component("wrong-abi")).expect("wrong-abi"),
+        &echo_file,
+    );
+    let _watcher = host.watch().expect("watching");
+    assert!(
+        eventually(Duration::from_secs(10), || host
+            .plugin_status("echo")
+            .and_then(|s| s.last_reload)
+            .is_some_and(|r| r.message.contains("ABI version 99"))),
+        "the watcher refuses the broken file: {:?}",
+        host.plugin_status("echo")
+    );
+    let s = host.plugin_status("echo").expect("status");
+    assert_eq!(s.state, PluginState::Running);
+    assert_eq!(s.producer.as_deref(), Some("echo@2.0.0"));
 }
 
 #[test]

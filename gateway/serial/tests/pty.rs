@@ -64,7 +64,24 @@ async fn run(user: Option<&str>, opts: SerialRunOptions, tag: &str) -> Outcome {
         })
         .await
         .expect("device runs");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Wait until the reader has taken in everything the device made: frames
+    // read plus frames its sequence numbers say were lost (dropped while
+    // unplugged, or discarded with a closed pty) account for every frame,
+    // and the junk is counted. The gap behind a loss shows only once a
+    // later frame is read, so this holds only after the last frame.
+    let made = sim.frames_sent + sim.frames_dropped;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = reader.stats();
+        if s.frames + s.missed >= made && s.corrupt >= sim.corrupt_injected {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reader never caught up: {s:?} of {sim:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     cancel.cancel();
     task.await.expect("reader stops");
     drop(port);

@@ -103,7 +103,7 @@ pub(super) struct GlobalState {
     rate: MinuteRate,
     /// 64-bit hashes of session ids: exact enough for a count, 8 bytes each,
     /// and it survives the eviction of idle sessions' live state.
-    #[serde(with = "super::checkpoint::u64_set")]
+    #[serde(with = "super::codec::u64_set")]
     sessions: HashSet<u64>,
     keys: SessionKeys,
 }

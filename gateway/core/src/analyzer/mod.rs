@@ -8,6 +8,7 @@
 
 mod anomaly;
 pub mod checkpoint;
+mod codec;
 mod global;
 pub(crate) mod risk;
 pub(crate) mod state;
@@ -103,9 +104,9 @@ struct SessionState {
     user_id: String,
     window: Window,
     totals: Totals,
-    #[serde(with = "checkpoint::ts")]
+    #[serde(with = "codec::ts")]
     first_seen: DateTime<Utc>,
-    #[serde(with = "checkpoint::ts")]
+    #[serde(with = "codec::ts")]
     last_seen: DateTime<Utc>,
 }
 
@@ -137,16 +138,16 @@ impl SessionState {
 struct UserState {
     baseline: Window,
     totals: Totals,
-    #[serde(with = "checkpoint::anomalies")]
+    #[serde(with = "codec::anomalies")]
     anomalies: VecDeque<Anomaly>,
     /// For the latest `trajectory_window` events: was it a high-severity anomaly?
     high_flags: VecDeque<bool>,
-    #[serde(with = "checkpoint::last_event")]
+    #[serde(with = "codec::last_event")]
     last_event: Option<(Point, DateTime<Utc>)>,
-    #[serde(with = "checkpoint::ts")]
+    #[serde(with = "codec::ts")]
     first_seen: DateTime<Utc>,
     /// `ingested_at` of the user's latest event: their last activity.
-    #[serde(with = "checkpoint::ts")]
+    #[serde(with = "codec::ts")]
     last_seen: DateTime<Utc>,
     /// Daily aggregates of the last 30 days, for credit/risk summaries.
     credit: CreditHistory,
@@ -276,6 +277,17 @@ pub struct SessionSummary {
 
 /// All analysis state of the gateway.
 ///
+/// What the analyzer keeps of an evicted user (`checkpoint` hands out and
+/// takes back the rest).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub(crate) struct EvictedUser {
+    /// CRC-32 of the body of the state handed out.
+    crc: u32,
+    /// [`crate::credit::CreditHistory::last_active`] at eviction.
+    #[serde(with = "codec::opt_ts")]
+    credit_last_active: Option<DateTime<Utc>>,
+}
+
 /// Users are either *resident* (their state is in `users`) or *evicted* (their
 /// state was handed to the caller by
 /// [`evict_users_idle_since`](Analyzer::evict_users_idle_since) and only a
@@ -285,7 +297,7 @@ pub struct Analyzer {
     cfg: AnalyzerConfig,
     users: HashMap<String, UserState>,
     sessions: HashMap<String, SessionState>,
-    evicted: HashMap<String, checkpoint::EvictedUser>,
+    evicted: HashMap<String, EvictedUser>,
     /// The latest cutoff of [`Analyzer::evict_sessions_idle_since`].
     session_cutoff: Option<DateTime<Utc>>,
     global: global::GlobalState,

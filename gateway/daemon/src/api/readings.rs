@@ -51,13 +51,13 @@ pub async fn readings(
         &headers,
         Scope::Ingest,
         WsEndpoint::Readings,
-        |socket, state| serve(socket, state, Mode::Readings),
+        |socket, state| serve(socket, state, Mode::Readings(handle_reading)),
     )
 }
 
 /// Validate one reading and hand it to the host now (so the connection's
 /// order is the submission order); the returned future resolves to its reply.
-pub(crate) async fn handle_reading(state: &AppState, text: &str) -> ReplyFuture {
+fn handle_reading(state: &AppState, text: &str) -> ReplyFuture {
     let body: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(_) => return ready(error_reply("invalid_json", "Message must be valid JSON")),

@@ -241,9 +241,6 @@ async fn run_stream(mut socket: WebSocket, state: AppState, user: String, sessio
     serve(socket, state, mode).await;
 }
 
-/// Read events, enqueue them in order, and send each reply in order once its
-/// event is durable. At most `max_in_flight_per_connection` replies are
-/// outstanding; beyond that the connection is not read (back-pressure).
 /// What a connection carries.
 #[derive(Debug, Clone)]
 pub(crate) enum Mode {
@@ -253,10 +250,15 @@ pub(crate) enum Mode {
         session: Option<String>,
         style: ReplyStyle,
     },
-    /// Raw readings for the plugins (`/ws/readings`).
-    Readings,
+    /// Raw readings for the plugins (`/ws/readings`), each handed to the
+    /// function given (`readings::handle_reading`: passed in rather than
+    /// called from here, as the readings endpoint builds on this module).
+    Readings(fn(&AppState, &str) -> ReplyFuture),
 }
 
+/// Read events, enqueue them in order, and send each reply in order once its
+/// event is durable. At most `max_in_flight_per_connection` replies are
+/// outstanding; beyond that the connection is not read (back-pressure).
 pub(crate) async fn serve(socket: WebSocket, state: AppState, mode: Mode) {
     let (mut sink, mut incoming) = socket.split();
     let mut pending: FuturesOrdered<ReplyFuture> = FuturesOrdered::new();
@@ -296,7 +298,7 @@ pub(crate) async fn serve(socket: WebSocket, state: AppState, mode: Mode) {
                     Mode::Events { user, session, style } => {
                         handle_message(&state, &text, user.as_deref(), session.as_deref(), *style).await
                     }
-                    Mode::Readings => super::readings::handle_reading(&state, &text).await,
+                    Mode::Readings(handle) => handle(&state, &text),
                 };
                 pending.push_back(reply);
             }
