@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_rust
-python3 scripts/check-module-cycles.py --allow gateway/daemon/src/mqtt
+python3 scripts/check-module-cycles.py
 # The gateway builds the real Bluetooth transport (btleplug needs libdbus);
 # the voice plugin's tests render speech with espeak-ng and sox; the MQTT
 # tests talk to the embedded broker with Mosquitto's clients and start private

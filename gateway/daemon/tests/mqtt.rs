@@ -928,6 +928,12 @@ async fn upstream_consumes_with_manual_acks_and_a_persistent_session() {
     publish_upstream(broker.port, 0, 500).await;
     let evs = wait_stored(&gw, "up", 500).await;
     assert_eq!(evs.len(), 500);
+    // The ack follows the store: wait for it rather than read it at once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while gw.status()["upstream"]["acked"] != 500 {
+        assert!(tokio::time::Instant::now() < deadline, "{}", gw.status());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let s = gw.status();
     assert_eq!(s["upstream"]["state"], "connected", "{s}");
     assert_eq!(s["upstream"]["acked"], 500, "{s}");

@@ -23,12 +23,13 @@ use emotion_core::{EmotionEvent, Source};
 use emotion_plugin_host::ReadingError;
 use hashbrown::HashMap;
 use parking_lot::Mutex;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::MqttHandles;
+use super::handles::MqttHandles;
 use super::ids::event_id_for;
 use super::outbox::Outbox;
+use super::rejection::Rejection;
 use super::stats::{DeviceStats, RejectKind, Stats};
 use super::topics::{Inbound, TopicScheme};
 use crate::config::MqttConfig;
@@ -97,24 +98,6 @@ pub struct Shared {
     pub outbox: Arc<Outbox>,
     sessions: SessionMap,
     log: RateLimitedLog,
-}
-
-/// A rejection, as reported to the sender.
-#[derive(Debug, Clone)]
-pub struct Rejection {
-    pub kind: RejectKind,
-    pub message: String,
-    pub fields: Option<Vec<FieldError>>,
-}
-
-impl Rejection {
-    fn new(kind: RejectKind, message: impl Into<String>) -> Self {
-        Rejection {
-            kind,
-            message: message.into(),
-            fields: None,
-        }
-    }
 }
 
 impl Shared {
@@ -423,22 +406,6 @@ fn json_object(payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
     }
 }
 
-/// The JSON published to `{devices}/{device_id}/errors`.
-pub fn error_json(device_id: &str, topic: &str, r: &Rejection) -> Value {
-    let mut v = json!({
-        "status": "error",
-        "error": r.kind.as_str(),
-        "message": r.message,
-        "device_id": device_id,
-        "topic": topic,
-        "timestamp": Utc::now().to_rfc3339(),
-    });
-    if let (Some(fields), Value::Object(m)) = (&r.fields, &mut v) {
-        m.insert("fields".into(), json!(fields));
-    }
-    v
-}
-
 /// Sessions of messages that name none: one per device and user, kept while
 /// messages keep coming (a gap longer than `analyzer.session_idle` starts a
 /// new one), named like the original clients' default,
@@ -531,6 +498,7 @@ impl RateLimitedLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rejection::error_json;
 
     #[test]
     fn sessions_are_kept_per_device_and_user_until_idle() {

@@ -28,6 +28,7 @@
 //! of results.
 
 pub mod config;
+mod handles;
 pub mod ids;
 pub mod topics;
 
@@ -35,6 +36,7 @@ mod broker;
 mod frame;
 mod inbound;
 mod outbox;
+mod rejection;
 mod server;
 mod stats;
 mod tls;
@@ -50,14 +52,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::{DeviceCredential, MqttConfig};
+pub use handles::MqttHandles;
 pub use ids::derive_event_id;
 pub use outbox::analysis_json;
 pub use stats::{ListenerInfo, RejectKind, UpstreamState};
-
-use emotion_pipeline::ingest::Ingest;
-use emotion_pipeline::live::Live;
-use emotion_pipeline::readings::Readings;
-use emotion_pipeline::telemetry::Counters;
 
 /// How long shutdown waits for connections to finish their acknowledgements.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,26 +71,6 @@ pub enum MqttError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Broker(#[from] broker::BrokerError),
-}
-
-/// What the MQTT transport is given: nothing else of the gateway.
-#[derive(Debug, Clone)]
-pub struct MqttHandles {
-    /// Emotion events go straight into the ingest queue.
-    pub ingest: Ingest,
-    /// Raw readings go through their plugin first.
-    pub readings: Readings,
-    /// Rejections and open connections, for `/metrics`.
-    pub counters: Arc<Counters>,
-    /// Analysis and alerts of every transport, published to subscribers.
-    pub live: Arc<Live>,
-    /// Stamped on the events this transport validates.
-    pub gateway_id: String,
-    /// `analyzer.session_idle`: a device's implicit session ends after this
-    /// long without messages.
-    pub session_idle: Duration,
-    /// Cancelled when the gateway shuts down.
-    pub shutdown: CancellationToken,
 }
 
 /// The running MQTT transport. Dropping it does not stop it; call

@@ -27,7 +27,7 @@ use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use super::broker::Publisher;
-use super::inbound::{Rejection, error_json};
+use super::rejection::{Rejection, error_json};
 use super::stats::Stats;
 use super::topics::TopicScheme;
 use emotion_pipeline::live::{Alert, Live, LiveEvent};

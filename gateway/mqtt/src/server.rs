@@ -52,7 +52,8 @@ use tokio_util::task::TaskTracker;
 
 use super::broker::{LinkId, Links};
 use super::frame::{self, Frame, PublishMeta};
-use super::inbound::{Origin, Rejection, Shared, Ticket, Verdict};
+use super::inbound::{Origin, Shared, Ticket, Verdict};
+use super::rejection::Rejection;
 use super::stats::{DeviceStats, RejectKind};
 use crate::config::{DeviceCredential, Protocol};
 

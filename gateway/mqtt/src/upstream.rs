@@ -39,7 +39,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::inbound::{Origin, Rejection, Shared, Ticket, Verdict};
+use super::inbound::{Origin, Shared, Ticket, Verdict};
+use super::rejection::Rejection;
 use super::stats::{RejectKind, UpstreamState};
 use super::tls::{TlsError, client_config};
 use crate::config::{MqttConfig, UpstreamConfig};
