@@ -1,7 +1,8 @@
 //! The REST API and its error paths, in process: the router over the
 //! in-memory store, called with `oneshot` (no socket, no process). The same
-//! assertions as the binary's `ws_protocol` and `privacy` tests where they
-//! overlap; the binary tests stay for what needs a process.
+//! assertions as the binary's `privacy` tests where they overlap; the binary
+//! tests stay for what needs a process. The REST views of events sent over a
+//! WebSocket are in `ws_in_process.rs`.
 
 mod common;
 
