@@ -48,10 +48,20 @@ const REPAIRS_KEY: &str = "buffer/repairs";
 /// so salvage never brings back a copy from before the erasure.
 const GEN_PREFIX: &str = "buffer/gen/";
 const STATE_KEY: &[u8] = b"state";
+/// sled's segment size for a new store. sled keeps a boxed page and its log
+/// locations in RAM for every page it ever allocated, and splits a leaf at 16
+/// entries, so its memory grows with the number of entries. Fewer, larger
+/// values need larger segments: sled keeps any log record over segment
+/// size / 4 out of line, outside its cache's accounting. A store keeps the
+/// segment size it was created with (see [`segment_size_of`]).
+const SEGMENT_BYTES: usize = 4 << 20;
 /// Largest batch value written (a single larger event gets a value of its
-/// own): sled splits leaves at 16 entries and keeps any log record over
-/// segment size / 4 (128 KiB) out of line, outside its cache's accounting.
-const MAX_VALUE_BYTES: usize = 6 * 1024;
+/// own): a leaf of 17 such values stays under SEGMENT_BYTES / 4.
+const MAX_VALUE_BYTES: usize = 48 * 1024;
+/// A user's or session's postings are appended to their newest value until it
+/// is this large, so the postings tree grows by values of this size, not by a
+/// value per user per flush.
+const POSTINGS_VALUE_BYTES: usize = 4 * 1024;
 
 /// How the store is opened.
 #[derive(Debug, Clone)]
@@ -62,6 +72,11 @@ pub struct StoreOptions {
     pub dedup_window: usize,
     /// Events whose postings gather in RAM before they are written.
     pub postings_flush_events: usize,
+    /// Largest value written: a group commit is cut into values of at most
+    /// this size, and small values are compacted into values of half of it
+    /// and more. The default suits sled's segment size; tests make it small
+    /// so that cutting and compaction happen within a few events.
+    pub value_bytes: usize,
     /// Test-only: stall the writer between insert and flush.
     pub stall_before_flush: Option<StallBeforeFlush>,
 }
@@ -72,6 +87,7 @@ impl Default for StoreOptions {
             cache_bytes: 16 << 20,
             dedup_window: 262_144,
             postings_flush_events: 65_536,
+            value_bytes: MAX_VALUE_BYTES,
             stall_before_flush: None,
         }
     }
@@ -144,6 +160,10 @@ struct Ram {
 struct Writer {
     ledger: Ledger,
     appended: u64,
+    /// Small values written since the last large one, to be compacted into
+    /// one (see [`SledStore::compact`]).
+    run: Vec<u64>,
+    run_bytes: usize,
 }
 
 /// The sled-backed buffer.
@@ -222,10 +242,60 @@ fn walk(
     }
 }
 
+/// The frames of one stored value, in order, as (batch number, frame). A value
+/// holds one frame, stored under its own number, or after compaction several
+/// consecutive ones under the first one's number. What cannot be split (a
+/// damaged frame and everything after it in the value) is returned as one
+/// frame numbered where the next was expected, so that decoding it reports the
+/// damage; a value whose first frame is not the one its key names likewise.
+fn split_frames(key_seq: u64, v: &sled::IVec) -> Vec<(u64, sled::IVec)> {
+    if v.first() != Some(&record::VERSION) {
+        return vec![(key_seq, v.clone())];
+    }
+    let mut out: Vec<(u64, sled::IVec)> = Vec::new();
+    let mut at = 0;
+    while at < v.len() {
+        let expected = out.last().map_or(key_seq, |(s, _)| s + 1);
+        match record::check_batch_frame(&v[at..]) {
+            Ok((h, len)) if (at > 0 && h.seq >= expected) || h.seq == key_seq => {
+                out.push((h.seq, v.subslice(at, len)));
+                at += len;
+            }
+            _ => {
+                out.push((expected, v.subslice(at, v.len() - at)));
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// A stored value's key and its frames.
+type Held = (u64, Vec<(u64, sled::IVec)>);
+
+/// The stored value holding batch `seq` (its key and frames), if any.
+fn value_holding(tree: &sled::Tree, seq: u64) -> Result<Option<Held>, StoreError> {
+    let key = seq.to_be_bytes();
+    let found = match tree.get(key)? {
+        Some(v) => Some((seq, v)),
+        // Not a value of its own: maybe inside a compacted one before it.
+        None => match tree.range(..key).next_back() {
+            None => None,
+            Some(item) => {
+                let (k, v) = item?;
+                Some((seq_of(&k), v))
+            }
+        },
+    };
+    Ok(found
+        .map(|(k, v)| (k, split_frames(k, &v)))
+        .filter(|(_, frames)| frames.iter().any(|(s, _)| *s == seq)))
+}
+
 /// Visit the batches from `from` up to `until` (exclusive) in order, by point
 /// reads: batch numbers are dense, and sled's cache accounts for point reads
 /// but, in a trial, not for what an iterator loads (a full scan by iterator
-/// grew with the store). A short iterator finds the next batch across a gap.
+/// grew with the store). A short iterator finds the next value across a gap.
 fn walk_batches(
     engine: &RwLock<Engine>,
     from: u64,
@@ -234,32 +304,44 @@ fn walk_batches(
 ) -> Result<(), StoreError> {
     let mut seq = from;
     while seq < until {
-        // The engine is taken for one read at a time, so a reopen
+        // The engine is taken for one value at a time, so a reopen
         // (`compact_log`) can slip in between two reads of a long walk.
-        let next = {
+        let (frames, next) = {
             let e = engine.read_recursive();
-            match e.batches.get(seq.to_be_bytes())? {
-                Some(v) => Some((seq, v)),
+            match value_holding(&e.batches, seq)? {
+                Some((_, frames)) => (frames, None),
                 None => match e
                     .batches
                     .range(seq.to_be_bytes()..until.to_be_bytes())
                     .next()
                 {
-                    None => None,
+                    None => return Ok(()),
                     Some(item) => {
                         let (k, v) = item?;
-                        Some((seq_of(&k), v))
+                        let key = seq_of(&k);
+                        (split_frames(key, &v), Some(key))
                     }
                 },
             }
         };
-        let Some((at, value)) = next else {
-            return Ok(());
-        };
-        if !visit(at, value)? {
-            return Ok(());
+        let mut moved = false;
+        for (at, frame) in frames {
+            if at < seq || at >= until {
+                continue;
+            }
+            if !visit(at, frame)? {
+                return Ok(());
+            }
+            seq = at + 1;
+            moved = true;
         }
-        seq = at + 1;
+        if !moved {
+            // A damaged value whose frames are numbered before its key.
+            match next {
+                Some(key) if key >= seq => seq = key + 1,
+                _ => return Ok(()),
+            }
+        }
     }
     Ok(())
 }
@@ -350,6 +432,7 @@ fn open_engine(path: &Path, cache_bytes: u64) -> Result<Engine, StoreError> {
     })?;
     let config = sled::Config::new()
         .path(path)
+        .segment_size(segment_size_of(path))
         .cache_capacity(cache_bytes)
         .mode(sled::Mode::HighThroughput)
         // We flush explicitly in every group commit; no background timer.
@@ -379,6 +462,24 @@ fn open_engine(path: &Path, cache_bytes: u64) -> Result<Engine, StoreError> {
         source,
     })?;
     Ok(engine)
+}
+
+/// The segment size of the store at `path`: sled refuses to open a store with
+/// another one than it was created with, so a store from before
+/// [`SEGMENT_BYTES`] keeps its own (sled writes it in the text file `conf` as
+/// `segment_size: <bytes>`). A new store, or an unreadable `conf` (sled then
+/// writes a new one), gets [`SEGMENT_BYTES`].
+fn segment_size_of(path: &Path) -> usize {
+    let Ok(conf) = std::fs::read(path.join("conf")) else {
+        return SEGMENT_BYTES;
+    };
+    String::from_utf8_lossy(&conf)
+        .lines()
+        .find_map(|l| l.strip_prefix("segment_size: "))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        // The bounds sled itself accepts.
+        .filter(|n| n.is_power_of_two() && (256..=1 << 24).contains(n))
+        .unwrap_or(SEGMENT_BYTES)
 }
 
 /// Why an opened engine cannot be used as it is.
@@ -413,6 +514,12 @@ fn check_against_ledger(
 }
 
 impl SledStore {
+    /// How many values the engine holds for batches (a full read of the
+    /// tree: for tests and benchmarks). sled's memory grows with it.
+    pub fn stored_values(&self) -> Result<u64, StoreError> {
+        Ok(self.engine.read_recursive().batches.len() as u64)
+    }
+
     /// Open (or create) the buffer in `dir`. A damaged store is moved aside
     /// and rebuilt from what can be salvaged; only a store in use by another
     /// process, or a directory that cannot be written, is an error.
@@ -501,6 +608,8 @@ impl SledStore {
             writer: Mutex::new(Writer {
                 ledger,
                 appended: 0,
+                run: Vec::new(),
+                run_bytes: 0,
             }),
             reindexed: AtomicU64::new(0),
             broken: std::sync::atomic::AtomicBool::new(false),
@@ -518,14 +627,16 @@ impl SledStore {
         } else {
             self.engine.read_recursive().batches.last()?
         };
-        match item {
+        let Some((k, v)) = item else {
+            return Ok(None);
+        };
+        let frames = split_frames(seq_of(&k), &v);
+        let edge = if first { frames.first() } else { frames.last() };
+        match edge {
             None => Ok(None),
-            Some((k, v)) => {
-                let seq = seq_of(&k);
-                record::batch_header(seq, &v)
-                    .map(Some)
-                    .map_err(|source| StoreError::Corrupt { seq, source })
-            }
+            Some((seq, frame)) => record::batch_header(*seq, frame)
+                .map(Some)
+                .map_err(|source| StoreError::Corrupt { seq: *seq, source }),
         }
     }
 
@@ -547,14 +658,7 @@ impl SledStore {
         let mut ram_recent = RecentPostings::default();
         let mut reindexed = 0u64;
         let from = state.postings_through.min(store_next);
-        for item in self
-            .engine
-            .read_recursive()
-            .batches
-            .range(from.to_be_bytes()..)
-        {
-            let (k, v) = item?;
-            let seq = seq_of(&k);
+        walk_batches(&self.engine, from, u64::MAX, &mut |seq, v| {
             match record::decode_batch(seq, &v) {
                 Ok((h, batch)) => {
                     ram_recent.add(seq, &batch);
@@ -571,7 +675,8 @@ impl SledStore {
                     tracing::error!(batch = seq, error = %e, "skipping an unreadable batch while rebuilding postings");
                 }
             }
-        }
+            Ok(true)
+        })?;
         if let Some(h) = last {
             state.cum = state.cum.max(h.cum_after());
             state.next_seq = state.next_seq.max(h.seq + 1);
@@ -906,18 +1011,40 @@ impl SledStore {
         Ok(outcome)
     }
 
-    /// Write the RAM postings to disk (one value per user and session).
+    /// Write the RAM postings to disk: appended to the newest value of each
+    /// user and session while it is under POSTINGS_VALUE_BYTES, else as a new
+    /// value keyed by its first batch number.
     fn write_postings(&self, recent: &RecentPostings) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
+        let engine = self.engine.read_recursive();
         for (kind, map) in [(b'u', &recent.users), (b's', &recent.sessions)] {
             for (name, seqs) in map {
-                let Some(first) = seqs.first() else { continue };
-                let mut key = postings_prefix(kind, name);
-                key.extend_from_slice(&first.to_be_bytes());
-                batch.insert(key, encode_seqs(seqs));
+                let Some(&first) = seqs.first() else { continue };
+                let prefix = postings_prefix(kind, name);
+                let newest = match engine.postings.scan_prefix(&prefix).next_back() {
+                    Some(item) => Some(item?),
+                    None => None,
+                };
+                let (key, merged) = match newest {
+                    Some((k, v))
+                        if k.len() == prefix.len() + 8 && v.len() < POSTINGS_VALUE_BYTES =>
+                    {
+                        let mut all = decode_seqs(&v);
+                        // A rebuild after a crash may write the same seqs again.
+                        let last = all.last().copied();
+                        all.extend(seqs.iter().copied().filter(|s| Some(*s) > last));
+                        (k.to_vec(), all)
+                    }
+                    _ => {
+                        let mut key = prefix;
+                        key.extend_from_slice(&first.to_be_bytes());
+                        (key, seqs.clone())
+                    }
+                };
+                batch.insert(key, encode_seqs(&merged));
             }
         }
-        self.engine.read_recursive().postings.apply_batch(batch)?;
+        engine.postings.apply_batch(batch)?;
         Ok(())
     }
 
@@ -943,14 +1070,11 @@ impl SledStore {
     }
 
     fn read_batch(&self, seq: u64) -> Result<Option<(BatchHeader, Batch)>, StoreError> {
-        match self
-            .engine
-            .read_recursive()
-            .batches
-            .get(seq.to_be_bytes())?
-        {
+        let frame = value_holding(&self.engine.read_recursive().batches, seq)?
+            .and_then(|(_, frames)| frames.into_iter().find(|(s, _)| *s == seq));
+        match frame {
             None => Ok(None),
-            Some(v) => record::decode_batch(seq, &v)
+            Some((_, v)) => record::decode_batch(seq, &v)
                 .map(Some)
                 .map_err(|source| StoreError::Corrupt { seq, source }),
         }
@@ -1106,7 +1230,8 @@ impl SledStore {
         while start < fresh.len() {
             let mut end = start;
             let mut size = 0;
-            while end < fresh.len() && (end == start || size + parts[end].len() <= MAX_VALUE_BYTES)
+            while end < fresh.len()
+                && (end == start || size + parts[end].len() <= self.opts.value_bytes)
             {
                 size += parts[end].len();
                 end += 1;
@@ -1125,14 +1250,14 @@ impl SledStore {
                     .unwrap_or(DateTime::UNIX_EPOCH),
             };
             let key = seq.to_be_bytes();
-            self.engine.read_recursive().batches.insert(
-                key,
-                record::encode_batch_parts(&header, &parts[start..end])?,
-            )?;
+            let value = record::encode_batch_parts(&header, &parts[start..end])?;
+            let value_len = value.len();
+            self.engine.read_recursive().batches.insert(key, value)?;
             self.engine
                 .read_recursive()
                 .ids
                 .insert(key, pack_ids(slots))?;
+            self.compact(&mut w, seq, value_len)?;
             ram_adds.push((seq, start, end));
             cum = header.cum_after();
             seq += 1;
@@ -1173,9 +1298,147 @@ impl SledStore {
         Ok(stored)
     }
 
+    /// Note a value just written; when the small values written since the
+    /// last large one reach half a value's size, merge them into one. At a
+    /// low rate every group commit is a value of an event or two, and sled's
+    /// memory grows with the number of values: compaction keeps it to about
+    /// one per `value_bytes` / 2 whatever the rate. Called by the writer
+    /// before the commit's flush, which makes the merge durable with it.
+    fn compact(&self, w: &mut Writer, seq: u64, value_len: usize) -> Result<(), StoreError> {
+        let half = self.opts.value_bytes / 2;
+        if value_len >= half {
+            // A large value ends the run (values must stay in order).
+            return self.compact_now(w);
+        }
+        w.run.push(seq);
+        w.run_bytes += value_len;
+        if w.run_bytes >= half {
+            self.compact_now(w)?;
+        }
+        Ok(())
+    }
+
+    /// Merge the pending run of small values into one, under the first one's
+    /// number. Each tree changes in one atomic batch; a crash between the two
+    /// leaves ids split, which their readers accept.
+    fn compact_now(&self, w: &mut Writer) -> Result<(), StoreError> {
+        let run = std::mem::take(&mut w.run);
+        w.run_bytes = 0;
+        let Some(&first) = run.first() else {
+            return Ok(());
+        };
+        if run.len() < 2 {
+            return Ok(());
+        }
+        let e = self.engine.read_recursive();
+        let mut values = Vec::new();
+        let mut ids = Vec::new();
+        let mut batches = sled::Batch::default();
+        let mut id_batch = sled::Batch::default();
+        for &seq in &run {
+            let key = seq.to_be_bytes();
+            let Some(v) = e.batches.get(key)? else {
+                continue;
+            };
+            if v.first() != Some(&record::VERSION) {
+                return Ok(());
+            }
+            // Only sound frames are merged: a damaged value stays as it is,
+            // for the scrub to find.
+            let frames = split_frames(seq, &v);
+            if frames
+                .iter()
+                .any(|(s, f)| record::batch_header(*s, f).is_err())
+            {
+                return Ok(());
+            }
+            values.extend_from_slice(&v);
+            if let Some(i) = e.ids.get(key)? {
+                ids.extend_from_slice(&i);
+            }
+            if seq != first {
+                batches.remove(&key);
+                id_batch.remove(&key);
+            }
+        }
+        batches.insert(&first.to_be_bytes(), values);
+        id_batch.insert(&first.to_be_bytes(), ids);
+        e.batches.apply_batch(batches)?;
+        e.ids.apply_batch(id_batch)?;
+        Ok(())
+    }
+
+    /// Store `frame` in place of batch `seq`'s; a compacted value holding it
+    /// is rewritten whole.
+    fn replace_frame(&self, seq: u64, frame: &[u8]) -> Result<(), StoreError> {
+        let e = self.engine.read_recursive();
+        let Some((key, frames)) = value_holding(&e.batches, seq)? else {
+            return Ok(());
+        };
+        let mut out = Vec::with_capacity(frames.iter().map(|(_, f)| f.len()).sum());
+        for (s, f) in &frames {
+            out.extend_from_slice(if *s == seq { frame } else { f });
+        }
+        e.batches.insert(key.to_be_bytes(), out)?;
+        Ok(())
+    }
+
+    /// Remove batches `seqs` (ascending) and their ids. A compacted value
+    /// holding some of them is rewritten with the rest, under the first
+    /// remaining number. Returns how many events were removed.
+    fn remove_frames(&self, seqs: &[u64]) -> Result<u64, StoreError> {
+        let gone: HashSet<u64> = seqs.iter().copied().collect();
+        let mut removed = 0u64;
+        let mut i = 0;
+        while let Some(&seq) = seqs.get(i) {
+            let e = self.engine.read_recursive();
+            let Some((key, frames)) = value_holding(&e.batches, seq)? else {
+                e.ids.remove(seq.to_be_bytes())?;
+                i += 1;
+                continue;
+            };
+            let last = frames.last().map_or(key, |(s, _)| *s).max(seq);
+            let mut kept = Vec::new();
+            let mut kept_ids = Vec::new();
+            let mut kept_first = None;
+            for (s, f) in &frames {
+                let decoded = record::decode_batch(*s, f).ok();
+                if gone.contains(s) {
+                    if let Some((_, b)) = decoded {
+                        removed += b.iter().filter(|x| x.event().is_some()).count() as u64;
+                    }
+                } else {
+                    kept_first.get_or_insert(*s);
+                    kept.extend_from_slice(f);
+                    if let Some((_, b)) = decoded {
+                        kept_ids.extend_from_slice(&pack_ids(&b));
+                    }
+                }
+            }
+            let mut batches = sled::Batch::default();
+            batches.remove(&key.to_be_bytes());
+            let mut id_batch = sled::Batch::default();
+            for item in e.ids.range(key.to_be_bytes()..=last.to_be_bytes()) {
+                let (k, _) = item?;
+                id_batch.remove(k);
+            }
+            if let Some(k) = kept_first {
+                batches.insert(&k.to_be_bytes(), kept);
+                id_batch.insert(&k.to_be_bytes(), kept_ids);
+            }
+            e.batches.apply_batch(batches)?;
+            e.ids.apply_batch(id_batch)?;
+            while seqs.get(i).is_some_and(|s| *s <= last) {
+                i += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     fn erase_inner(&self, user_id: &str) -> Result<u64, StoreError> {
         // Writers wait while batches are rewritten, so no append interleaves.
-        let _w = self.writer.lock();
+        let mut w = self.writer.lock();
+        self.compact_now(&mut w)?;
         let seqs = self.positions(b'u', user_id)?;
         let mut erased = 0u64;
         for seq in seqs {
@@ -1203,10 +1466,7 @@ impl SledStore {
                 &format!("{GEN_PREFIX}{seq:016x}"),
                 Some(&header.generation.to_le_bytes()),
             )?;
-            self.engine
-                .read_recursive()
-                .batches
-                .insert(seq.to_be_bytes(), record::encode_batch(&header, &batch)?)?;
+            self.replace_frame(seq, &record::encode_batch(&header, &batch)?)?;
             erased += gone;
         }
         // The user's postings go; sessions' postings may now point at
@@ -1235,6 +1495,7 @@ impl SledStore {
         keep_from: Option<EventPos>,
     ) -> Result<u64, StoreError> {
         let mut w = self.writer.lock();
+        self.compact_now(&mut w)?;
         let mut removed = 0u64;
         let mut purged_batches = 0u64;
         let mut last_purged: Option<u64> = None;
@@ -1272,13 +1533,9 @@ impl SledStore {
                 _ => l.acked_total,
             };
             w.ledger.commit(l).map_err(StoreError::Ledger)?;
-            for (seq, _) in &old {
-                let key = seq.to_be_bytes();
-                if let Ok(Some((_, batch))) = self.read_batch(*seq) {
-                    removed += batch.iter().filter(|s| s.event().is_some()).count() as u64;
-                }
-                self.engine.read_recursive().batches.remove(key)?;
-                self.engine.read_recursive().ids.remove(key)?;
+            let seqs: Vec<u64> = old.iter().map(|(seq, _)| *seq).collect();
+            removed += self.remove_frames(&seqs)?;
+            for seq in &seqs {
                 self.engine
                     .read_recursive()
                     .meta
@@ -1548,19 +1805,17 @@ impl EventStore for SledStore {
             return Ok(live);
         };
         guard("count_after", || {
-            let h = match self
-                .engine
-                .read_recursive()
-                .batches
-                .range(after.batch.to_be_bytes()..)
-                .next()
-            {
-                None => return Ok(0),
-                Some(item) => {
-                    let (k, v) = item?;
-                    record::batch_header(seq_of(&k), &v).ok()
-                }
-            };
+            // The header of the batch at `after`, or else of the next one.
+            let mut h = None;
+            let mut any = false;
+            walk_batches(&self.engine, after.batch, u64::MAX, &mut |seq, v| {
+                any = true;
+                h = record::batch_header(seq, &v).ok();
+                Ok(false)
+            })?;
+            if !any {
+                return Ok(0);
+            }
             Ok(match h {
                 Some(h) if h.seq == after.batch => {
                     let passed = h.cum_before

@@ -324,3 +324,85 @@ fn the_memory_store_keeps_the_same_contract() {
     assert!(all(&s).is_empty());
     assert_eq!(s.count_after(None).expect("count"), 0);
 }
+
+#[test]
+fn small_commits_are_compacted_and_read_erased_and_purged_alike() {
+    // At a low rate every group commit is an event or two; compaction keeps
+    // the number of stored values (sled's memory) to a few per value size.
+    let dir = tempfile::tempdir().expect("tmp");
+    let users = ["a", "b", "c"];
+    let events: Vec<_> = (0..240).map(|i| event(users[i as usize % 3], i)).collect();
+    let (s, _) = open(dir.path());
+    for e in &events {
+        s.append(std::slice::from_ref(e)).expect("append");
+    }
+    let values = s.stored_values().expect("values");
+    assert!(
+        values * 3 < events.len() as u64,
+        "{values} values for {} single-event commits",
+        events.len()
+    );
+    // Every position is still its own batch, in order, and a cursor in the
+    // middle of a compacted value reads on from there.
+    let read = s.events_after(None, usize::MAX).expect("read");
+    assert_eq!(
+        read.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>(),
+        events
+    );
+    assert!(read.windows(2).all(|w| w[0].0.batch < w[1].0.batch));
+    let cursor = read[100].0;
+    let rest = s.events_after(Some(cursor), usize::MAX).expect("read");
+    assert_eq!(rest.len(), 139);
+    assert_eq!(rest[0].1, events[101]);
+    assert_eq!(s.count_after(Some(cursor)).expect("count"), 139);
+    assert_eq!(of_user(&s, "b").len(), 80);
+
+    // Erasure rewrites the compacted values it touches; positions stay.
+    assert_eq!(s.erase_user("b").expect("erase"), 80);
+    assert!(of_user(&s, "b").is_empty());
+    let kept: Vec<_> = events
+        .iter()
+        .filter(|e| e.user_id != "b")
+        .cloned()
+        .collect();
+    assert_eq!(all(&s), kept);
+    let after_erase = s.events_after(None, usize::MAX).expect("read");
+    assert!(
+        after_erase
+            .iter()
+            .all(|(p, e)| read.iter().any(|(q, f)| p == q && e == f))
+    );
+
+    // Retention cuts through a compacted value: the rest of it stays.
+    let cutoff = events[120].ingested_at;
+    let removed = s.purge_ingested_before(cutoff, None).expect("purge");
+    let expected: Vec<_> = kept
+        .iter()
+        .filter(|e| e.ingested_at >= cutoff)
+        .cloned()
+        .collect();
+    assert_eq!(removed as usize, kept.len() - expected.len());
+    assert_eq!(all(&s), expected);
+    assert_eq!(of_user(&s, "a").len(), 40);
+    assert_eq!(s.stats().events, expected.len() as u64);
+    drop(s);
+
+    let (s, report) = open(dir.path());
+    assert!(report.repaired.is_none());
+    assert_eq!(all(&s), expected);
+    assert_eq!(of_user(&s, "c").len(), 40);
+    let scrub = s.scrub(&|| false).expect("scrub");
+    assert_eq!(scrub.acknowledged_lost, 0);
+    assert_eq!(scrub.corrupt_batches, 0);
+    // Appends go on after the reopen, and duplicates are still refused.
+    assert_eq!(
+        s.append(&[events[239].clone()]).expect("append"),
+        vec![false]
+    );
+    let more = event("a", 1000);
+    assert_eq!(
+        s.append(std::slice::from_ref(&more)).expect("append"),
+        vec![true]
+    );
+    assert_eq!(all(&s).last(), Some(&more));
+}

@@ -8,12 +8,14 @@ use emotion_buffer::{EventQuery, EventStore, OpenReport, SledStore, StoreOptions
 use emotion_core::{EmotionEvent, EmotionLabel, Json, Source};
 use uuid::Uuid;
 
-/// Small settings, so postings flush and the window wraps within a test.
+/// Small settings, so postings flush, the window wraps, group commits are cut
+/// into several values and small values are compacted within a test.
 pub fn opts() -> StoreOptions {
     StoreOptions {
         cache_bytes: 4 << 20,
         dedup_window: 10_000,
         postings_flush_events: 50,
+        value_bytes: 2048,
         stall_before_flush: None,
     }
 }
