@@ -15,7 +15,14 @@
 //!   0  version = 2     1  magic "EMM"     4  crc32 of bytes 8..
 //!   8  version counter u64  16 key_len u16  18 value_len u32 (u32::MAX: removed)
 //!   22 key, then value
+//! packed value (version 2): batch frames, concatenated and compressed
+//!   0  version = 2     1  magic "EMZ"     4  crc32 of bytes 8..
+//!   8  raw_len u32     12 body_len u32    16 body: LZ4 block of the frames
 //! ```
+//!
+//! A stored value is one frame, or a packed value (see `sled_store.rs`):
+//! events compress about fivefold, and sled's memory follows the number and
+//! the size of its pages. Salvage unpacks packed values it finds.
 //!
 //! `cum_before` (acknowledged slots in all earlier batches) and `slots` let
 //! anyone who holds two neighbouring batches, or the ledger, count exactly
@@ -74,7 +81,12 @@ pub const VERSION_1: u8 = 1;
 pub const VERSION: u8 = 2;
 pub const BATCH_MAGIC: [u8; 4] = [VERSION, b'E', b'M', b'B'];
 pub const META_MAGIC: [u8; 4] = [VERSION, b'E', b'M', b'M'];
+pub const PACKED_MAGIC: [u8; 4] = [VERSION, b'E', b'M', b'Z'];
 pub const BATCH_HEADER: usize = 44;
+pub const PACKED_HEADER: usize = 16;
+/// Largest unpacked size accepted, so a damaged length cannot ask for an
+/// absurd allocation (values are written at up to a few hundred KiB).
+const MAX_PACKED_RAW: usize = 64 << 20;
 pub const META_HEADER: usize = 22;
 const V1_HEADER: usize = 5;
 /// A `value_len` meaning "this key was removed".
@@ -183,6 +195,52 @@ pub fn check_batch_frame(bytes: &[u8]) -> Result<(BatchHeader, usize), RecordErr
         newest_ingest: micros_to_time(u64_at(bytes, 32) as i64),
     };
     Ok((header, len))
+}
+
+/// Pack batch frames (concatenated) into one compressed, checksummed value.
+pub fn encode_packed(frames: &[u8]) -> Vec<u8> {
+    let body = lz4_flex::block::compress(frames);
+    let mut out = Vec::with_capacity(PACKED_HEADER + body.len());
+    out.extend_from_slice(&PACKED_MAGIC);
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&(frames.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    let crc = crc32fast::hash(&out[8..]);
+    out[4..8].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Check a packed value's checksum and length; `bytes` may extend past it
+/// (salvage). Returns the unpacked frames and the packed value's length.
+pub fn decode_packed(bytes: &[u8]) -> Result<(Vec<u8>, usize), RecordError> {
+    if bytes.len() < PACKED_HEADER {
+        return Err(RecordError::Truncated(bytes.len()));
+    }
+    if bytes[..4] != PACKED_MAGIC {
+        return Err(RecordError::Magic);
+    }
+    let raw_len = u32_at(bytes, 8) as usize;
+    let len = PACKED_HEADER + u32_at(bytes, 12) as usize;
+    if len > bytes.len() {
+        return Err(RecordError::Length {
+            declared: len,
+            actual: bytes.len(),
+        });
+    }
+    let stored = u32_at(bytes, 4);
+    let computed = crc32fast::hash(&bytes[8..len]);
+    if stored != computed {
+        return Err(RecordError::Checksum { stored, computed });
+    }
+    if raw_len > MAX_PACKED_RAW {
+        return Err(RecordError::Decode(format!(
+            "packed value of {raw_len} bytes"
+        )));
+    }
+    let frames = lz4_flex::block::decompress(&bytes[PACKED_HEADER..len], raw_len)
+        .map_err(|e| RecordError::Decode(format!("packed value: {e}")))?;
+    Ok((frames, len))
 }
 
 /// Decode a stored batch value (version 1 or 2). Version-1 values carry no
@@ -413,6 +471,31 @@ mod tests {
         let (h, b) = decode_batch(4, &v1).expect("decode");
         assert_eq!(b, batch);
         assert_eq!((h.seq, h.slots), (4, 3));
+    }
+
+    #[test]
+    fn packed_values_round_trip_and_every_flip_and_truncation_is_detected() {
+        let mut frames = encode_batch(&header(1, 3), &slots(3)).expect("encode");
+        frames.extend(encode_batch(&header(2, 2), &slots(2)).expect("encode"));
+        let packed = encode_packed(&frames);
+        assert!(packed.len() < frames.len(), "events compress");
+        assert_eq!(
+            decode_packed(&packed).expect("decode"),
+            (frames, packed.len())
+        );
+        for i in 0..packed.len() {
+            for bit in 0..8 {
+                let mut b = packed.clone();
+                b[i] ^= 1 << bit;
+                assert!(decode_packed(&b).is_err(), "flip at byte {i} bit {bit}");
+            }
+        }
+        for len in 0..packed.len() {
+            assert!(
+                decode_packed(&packed[..len]).is_err(),
+                "truncation to {len}"
+            );
+        }
     }
 
     #[test]

@@ -17,7 +17,10 @@ use std::path::Path;
 
 use hashbrown::HashMap;
 
-use crate::record::{self, BATCH_HEADER, BATCH_MAGIC, BatchHeader, META_HEADER, META_MAGIC};
+use crate::record::{
+    self, BATCH_HEADER, BATCH_MAGIC, BatchHeader, META_HEADER, META_MAGIC, PACKED_HEADER,
+    PACKED_MAGIC,
+};
 
 /// Largest frame we try to read (a batch of many large events).
 const MAX_FRAME: usize = 256 << 20;
@@ -76,6 +79,8 @@ pub fn scan_file(path: &Path, out: &mut Salvaged) -> io::Result<()> {
                 let w = &chunk[i..i + 4];
                 if w == BATCH_MAGIC {
                     try_batch(&file, at, len, out)?;
+                } else if w == PACKED_MAGIC {
+                    try_packed(&file, at, len, out)?;
                 } else if w == META_MAGIC {
                     try_meta(&file, at, len, out)?;
                 }
@@ -123,6 +128,32 @@ fn try_batch(file: &File, at: u64, file_len: u64, out: &mut Salvaged) -> io::Res
     let Ok((header, _)) = record::check_batch_frame(&frame) else {
         return Ok(());
     };
+    keep_batch(out, header, frame);
+    Ok(())
+}
+
+/// A packed value: every frame in it that verifies.
+fn try_packed(file: &File, at: u64, file_len: u64, out: &mut Salvaged) -> io::Result<()> {
+    let Some(head) = read_at(file, at, PACKED_HEADER, file_len)? else {
+        return Ok(());
+    };
+    let body = u32::from_le_bytes([head[12], head[13], head[14], head[15]]) as usize;
+    let Some(value) = read_at(file, at, PACKED_HEADER + body, file_len)? else {
+        return Ok(());
+    };
+    let Ok((frames, _)) = record::decode_packed(&value) else {
+        return Ok(());
+    };
+    let mut rest = frames.as_slice();
+    while let Ok((header, len)) = record::check_batch_frame(rest) {
+        keep_batch(out, header, rest[..len].to_vec());
+        rest = &rest[len..];
+    }
+    Ok(())
+}
+
+/// Keep the copy of a batch with the highest generation.
+fn keep_batch(out: &mut Salvaged, header: BatchHeader, frame: Vec<u8>) {
     let keep = out
         .batches
         .get(&header.seq)
@@ -130,7 +161,6 @@ fn try_batch(file: &File, at: u64, file_len: u64, out: &mut Salvaged) -> io::Res
     if keep {
         out.batches.insert(header.seq, (header, frame));
     }
-    Ok(())
 }
 
 fn try_meta(file: &File, at: u64, file_len: u64, out: &mut Salvaged) -> io::Result<()> {
@@ -190,9 +220,20 @@ mod tests {
         bytes.resize(CHUNK - 20, 0x55);
         bytes.extend_from_slice(&frame(9, 0, 5));
         bytes.extend_from_slice(&[0x11; 50]);
+        // A packed value holding two frames, and a damaged one.
+        let mut two = frame(10, 0, 2);
+        two.extend_from_slice(&frame(11, 0, 1));
+        bytes.extend_from_slice(&crate::record::encode_packed(&two));
+        let mut bad = crate::record::encode_packed(&frame(12, 0, 2));
+        let mid = bad.len() / 2;
+        bad[mid] ^= 4;
+        bytes.extend_from_slice(&bad);
         std::fs::write(dir.path().join("f"), &bytes).expect("write");
         let s = scan_dir(dir.path()).expect("scan");
-        assert_eq!(s.batches.keys().copied().collect::<Vec<_>>(), vec![1, 2, 9]);
+        assert_eq!(
+            s.batches.keys().copied().collect::<Vec<_>>(),
+            vec![1, 2, 9, 10, 11]
+        );
         assert_eq!(s.batches[&1].0.generation, 1);
         assert_eq!(s.meta["consent/u"], (4, Some(b"yes".to_vec())));
     }

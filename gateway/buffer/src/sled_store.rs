@@ -3,8 +3,10 @@
 //! ```text
 //! <storage.path>/ledger                 acknowledgements (ledger.rs)
 //! <storage.path>/sled/                  the engine; its trees:
-//!     batches   seq (u64 BE) → batch frame
-//!     ids       seq (u64 BE) → the batch's event ids, 16 bytes each
+//!     batches   seq (u64 BE) → batch frame, or after compaction the frames
+//!               of consecutive batches, keyed by the first one's number
+//!     ids       seq (u64 BE) → the event ids of the value with that key,
+//!               16 bytes each
 //!     postings  kind, name, first seq → seqs of batches holding events of
 //!               that user (kind u) or session (kind s)
 //!     meta      key → meta frame
@@ -15,9 +17,18 @@
 //!
 //! sled costs several microseconds per key written, so nothing is written per
 //! event: one batch value, one ids value, and the postings of the last
-//! `postings_flush_events` events gathered in RAM and written as one value
+//! `postings_flush_events` events gathered in RAM and appended to one value
 //! per user and per session. A crash loses only those RAM postings, and the
 //! next open rebuilds them from the batches after `state.postings_through`.
+//!
+//! sled keeps a boxed page and its log locations in RAM for every page it has
+//! allocated, and a leaf holds at most 16 entries, so its memory grows with
+//! the number of values, not their size. Values are therefore large (up to
+//! `value_bytes`, 48 KiB, in 4 MiB segments), and the small values of
+//! low-rate group commits are compacted into one as they are written
+//! ([`SledStore::compact`]): about one value per 24 to 48 KiB of events at
+//! any rate. A batch keeps its number inside a compacted value, so positions,
+//! the sync cursor and the ledger do not change.
 
 use std::collections::BTreeSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -243,12 +254,26 @@ fn walk(
 }
 
 /// The frames of one stored value, in order, as (batch number, frame). A value
-/// holds one frame, stored under its own number, or after compaction several
-/// consecutive ones under the first one's number. What cannot be split (a
+/// holds one frame, stored under its own number, or several consecutive ones
+/// under the first one's number; either may be packed (compressed, see
+/// `record.rs`). What cannot be split (a
 /// damaged frame and everything after it in the value) is returned as one
 /// frame numbered where the next was expected, so that decoding it reports the
 /// damage; a value whose first frame is not the one its key names likewise.
 fn split_frames(key_seq: u64, v: &sled::IVec) -> Vec<(u64, sled::IVec)> {
+    let unpacked;
+    let v = if v.starts_with(&record::PACKED_MAGIC) {
+        match record::decode_packed(v) {
+            Ok((frames, len)) if len == v.len() => {
+                unpacked = sled::IVec::from(frames);
+                &unpacked
+            }
+            // Decoding it as a frame reports the damage.
+            _ => return vec![(key_seq, v.clone())],
+        }
+    } else {
+        v
+    };
     if v.first() != Some(&record::VERSION) {
         return vec![(key_seq, v.clone())];
     }
@@ -947,7 +972,7 @@ impl SledStore {
             self.engine
                 .read_recursive()
                 .batches
-                .insert(seq.to_be_bytes(), frame)?;
+                .insert(seq.to_be_bytes(), record::encode_packed(&frame))?;
             self.engine
                 .read_recursive()
                 .ids
@@ -1250,9 +1275,12 @@ impl SledStore {
                     .unwrap_or(DateTime::UNIX_EPOCH),
             };
             let key = seq.to_be_bytes();
-            let value = record::encode_batch_parts(&header, &parts[start..end])?;
-            let value_len = value.len();
-            self.engine.read_recursive().batches.insert(key, value)?;
+            let frame = record::encode_batch_parts(&header, &parts[start..end])?;
+            let value_len = frame.len();
+            self.engine
+                .read_recursive()
+                .batches
+                .insert(key, record::encode_packed(&frame))?;
             self.engine
                 .read_recursive()
                 .ids
@@ -1340,19 +1368,17 @@ impl SledStore {
             let Some(v) = e.batches.get(key)? else {
                 continue;
             };
-            if v.first() != Some(&record::VERSION) {
-                return Ok(());
-            }
-            // Only sound frames are merged: a damaged value stays as it is,
-            // for the scrub to find.
+            // Only sound frames are merged (version-1 values are not
+            // frames): a damaged value stays as it is, for the scrub to find.
             let frames = split_frames(seq, &v);
-            if frames
-                .iter()
-                .any(|(s, f)| record::batch_header(*s, f).is_err())
-            {
+            if frames.iter().any(|(s, f)| {
+                f.first() != Some(&record::VERSION) || record::batch_header(*s, f).is_err()
+            }) {
                 return Ok(());
             }
-            values.extend_from_slice(&v);
+            for (_, f) in &frames {
+                values.extend_from_slice(f);
+            }
             if let Some(i) = e.ids.get(key)? {
                 ids.extend_from_slice(&i);
             }
@@ -1361,7 +1387,7 @@ impl SledStore {
                 id_batch.remove(&key);
             }
         }
-        batches.insert(&first.to_be_bytes(), values);
+        batches.insert(&first.to_be_bytes(), record::encode_packed(&values));
         id_batch.insert(&first.to_be_bytes(), ids);
         e.batches.apply_batch(batches)?;
         e.ids.apply_batch(id_batch)?;
@@ -1379,7 +1405,8 @@ impl SledStore {
         for (s, f) in &frames {
             out.extend_from_slice(if *s == seq { frame } else { f });
         }
-        e.batches.insert(key.to_be_bytes(), out)?;
+        e.batches
+            .insert(key.to_be_bytes(), record::encode_packed(&out))?;
         Ok(())
     }
 
@@ -1423,7 +1450,7 @@ impl SledStore {
                 id_batch.remove(k);
             }
             if let Some(k) = kept_first {
-                batches.insert(&k.to_be_bytes(), kept);
+                batches.insert(&k.to_be_bytes(), record::encode_packed(&kept));
                 id_batch.insert(&k.to_be_bytes(), kept_ids);
             }
             e.batches.apply_batch(batches)?;
