@@ -17,6 +17,11 @@
 //! bytes on disk per event against the event's postcard size. Targets: RSS
 //! ≤ 64 MB at 10 M and within 10 % of the 1 M figure, ≤ 1 s to listening at
 //! 10 M, ≤ 2× the postcard size on disk.
+//!
+//! Then `EMOTION_BENCH_LOW_RATE_EVENTS` events (default 20,000; 0: skip) are
+//! written once in single-event commits (a gateway at a low rate) and once in
+//! commits of 4,096, and the values stored per 1,000 events are compared:
+//! sled's memory follows that number.
 
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
@@ -211,6 +216,38 @@ async fn measure(root: &Path, n: u64) -> Figures {
     }
 }
 
+/// sled's memory follows the number of values it holds. At a low rate every
+/// group commit holds an event or two; compaction should keep the number of
+/// values close to that of full-load commits. Prints both, per 1,000 events.
+fn values_per_thousand(root: &Path, n: u64) {
+    let mut figures = Vec::new();
+    for commit in [1usize, BATCH] {
+        let dir = root.join(format!("values-{commit}"));
+        let (store, _) = SledStore::open(&dir, StoreOptions::default()).expect("open");
+        let events: Vec<EmotionEvent> = (0..n).map(|i| event(i, n)).collect();
+        let began = Instant::now();
+        for chunk in events.chunks(commit) {
+            store.append(chunk).expect("append");
+        }
+        let took = began.elapsed();
+        let values = store.stored_values().expect("values");
+        figures.push(values as f64 * 1000.0 / n as f64);
+        println!(
+            "{n} events in commits of {commit:>4}: {values} stored values ({:.2} per 1,000 events), {:.0} commits/s",
+            figures[figures.len() - 1],
+            (n as f64 / commit as f64) / took.as_secs_f64()
+        );
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if let [single, full] = figures[..] {
+        println!(
+            "stored values, single-event commits against commits of {BATCH}: {:.2}×",
+            single / full
+        );
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -256,6 +293,13 @@ async fn main() {
             f.postcard
         );
         all.push(f);
+    }
+    let low_rate: u64 = std::env::var("EMOTION_BENCH_LOW_RATE_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    if low_rate > 0 {
+        values_per_thousand(root.path(), low_rate);
     }
     if let (Some(small), Some(big)) = (
         all.iter().find(|f| f.n == 1_000_000),

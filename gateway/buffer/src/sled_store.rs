@@ -26,7 +26,7 @@
 //! the number of values, not their size. Values are therefore large (up to
 //! `value_bytes`, 48 KiB, in 4 MiB segments), and the small values of
 //! low-rate group commits are compacted into one as they are written
-//! ([`SledStore::compact`]): about one value per 24 to 48 KiB of events at
+//! ([`SledStore::compact`]): about one value per 36 to 60 KiB of events at
 //! any rate. A batch keeps its number inside a compacted value, so positions,
 //! the sync cursor and the ledger do not change.
 
@@ -84,7 +84,7 @@ pub struct StoreOptions {
     /// Events whose postings gather in RAM before they are written.
     pub postings_flush_events: usize,
     /// Largest value written: a group commit is cut into values of at most
-    /// this size, and small values are compacted into values of half of it
+    /// this size, and small values are compacted into values of ¾ of it
     /// and more. The default suits sled's segment size; tests make it small
     /// so that cutting and compaction happen within a few events.
     pub value_bytes: usize,
@@ -1327,10 +1327,10 @@ impl SledStore {
     }
 
     /// Note a value just written; when the small values written since the
-    /// last large one reach half a value's size, merge them into one. At a
+    /// last large one reach ¾ of a value's size, merge them into one. At a
     /// low rate every group commit is a value of an event or two, and sled's
     /// memory grows with the number of values: compaction keeps it to about
-    /// one per `value_bytes` / 2 whatever the rate. Called by the writer
+    /// one per ¾ `value_bytes` whatever the rate. Called by the writer
     /// before the commit's flush, which makes the merge durable with it.
     fn compact(&self, w: &mut Writer, seq: u64, value_len: usize) -> Result<(), StoreError> {
         let half = self.opts.value_bytes / 2;
@@ -1340,7 +1340,9 @@ impl SledStore {
         }
         w.run.push(seq);
         w.run_bytes += value_len;
-        if w.run_bytes >= half {
+        // A run of ¾ of a value plus one more small value stays under
+        // 1¼ values: what a leaf of 17 (before compression) can hold.
+        if w.run_bytes >= self.opts.value_bytes / 4 * 3 {
             self.compact_now(w)?;
         }
         Ok(())
