@@ -60,6 +60,9 @@ pub use stats::{ListenerInfo, RejectKind, UpstreamState};
 /// How long shutdown waits for connections to finish their acknowledgements.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often the TLS listeners' certificate files are checked for a change.
+const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
     #[error("invalid MQTT configuration:\n  - {}", .0.join("\n  - "))]
@@ -165,7 +168,7 @@ pub async fn start(cfg: MqttConfig, handles: MqttHandles) -> Result<MqttHandle, 
         bound.push((l, spec));
     }
     let acceptor = if bound.iter().any(|(_, s)| s.tls) {
-        Some(tls::acceptor(&cfg.tls.cert, &cfg.tls.key)?)
+        Some(tls::listeners(&cfg.tls.cert, &cfg.tls.key)?)
     } else {
         None
     };
@@ -202,6 +205,10 @@ pub async fn start(cfg: MqttConfig, handles: MqttHandles) -> Result<MqttHandle, 
     let token = handles.shutdown.child_token();
     let tracker = TaskTracker::new();
 
+    if let Some(t) = &acceptor {
+        // A renewed certificate is served to new connections without a restart.
+        tracker.spawn(t.clone().watch(TLS_RELOAD_INTERVAL, token.clone()));
+    }
     if let Some(b) = &broker {
         let ctx = Arc::new(server::ServerCtx::new(
             shared.clone(),

@@ -46,7 +46,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
+use emotion_tls::ReloadingTls;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -120,7 +120,7 @@ impl ServerCtx {
 pub async fn accept_loop(
     listener: TcpListener,
     protocol: Protocol,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<ReloadingTls>>,
     ctx: Arc<ServerCtx>,
 ) {
     loop {
@@ -141,7 +141,7 @@ pub async fn accept_loop(
                     continue;
                 };
                 let c = ctx.clone();
-                let tls = tls.clone();
+                let tls = tls.as_ref().map(|t| t.acceptor());
                 ctx.tracker.spawn(async move {
                     match tls {
                         None => serve(tcp, peer, protocol, c, permit).await,
