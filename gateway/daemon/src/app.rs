@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use axum::serve::ListenerExt;
 use chrono::Utc;
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
@@ -35,6 +34,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum StartError {
     #[error("opening the buffer at {path}: {source}")]
     Storage { path: String, source: StoreError },
+    #[error("HTTP TLS: {0}")]
+    Tls(#[from] emotion_tls::TlsError),
     #[error("cannot listen on {addr} (config key http.listen): {source}")]
     Bind {
         addr: SocketAddr,
@@ -58,7 +59,7 @@ pub struct Running {
     /// The address the API actually listens on (port 0 resolved).
     pub addr: SocketAddr,
     pub state: AppState,
-    server: JoinHandle<std::io::Result<()>>,
+    server: JoinHandle<()>,
     pipeline: Pipeline,
     /// Polls the plugins directory for hot swaps while it lives.
     watcher: Option<Watcher>,
@@ -132,7 +133,22 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         plugins,
     )?;
 
+    let tls = match config.http.tls.files() {
+        Some(files) => {
+            let f = files.clone();
+            Some(Arc::new(
+                tokio::task::spawn_blocking(move || emotion_tls::ReloadingTls::load(f)).await??,
+            ))
+        }
+        None => None,
+    };
     let addr = config.listen_addr();
+    if tls.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "http.allow_plaintext: the API listens off loopback without TLS; tokens and events travel in clear"
+        );
+    }
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind { addr, source })?;
@@ -164,19 +180,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let mqtt = start_mqtt(&config, &state).await?;
 
     let app = api::router(state.clone());
-    let token = state.shutdown.clone();
-    // Replies are small and latency matters: no Nagle delay on accepted sockets.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await
-    });
-    tracing::info!(%addr, gateway_id = %config.gateway_id, "gateway started");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let edge = crate::edge::Edge::new(
+        config.http.limits.clone(),
+        tls,
+        config.http.tls.reload_interval.0,
+    );
+    let server = tokio::spawn(crate::edge::serve(
+        listener,
+        app,
+        edge,
+        state.shutdown.clone(),
+    ));
+    tracing::info!(%addr, scheme, gateway_id = %config.gateway_id, "gateway started");
     Ok(Running {
         addr,
         state,
@@ -312,7 +328,7 @@ pub fn assemble(
     )
     .map_err(StartError::Thread)?;
     let state = AppState {
-        tokens: Arc::new(Tokens::new(&config.auth.tokens)),
+        tokens: Arc::new(Tokens::new(&config.auth)),
         readings: crate::readings::Readings::new(plugins.clone(), ingest.clone()),
         config,
         ingest,
@@ -565,10 +581,8 @@ impl Running {
         if let Some(m) = mqtt {
             m.shutdown().await;
         }
-        match server.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
-            Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
+        if let Err(e) = server.await {
+            tracing::warn!(error = %e, "HTTP server task failed");
         }
         state.tasks.close();
         if tokio::time::timeout(DRAIN_TIMEOUT, state.tasks.wait())

@@ -1,17 +1,57 @@
 //! API tokens with scopes. Tokens are compared in constant time, through
 //! fixed-length digests, so neither content nor length leaks through timing.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use axum::http::HeaderMap;
+use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::TokenConfig;
+use crate::config::auth::{AuthConfig, RateConfig};
 pub use crate::config::auth::Scope;
+use crate::edge::ConnInfo;
 
-/// Who a request is, once its token checked out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who a request is, once its token or client certificate checked out.
+#[derive(Debug, Clone)]
 pub struct Principal {
     pub name: String,
+    /// The users it is bound to; `None`: any user (a trusted back-end).
+    pub users: Option<Arc<[String]>>,
+    limiter: Option<Arc<RateLimiter>>,
+}
+
+impl PartialEq for Principal {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.users == other.users
+    }
+}
+
+impl Principal {
+    /// Whether this principal may act for `user_id`.
+    pub fn may_act_for(&self, user_id: &str) -> bool {
+        self.users
+            .as_ref()
+            .is_none_or(|u| u.iter().any(|x| x == user_id))
+    }
+
+    /// The error message when it may not.
+    pub fn bound_message(&self, user_id: &str) -> String {
+        format!(
+            "`{}` is bound to other users and may not act for user {user_id}",
+            self.name
+        )
+    }
+
+    /// Take `n` from this principal's rate limit; `Err(retry_after)` when
+    /// over it.
+    pub fn take(&self, n: f64) -> Result<(), Duration> {
+        match &self.limiter {
+            None => Ok(()),
+            Some(l) => l.take(n),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -24,30 +64,105 @@ pub enum AuthError {
     Forbidden(Scope),
 }
 
-#[derive(Debug, Clone)]
-struct Entry {
-    digest: [u8; 32],
-    name: String,
-    scopes: Vec<Scope>,
+/// A token bucket shared by every connection of one principal.
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    /// Tokens left, and when they were counted.
+    state: Mutex<(f64, Instant)>,
 }
 
-/// The configured tokens.
+impl RateLimiter {
+    fn new(r: RateConfig) -> Option<Arc<Self>> {
+        (r.per_second > 0.0).then(|| {
+            Arc::new(RateLimiter {
+                per_second: r.per_second,
+                burst: r.burst,
+                state: Mutex::new((r.burst, Instant::now())),
+            })
+        })
+    }
+
+    fn take(&self, n: f64) -> Result<(), Duration> {
+        let mut st = self.state.lock();
+        let now = Instant::now();
+        let (left, at) = *st;
+        let left = (left + now.duration_since(at).as_secs_f64() * self.per_second).min(self.burst);
+        if left >= n {
+            *st = (left - n, now);
+            Ok(())
+        } else {
+            *st = (left, now);
+            Err(Duration::from_secs_f64((n - left) / self.per_second))
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    /// SHA-256 of the token, or the certificate's fingerprint.
+    digest: [u8; 32],
+    scopes: Vec<Scope>,
+    principal: Principal,
+}
+
+impl Entry {
+    fn new(
+        digest: [u8; 32],
+        name: &str,
+        scopes: &[Scope],
+        users: &[String],
+        rate: Option<RateConfig>,
+        bound_rate: RateConfig,
+    ) -> Self {
+        let users: Option<Arc<[String]>> = (!users.is_empty()).then(|| users.into());
+        let rate = rate.or((users.is_some()).then_some(bound_rate));
+        Entry {
+            digest,
+            scopes: scopes.to_vec(),
+            principal: Principal {
+                name: name.to_owned(),
+                users,
+                limiter: rate.and_then(RateLimiter::new),
+            },
+        }
+    }
+}
+
+/// The configured tokens and client certificates.
 #[derive(Debug, Clone)]
 pub struct Tokens {
-    entries: Vec<Entry>,
+    tokens: Vec<Entry>,
+    certificates: Vec<Entry>,
 }
 
 impl Tokens {
-    pub fn new(cfg: &[TokenConfig]) -> Self {
+    pub fn new(cfg: &AuthConfig) -> Self {
+        let tokens = cfg
+            .tokens
+            .iter()
+            .map(|t| {
+                // Validated: a clear token, or 64 hex digits of its digest.
+                let digest = if t.token.is_empty() {
+                    emotion_tls::parse_fingerprint(&t.token_sha256).unwrap_or([0; 32])
+                } else {
+                    Sha256::digest(t.token.as_bytes()).into()
+                };
+                Entry::new(digest, &t.name, &t.scopes, &t.user_ids, t.rate, cfg.bound_rate)
+            })
+            .collect();
+        let certificates = cfg
+            .certificates
+            .iter()
+            .filter_map(|c| {
+                let fp = emotion_tls::parse_fingerprint(&c.fingerprint_sha256)?;
+                Some(Entry::new(fp, &c.name, &c.scopes, &c.user_ids, c.rate, cfg.bound_rate))
+            })
+            .collect();
         Tokens {
-            entries: cfg
-                .iter()
-                .map(|t| Entry {
-                    digest: Sha256::digest(t.token.as_bytes()).into(),
-                    name: t.name.clone(),
-                    scopes: t.scopes.clone(),
-                })
-                .collect(),
+            tokens,
+            certificates,
         }
     }
 
@@ -58,25 +173,41 @@ impl Tokens {
         presented: Option<&str>,
         needed: Scope,
     ) -> Result<Principal, AuthError> {
-        let presented = presented
-            .filter(|t| !t.is_empty())
-            .ok_or(AuthError::Missing)?;
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        let mut found: Option<&Entry> = None;
-        for e in &self.entries {
-            if bool::from(e.digest.ct_eq(&digest)) {
-                found = Some(e);
-            }
-        }
-        let e = found.ok_or(AuthError::Invalid)?;
+        self.authorize_conn(presented, None, needed)
+    }
+
+    /// [`Tokens::authorize`], falling back to the connection's client
+    /// certificate when no token is presented.
+    pub fn authorize_conn(
+        &self,
+        presented: Option<&str>,
+        conn: Option<&ConnInfo>,
+        needed: Scope,
+    ) -> Result<Principal, AuthError> {
+        let presented = presented.filter(|t| !t.is_empty());
+        let (entries, digest) = match (presented, conn.and_then(|c| c.client_cert)) {
+            (Some(t), _) => (&self.tokens, Sha256::digest(t.as_bytes()).into()),
+            (None, Some(fp)) => (&self.certificates, fp),
+            (None, None) => return Err(AuthError::Missing),
+        };
+        let e = find(entries, &digest).ok_or(AuthError::Invalid)?;
         if e.scopes.contains(&needed) || e.scopes.contains(&Scope::Admin) {
-            Ok(Principal {
-                name: e.name.clone(),
-            })
+            Ok(e.principal.clone())
         } else {
             Err(AuthError::Forbidden(needed))
         }
     }
+}
+
+/// The entry whose digest is `digest`, comparing every one in constant time.
+fn find<'a>(entries: &'a [Entry], digest: &[u8; 32]) -> Option<&'a Entry> {
+    let mut found = None;
+    for e in entries {
+        if bool::from(e.digest.ct_eq(digest)) {
+            found = Some(e);
+        }
+    }
+    found
 }
 
 /// The token a request carries: `?token=`, then `x-auth-token`, then
@@ -102,20 +233,63 @@ pub fn presented_token<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TokenConfig;
+
+    fn token(name: &str, token: &str, scopes: &[Scope], users: &[&str]) -> TokenConfig {
+        TokenConfig {
+            name: name.into(),
+            token: token.into(),
+            token_sha256: String::new(),
+            scopes: scopes.to_vec(),
+            user_ids: users.iter().map(|u| u.to_string()).collect(),
+            rate: None,
+        }
+    }
+
+    fn config(tokens: Vec<TokenConfig>) -> AuthConfig {
+        AuthConfig {
+            tokens,
+            certificates: vec![],
+            bound_rate: RateConfig {
+                per_second: 10.0,
+                burst: 3.0,
+            },
+        }
+    }
 
     fn tokens() -> Tokens {
-        Tokens::new(&[
-            TokenConfig {
-                name: "dev".into(),
-                token: "reader-token-0123".into(),
-                scopes: vec![Scope::Read],
-            },
-            TokenConfig {
-                name: "boss".into(),
-                token: "admin-token-01234".into(),
-                scopes: vec![Scope::Admin],
-            },
-        ])
+        Tokens::new(&config(vec![
+            token("dev", "reader-token-0123", &[Scope::Read], &[]),
+            token("boss", "admin-token-01234", &[Scope::Admin], &[]),
+        ]))
+    }
+
+    #[test]
+    fn hashed_tokens_and_bound_users() {
+        let hashed = TokenConfig {
+            token: String::new(),
+            token_sha256: "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08".into(),
+            ..token("hashed", "", &[Scope::Ingest], &["42"])
+        };
+        let t = Tokens::new(&config(vec![hashed]));
+        // sha256("test") is the digest above.
+        let p = t.authorize(Some("test"), Scope::Ingest).expect("hashed token");
+        assert!(p.may_act_for("42"));
+        assert!(!p.may_act_for("43"));
+        // Bound principals get the bound rate: a burst of 3, then refused
+        // with the time to wait.
+        for _ in 0..3 {
+            assert!(p.take(1.0).is_ok());
+        }
+        let wait = p.take(1.0).expect_err("over the burst");
+        assert!(wait > Duration::ZERO && wait <= Duration::from_millis(100), "{wait:?}");
+        // The bucket is the principal's, shared by its connections.
+        let again = t.authorize(Some("test"), Scope::Ingest).expect("again");
+        assert!(again.take(1.0).is_err());
+        // Unbound tokens are unlimited unless configured.
+        let u = tokens().authorize(Some("admin-token-01234"), Scope::Read).expect("admin");
+        assert!(u.may_act_for("anyone"));
+        assert!((0..1000).all(|_| u.take(1.0).is_ok()));
     }
 
     #[test]

@@ -17,6 +17,9 @@
 //!   [`readings::ReadingOutcome`]); `/ws/readings`, MQTT, serial and BLE use it.
 //! - [`api`]: the HTTP/WebSocket API on [`state::AppState`]; [`api::router`]
 //!   needs no socket.
+//! - [`edge`]: the listener that serves the router: TLS, connection limits
+//!   and timeouts before authentication, the connection's identity
+//!   ([`edge::ConnInfo`]) on every request.
 //! - [`mqtt`]: the embedded broker and upstream client (the `emotion-mqtt`
 //!   crate, behind the default-on `mqtt` feature), built from
 //!   [`config::MqttConfig`] and `mqtt::MqttHandles`.
@@ -53,6 +56,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod devices;
+pub mod edge;
 pub mod state;
 pub mod sync;
 

@@ -253,6 +253,7 @@ pub async fn ws(
     State(state): State<AppState>,
     Query(q): Query<TicketQuery>,
     headers: HeaderMap,
+    conn: Option<axum::Extension<crate::edge::ConnInfo>>,
 ) -> Response {
     // A ticket is checked (and used up) before the upgrade; the refusal
     // still comes as close code 1008 after it, like the other sockets.
@@ -261,14 +262,22 @@ pub async fn ws(
         Some(_) => Err("invalid or expired ticket: get a new one from POST /api/dashboard/ticket".into()),
         None => state
             .tokens
-            .authorize(presented_token(None, &headers), Scope::Read)
-            .map(|_| ())
+            .authorize_conn(
+                presented_token(None, &headers),
+                conn.as_ref().map(|c| &c.0),
+                Scope::Read,
+            )
             .map_err(|e| match e {
                 AuthError::Missing => {
                     "missing ticket: open with ?ticket= from POST /api/dashboard/ticket, or send a read token as a header"
                         .to_owned()
                 }
                 other => other.to_string(),
+            })
+            .and_then(|p| match p.users {
+                // The dashboard shows every user's events.
+                Some(_) => Err(format!("`{}` is bound to users; the dashboard covers every user", p.name)),
+                None => Ok(()),
             }),
     };
     let tasks = state.tasks.clone();
@@ -276,6 +285,8 @@ pub async fn ws(
     // ignored), so anything large is refused.
     ws.max_message_size(4096).on_upgrade(move |mut socket| {
         tasks.track_future(async move {
+            // The connection keeps its slot while the session lasts.
+            let _conn = conn;
             match auth {
                 Err(reason) => close(&mut socket, close_code::POLICY, &reason).await,
                 Ok(()) => {
@@ -334,8 +345,14 @@ async fn run(mut socket: WebSocket, state: AppState) {
     // The first ticks fire at once; the hello already covered them.
     metrics.reset();
     status.reset();
+    let mut liveness = super::ws::Liveness::new(&state.config.http.limits);
     loop {
         tokio::select! {
+            t = liveness.tick() => {
+                if t == super::ws::Tick::Silent || socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
             r = events.recv() => match r {
                 Ok(le) => {
                     board.update(&le);
@@ -379,7 +396,7 @@ async fn run(mut socket: WebSocket, state: AppState) {
             }
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
-                _ => {}
+                _ => liveness.heard(),
             },
             _ = state.shutdown.cancelled() => {
                 close(&mut socket, close_code::AWAY, "gateway shutting down").await;

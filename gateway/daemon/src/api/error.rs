@@ -20,7 +20,8 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// `unauthorized` (401), `forbidden` (403), `bad_request` (400),
-    /// `not_found` (404), `unavailable` (503), `internal` (500).
+    /// `not_found` (404), `rate_limited` (429, with `Retry-After`),
+    /// `unavailable` (503), `internal` (500).
     pub code: String,
     pub message: String,
 }
@@ -29,6 +30,13 @@ pub struct ErrorDetail {
 pub enum ApiError {
     #[error("{0}")]
     Auth(#[from] AuthError),
+    /// A principal bound to users asked for another user's data, or for
+    /// every user's.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Over the principal's rate limit; retry after the given time.
+    #[error("rate limit exceeded; retry in {} s", .0.as_secs().max(1))]
+    RateLimited(std::time::Duration),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -45,6 +53,8 @@ impl ApiError {
         match self {
             ApiError::Auth(AuthError::Forbidden(_)) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Auth(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -63,6 +73,10 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
+        let retry_after = match &self {
+            ApiError::RateLimited(d) => Some(d.as_secs_f64().ceil().max(1.0) as u64),
+            _ => None,
+        };
         let mut resp = (
             status,
             Json(ErrorBody {
@@ -78,6 +92,12 @@ impl IntoResponse for ApiError {
         {
             resp.headers_mut()
                 .insert(axum::http::header::WWW_AUTHENTICATE, v);
+        }
+        if let Some(secs) = retry_after
+            && let Ok(v) = secs.to_string().parse()
+        {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, v);
         }
         resp
     }

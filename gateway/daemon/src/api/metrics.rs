@@ -181,6 +181,22 @@ fn describe() {
             "emotion_gateway_events_rejected_total",
             "Events and readings refused by validation or because their user was erased."
         );
+        describe_counter!(
+            "emotion_gateway_rate_limited_total",
+            "Requests, events and readings refused because their principal was over its rate limit, by transport (http, websocket)."
+        );
+        describe_counter!(
+            "emotion_http_connections_refused_total",
+            "HTTP connections closed at once because the connection limits and the overflow lane were full, by the limit hit."
+        );
+        describe_counter!(
+            "emotion_http_overflow_refusals_total",
+            "Requests answered 503 in the overflow lane (beyond the connection limits; /health is still answered)."
+        );
+        describe_counter!(
+            "emotion_http_tls_handshake_failures_total",
+            "TLS handshakes on the HTTP listener that failed or timed out (wrong CA, plain text, no client certificate, …)."
+        );
         describe_counter!("emotion_gateway_buffer_flushes_total", "Group commits (one flush each).");
         describe_counter!(
             "emotion_gateway_buffer_flushed_events_total",

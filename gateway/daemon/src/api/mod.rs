@@ -23,6 +23,7 @@ use serde::Deserialize;
 pub use error::ApiError;
 
 use crate::auth::{Scope, presented_token};
+use crate::edge::ConnInfo;
 use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
@@ -97,12 +98,46 @@ async fn require_admin(
     Ok(next.run(req).await)
 }
 
+/// Authenticate (token, or the connection's client certificate), check the
+/// scope, take one from the principal's rate limit, and keep a principal
+/// bound to users to their own data.
 fn authorize(state: &AppState, req: &Request, scope: Scope) -> Result<(), ApiError> {
     let q: Option<TokenQuery> = req
         .uri()
         .query()
         .and_then(|q| serde_urlencoded::from_str(q).ok());
     let token = presented_token(q.as_ref().and_then(|q| q.token.as_deref()), req.headers());
-    state.tokens.authorize(token, scope)?;
+    let conn = req.extensions().get::<ConnInfo>();
+    let principal = state.tokens.authorize_conn(token, conn, scope)?;
+    if let Err(wait) = principal.take(1.0) {
+        count_rate_limited("http");
+        return Err(ApiError::RateLimited(wait));
+    }
+    if principal.users.is_some() {
+        match user_of_path(req.uri().path()) {
+            Some(user) if principal.may_act_for(user) => {}
+            Some(user) => return Err(ApiError::Forbidden(principal.bound_message(user))),
+            None if EVERY_USER_PATHS.iter().any(|p| req.uri().path().starts_with(p)) => {
+                return Err(ApiError::Forbidden(format!(
+                    "`{}` is bound to users; this endpoint covers every user",
+                    principal.name
+                )));
+            }
+            None => {}
+        }
+    }
     Ok(())
+}
+
+/// Count a refusal for the rate limit, in `/metrics`.
+pub(crate) fn count_rate_limited(transport: &'static str) {
+    ::metrics::counter!("emotion_gateway_rate_limited_total", "transport" => transport).increment(1);
+}
+
+/// Read endpoints over every user's data, closed to bound principals.
+const EVERY_USER_PATHS: &[&str] = &["/api/export", "/api/sessions/", "/api/dashboard/ticket"];
+
+/// The `{id}` of `/api/users/{id}/…`.
+fn user_of_path(path: &str) -> Option<&str> {
+    path.strip_prefix("/api/users/")?.split('/').next()
 }

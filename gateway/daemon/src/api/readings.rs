@@ -10,7 +10,7 @@
 //!   `validation_error`, or the host's kind (`no_plugin`, `quarantined`,
 //!   `plugin_failed`, `plugin_error`, `invalid_emotion`, `overloaded`, …).
 
-use axum::Json;
+use axum::{Extension, Json};
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -19,10 +19,10 @@ use emotion_core::reading::RawReading;
 use serde_json::{Value, json};
 
 use super::ws::{
-    Mode, ReplyFuture, ReplyStyle, TokenOnly, accepted_reply, error_reply, ingest_error_reply,
-    ready, serve, upgrade,
+    Mode, ReplyFuture, ReplyStyle, TokenOnly, accepted_reply, error_reply, forbidden_user_reply,
+    ingest_error_reply, ready, serve, upgrade,
 };
-use crate::auth::Scope;
+use crate::auth::{Principal, Scope};
 use crate::readings::ReadingOutcome;
 use crate::state::AppState;
 use crate::telemetry::{Transport, WsEndpoint};
@@ -43,26 +43,34 @@ pub async fn readings(
     State(state): State<AppState>,
     Query(q): Query<TokenOnly>,
     headers: HeaderMap,
+    conn: Option<Extension<crate::edge::ConnInfo>>,
 ) -> Response {
     upgrade(
         ws,
         state,
+        conn.map(|Extension(c)| c),
         q.token.as_deref(),
         &headers,
         Scope::Ingest,
         WsEndpoint::Readings,
-        |socket, state| serve(socket, state, Mode::Readings(handle_reading)),
+        |socket, state, principal| serve(socket, state, principal, Mode::Readings(handle_reading)),
     )
 }
 
 /// Validate one reading and hand it to the host now (so the connection's
 /// order is the submission order); the returned future resolves to its reply.
-fn handle_reading(state: &AppState, text: &str) -> ReplyFuture {
+fn handle_reading(state: &AppState, principal: &Principal, text: &str) -> ReplyFuture {
     let body: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(_) => return ready(error_reply("invalid_json", "Message must be valid JSON")),
     };
-    let reading = match RawReading::from_json(&body, None) {
+    // A principal bound to one user fills it in for readings that omit it.
+    let only_user = principal
+        .users
+        .as_deref()
+        .filter(|u| u.len() == 1)
+        .and_then(|u| u.first());
+    let reading = match RawReading::from_json(&body, only_user.map(String::as_str)) {
         Ok(r) => r,
         Err(e) => {
             state.counters.record_rejected();
@@ -70,6 +78,10 @@ fn handle_reading(state: &AppState, text: &str) -> ReplyFuture {
             return ready(reply.to_string());
         }
     };
+    if !principal.may_act_for(&reading.user_id) {
+        state.counters.record_rejected();
+        return ready(forbidden_user_reply(principal, &reading.user_id));
+    }
     let outcome = state.readings.submit(reading, Transport::Readings, None);
     let counters = state.counters.clone();
     Box::pin(async move {

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::Extension;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -18,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use crate::auth::{AuthError, Scope, presented_token};
+use crate::auth::{AuthError, Principal, Scope, presented_token};
+use crate::config::HttpLimits;
+use crate::edge::ConnInfo;
 use crate::ingest::{Accepted, IngestError};
 use crate::state::AppState;
 use crate::telemetry::{Transport, WsEndpoint};
@@ -47,6 +50,9 @@ pub(crate) enum ReplyStyle {
     ProcessedWithEvent,
 }
 
+/// Initial read buffer of a WebSocket (see `upgrade`).
+const WS_READ_BUFFER: usize = 16 * 1024;
+
 /// A reply that becomes ready when its event is durable (or at once, for errors).
 pub(crate) type ReplyFuture = Pin<Box<dyn Future<Output = String> + Send>>;
 
@@ -71,6 +77,7 @@ pub async fn stream(
     State(state): State<AppState>,
     Query(q): Query<StreamQuery>,
     headers: HeaderMap,
+    conn: Option<Extension<ConnInfo>>,
 ) -> Response {
     let user = q
         .user_id
@@ -83,14 +90,18 @@ pub async fn stream(
     upgrade(
         ws,
         state,
+        conn.map(|Extension(c)| c),
         q.token.as_deref(),
         &headers,
         Scope::Ingest,
         WsEndpoint::Stream,
-        move |socket, state| async move {
+        move |socket, state, principal| async move {
             match user {
                 Err(m) => close(socket, close_code::POLICY, &m).await,
-                Ok(user) => run_stream(socket, state, user, session).await,
+                Ok(user) if !principal.may_act_for(&user) => {
+                    close(socket, close_code::POLICY, &principal.bound_message(&user)).await
+                }
+                Ok(user) => run_stream(socket, state, principal, user, session).await,
             }
         },
     )
@@ -112,21 +123,23 @@ pub async fn legacy(
     State(state): State<AppState>,
     Query(q): Query<TokenOnly>,
     headers: HeaderMap,
+    conn: Option<Extension<ConnInfo>>,
 ) -> Response {
     upgrade(
         ws,
         state,
+        conn.map(|Extension(c)| c),
         q.token.as_deref(),
         &headers,
         Scope::Ingest,
         WsEndpoint::Legacy,
-        |socket, state| {
+        |socket, state, principal| {
             let mode = Mode::Events {
                 user: None,
                 session: None,
                 style: ReplyStyle::Queued,
             };
-            serve(socket, state, mode)
+            serve(socket, state, principal, mode)
         },
     )
 }
@@ -147,15 +160,17 @@ pub async fn metrics(
     State(state): State<AppState>,
     Query(q): Query<TokenOnly>,
     headers: HeaderMap,
+    conn: Option<Extension<ConnInfo>>,
 ) -> Response {
     upgrade(
         ws,
         state,
+        conn.map(|Extension(c)| c),
         q.token.as_deref(),
         &headers,
         Scope::Read,
         WsEndpoint::Metrics,
-        run_metrics,
+        |socket, state, _| run_metrics(socket, state),
     )
 }
 
@@ -163,9 +178,11 @@ pub async fn metrics(
 /// missing, wrong or lacks `scope`, close with 1008 (the original clients
 /// expect a close code, not an HTTP error). The session is tracked so that
 /// shutdown waits for it.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn upgrade<F, Fut>(
     ws: WebSocketUpgrade,
     state: AppState,
+    conn: Option<ConnInfo>,
     query_token: Option<&str>,
     headers: &HeaderMap,
     scope: Scope,
@@ -173,22 +190,31 @@ pub(crate) fn upgrade<F, Fut>(
     session: F,
 ) -> Response
 where
-    F: FnOnce(WebSocket, AppState) -> Fut + Send + 'static,
+    F: FnOnce(WebSocket, AppState, Principal) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let auth = state
-        .tokens
-        .authorize(presented_token(query_token, headers), scope);
+    let auth =
+        state
+            .tokens
+            .authorize_conn(presented_token(query_token, headers), conn.as_ref(), scope);
     let tasks = state.tasks.clone();
-    ws.max_message_size(state.config.http.max_message_bytes)
+    let max = state.config.http.max_message_bytes;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        // tungstenite reserves its whole read buffer per connection (128 KiB
+        // by default): idle sockets would cost that much each. Larger
+        // messages still reserve what they need.
+        .read_buffer_size(WS_READ_BUFFER)
         .on_upgrade(move |socket| {
             tasks.track_future(async move {
+                // The connection keeps its slot while the session lasts.
+                let _conn = conn;
                 match auth {
                     Err(e) => refuse(socket, e).await,
-                    Ok(_) => {
+                    Ok(principal) => {
                         // Counted for `/metrics` while the session lasts.
                         let _open = state.counters.ws_connection(endpoint);
-                        session(socket, state).await
+                        session(socket, state, principal).await
                     }
                 }
             })
@@ -200,17 +226,16 @@ async fn refuse(socket: WebSocket, e: AuthError) {
 }
 
 async fn close(mut socket: WebSocket, code: u16, reason: &str) {
-    // Close reasons are limited to 123 bytes by the protocol.
-    let reason: String = reason.chars().take(120).collect();
-    let _ = socket
-        .send(Message::Close(Some(CloseFrame {
-            code,
-            reason: Utf8Bytes::from(reason),
-        })))
-        .await;
+    let _ = socket.send(close_frame(code, reason)).await;
 }
 
-async fn run_stream(mut socket: WebSocket, state: AppState, user: String, session: Option<String>) {
+async fn run_stream(
+    mut socket: WebSocket,
+    state: AppState,
+    principal: Principal,
+    user: String,
+    session: Option<String>,
+) {
     let now = Utc::now();
     let session = session.unwrap_or_else(|| default_session_id(&user, now));
     let _guard = state.connections.open(&user);
@@ -238,7 +263,7 @@ async fn run_stream(mut socket: WebSocket, state: AppState, user: String, sessio
         session: Some(session),
         style: ReplyStyle::Processed,
     };
-    serve(socket, state, mode).await;
+    serve(socket, state, principal, mode).await;
 }
 
 /// What a connection carries.
@@ -253,27 +278,33 @@ pub(crate) enum Mode {
     /// Raw readings for the plugins (`/ws/readings`), each handed to the
     /// function given (`readings::handle_reading`: passed in rather than
     /// called from here, as the readings endpoint builds on this module).
-    Readings(fn(&AppState, &str) -> ReplyFuture),
+    Readings(fn(&AppState, &Principal, &str) -> ReplyFuture),
 }
 
 /// Read events, enqueue them in order, and send each reply in order once its
 /// event is durable. At most `max_in_flight_per_connection` replies are
 /// outstanding; beyond that the connection is not read (back-pressure).
-pub(crate) async fn serve(socket: WebSocket, state: AppState, mode: Mode) {
+pub(crate) async fn serve(socket: WebSocket, state: AppState, principal: Principal, mode: Mode) {
     let (mut sink, mut incoming) = socket.split();
     let mut pending: FuturesOrdered<ReplyFuture> = FuturesOrdered::new();
     let max_in_flight = state.config.http.max_in_flight_per_connection;
+    let mut liveness = Liveness::new(&state.config.http.limits);
+    let send_within = liveness.idle;
     let mut reading = true;
+    // Why the gateway ends the connection, sent once the replies in flight are.
+    let mut ending: Option<(u16, String)> = None;
 
     loop {
         tokio::select! {
             biased;
             Some(reply) = pending.next(), if !pending.is_empty() => {
-                if sink.send(Message::Text(reply.into())).await.is_err() {
+                let sent = tokio::time::timeout(send_within, sink.send(Message::Text(reply.into()))).await;
+                if !matches!(sent, Ok(Ok(()))) {
                     return;
                 }
             }
             msg = incoming.next(), if reading && pending.len() < max_in_flight => {
+                liveness.heard();
                 let text = match msg {
                     Some(Ok(Message::Text(t))) => t.to_string(),
                     Some(Ok(Message::Binary(b))) => match String::from_utf8(b.to_vec()) {
@@ -284,6 +315,14 @@ pub(crate) async fn serve(socket: WebSocket, state: AppState, mode: Mode) {
                         }
                     },
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Err(e)) if message_too_long(&e) => {
+                        reading = false;
+                        ending = Some((
+                            close_code::SIZE,
+                            format!("message larger than http.max_message_bytes ({} bytes)", state.config.http.max_message_bytes),
+                        ));
+                        continue;
+                    }
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
                         // The client is gone or done: answer what is in flight
                         // if it still listens, then stop.
@@ -294,14 +333,31 @@ pub(crate) async fn serve(socket: WebSocket, state: AppState, mode: Mode) {
                         continue;
                     }
                 };
+                if let Err(wait) = principal.take(1.0) {
+                    super::count_rate_limited("websocket");
+                    pending.push_back(ready(rate_limited_reply(wait)));
+                    continue;
+                }
                 let reply = match &mode {
                     Mode::Events { user, session, style } => {
-                        handle_message(&state, &text, user.as_deref(), session.as_deref(), *style).await
+                        handle_message(&state, &principal, &text, user.as_deref(), session.as_deref(), *style).await
                     }
-                    Mode::Readings(handle) => handle(&state, &text),
+                    Mode::Readings(handle) => handle(&state, &principal, &text),
                 };
                 pending.push_back(reply);
             }
+            tick = liveness.tick(), if reading => match tick {
+                Tick::Ping => {
+                    let sent = tokio::time::timeout(send_within, sink.send(Message::Ping(Default::default()))).await;
+                    if !matches!(sent, Ok(Ok(()))) {
+                        return;
+                    }
+                }
+                Tick::Silent => {
+                    reading = false;
+                    ending = Some((close_code::AWAY, "no frame or pong within http.limits.ws_idle_timeout".into()));
+                }
+            },
             _ = state.shutdown.cancelled(), if reading => {
                 reading = false;
             }
@@ -311,14 +367,106 @@ pub(crate) async fn serve(socket: WebSocket, state: AppState, mode: Mode) {
             break;
         }
     }
-    if state.shutdown.is_cancelled() {
-        let _ = sink
-            .send(Message::Close(Some(CloseFrame {
-                code: close_code::AWAY,
-                reason: Utf8Bytes::from_static("gateway shutting down"),
-            })))
-            .await;
+    if let Some((code, reason)) = ending {
+        if code == close_code::SIZE {
+            let reply = error_reply("message_too_big", &reason);
+            let _ = tokio::time::timeout(send_within, sink.send(Message::Text(reply.into()))).await;
+        }
+        let _ = tokio::time::timeout(send_within, sink.send(close_frame(code, &reason))).await;
+    } else if state.shutdown.is_cancelled() {
+        let _ = tokio::time::timeout(
+            send_within,
+            sink.send(close_frame(close_code::AWAY, "gateway shutting down")),
+        )
+        .await;
     }
+}
+
+/// A close frame; reasons are cut to the protocol's 123 bytes.
+fn close_frame(code: u16, reason: &str) -> Message {
+    let mut reason = reason.to_owned();
+    while reason.len() > 120 {
+        reason.pop();
+    }
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason),
+    }))
+}
+
+/// Whether a receive error is a message over the size limit (which gets an
+/// error reply and close code 1009) rather than a broken connection.
+fn message_too_long(e: &axum::Error) -> bool {
+    use std::error::Error as _;
+    matches!(
+        e.source().and_then(|s| s.downcast_ref::<tungstenite::Error>()),
+        Some(tungstenite::Error::Capacity(
+            tungstenite::error::CapacityError::MessageTooLong { .. }
+        ))
+    )
+}
+
+/// What [`Liveness::tick`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tick {
+    /// Time to ping the client.
+    Ping,
+    /// Nothing heard for `ws_idle_timeout`: close the connection.
+    Silent,
+}
+
+/// Pings a WebSocket every `ws_ping_interval` and notices when its client
+/// has sent nothing, not even a pong, for `ws_idle_timeout`: a dead or
+/// hostile peer does not hold its connection for ever.
+#[derive(Debug)]
+pub(crate) struct Liveness {
+    ping: tokio::time::Interval,
+    last_heard: tokio::time::Instant,
+    pub(crate) idle: std::time::Duration,
+}
+
+impl Liveness {
+    pub(crate) fn new(limits: &HttpLimits) -> Self {
+        let every = limits.ws_ping_interval.0;
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Liveness {
+            ping,
+            last_heard: tokio::time::Instant::now(),
+            idle: limits.ws_idle_timeout.0,
+        }
+    }
+
+    /// The client sent something.
+    pub(crate) fn heard(&mut self) {
+        self.last_heard = tokio::time::Instant::now();
+    }
+
+    pub(crate) async fn tick(&mut self) -> Tick {
+        self.ping.tick().await;
+        if self.last_heard.elapsed() >= self.idle {
+            Tick::Silent
+        } else {
+            Tick::Ping
+        }
+    }
+}
+
+/// The reply to a message over its principal's rate limit (it is not
+/// processed; the client may send it again after `retry_after_ms`).
+fn rate_limited_reply(wait: std::time::Duration) -> String {
+    json!({
+        "status": "error",
+        "error": "rate_limited",
+        "message": "rate limit exceeded; this message was not processed",
+        "retry_after_ms": wait.as_millis().max(1) as u64,
+    })
+    .to_string()
+}
+
+/// The reply to an event or reading for a user its principal is not bound to.
+pub(crate) fn forbidden_user_reply(principal: &Principal, user: &str) -> String {
+    error_reply("forbidden_user", &principal.bound_message(user))
 }
 
 pub(crate) fn ready(s: String) -> ReplyFuture {
@@ -334,6 +482,7 @@ pub(crate) fn error_reply(error: &str, message: &str) -> String {
 /// the buffer keeps each connection's order.
 async fn handle_message(
     state: &AppState,
+    principal: &Principal,
     text: &str,
     user: Option<&str>,
     session: Option<&str>,
@@ -365,6 +514,10 @@ async fn handle_message(
             return ready(reply.to_string());
         }
     };
+    if !principal.may_act_for(&event.user_id) {
+        state.counters.record_rejected();
+        return ready(forbidden_user_reply(principal, &event.user_id));
+    }
     let counters = state.counters.clone();
     match state.ingest.enqueue_via(event, Transport::WebSocket).await {
         Err(e) => ready(ingest_error_reply(&e)),
@@ -442,6 +595,7 @@ pub(crate) fn accepted_reply(a: &Accepted, style: ReplyStyle) -> String {
 }
 
 async fn run_metrics(mut socket: WebSocket, state: AppState) {
+    let mut liveness = Liveness::new(&state.config.http.limits);
     let mut tick = tokio::time::interval(state.config.http.metrics_interval.0);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -455,13 +609,19 @@ async fn run_metrics(mut socket: WebSocket, state: AppState) {
                     "active_connections": state.connections.active_connections(),
                     "active_users": state.connections.active_users(),
                 });
-                if socket.send(Message::Text(msg.to_string().into())).await.is_err() {
+                let sent = tokio::time::timeout(liveness.idle, socket.send(Message::Text(msg.to_string().into()))).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    return;
+                }
+            }
+            t = liveness.tick() => {
+                if t == Tick::Silent || socket.send(Message::Ping(Default::default())).await.is_err() {
                     return;
                 }
             }
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
-                _ => {}
+                _ => liveness.heard(),
             },
             _ = state.shutdown.cancelled() => {
                 close(socket, close_code::AWAY, "gateway shutting down").await;

@@ -20,6 +20,7 @@ use toml::{Table, Value};
 
 pub mod auth;
 pub mod devices;
+pub mod http;
 #[cfg(feature = "mqtt")]
 pub use emotion_mqtt::config as mqtt;
 #[cfg(not(feature = "mqtt"))]
@@ -28,6 +29,7 @@ pub mod mqtt;
 
 pub use auth::{AuthConfig, Scope, TokenConfig};
 pub use devices::{BleAdapter, BleConfig, SerialPortConfig};
+pub use http::{HttpConfig, HttpLimits, HttpTlsConfig};
 pub use mqtt::MqttConfig;
 
 /// The default configuration, compiled into the binary.
@@ -39,7 +41,15 @@ pub const ENV_PREFIX: &str = "EMOTION_GATEWAY__";
 /// Keys that are valid but have no value in the embedded default (unset
 /// means "derive it"); the unknown-key check and environment overrides accept
 /// them too.
-const OPTIONAL_KEYS: &[&str] = &["plugins.cache_dir", "sync.retry.max_attempts", "serial"];
+const OPTIONAL_KEYS: &[&str] = &[
+    "plugins.cache_dir",
+    "sync.retry.max_attempts",
+    "serial",
+    "auth.certificates",
+    "auth.tokens.token_sha256",
+    "auth.tokens.user_ids",
+    "auth.tokens.rate",
+];
 
 /// The token shipped in the embedded default; refused off loopback.
 pub const DEV_TOKEN: &str = "dev-token-change-me";
@@ -61,15 +71,6 @@ pub struct Config {
     pub mqtt: MqttConfig,
     pub log: LogConfig,
     pub auth: AuthConfig,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpConfig {
-    pub listen: String,
-    pub metrics_interval: Dur,
-    pub max_message_bytes: usize,
-    pub max_in_flight_per_connection: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -197,6 +198,9 @@ impl Config {
         if self.http.max_in_flight_per_connection == 0 {
             p.push("http.max_in_flight_per_connection must be at least 1".into());
         }
+        if let Ok(addr) = &listen {
+            p.extend(self.http.problems(!addr.ip().is_loopback()));
+        }
         if self.storage.path.as_os_str().is_empty() {
             p.push("storage.path must not be empty".into());
         }
@@ -273,29 +277,19 @@ impl Config {
         }
         // Ports in use are found when the listeners bind (naming their key).
         p.extend(self.mqtt.static_problems());
-        if self.auth.tokens.is_empty() {
+        p.extend(self.auth.problems());
+        if !self.auth.certificates.is_empty() && self.http.tls.client_ca.as_os_str().is_empty() {
             p.push(
-                "auth.tokens is empty: no client could connect; add at least one [[auth.tokens]]"
+                "auth.certificates needs http.tls.client_ca (client certificates are asked for only with it)"
                     .into(),
             );
         }
-        let mut seen = std::collections::HashSet::new();
         for (i, t) in self.auth.tokens.iter().enumerate() {
-            let at = format!("auth.tokens[{i}] ({})", t.name);
-            if t.token.len() < 16 {
-                p.push(format!("{at}: token must be at least 16 characters"));
-            }
-            if t.scopes.is_empty() {
-                p.push(format!("{at}: scopes must not be empty"));
-            }
-            if !seen.insert(t.token.as_str()) {
-                p.push(format!("{at}: the same token is listed twice"));
-            }
             if t.token == DEV_TOKEN && listen.as_ref().is_ok_and(|a| !a.ip().is_loopback()) {
                 p.push(format!(
-                    "{at}: the development token from the embedded default may only be used on a loopback \
+                    "auth.tokens[{i}] ({}): the development token from the embedded default may only be used on a loopback \
                      address; http.listen is {}. Set your own tokens.",
-                    self.http.listen
+                    t.name, self.http.listen
                 ));
             }
         }
@@ -344,7 +338,7 @@ fn unknown_keys(defaults: &Table, user: &Table, prefix: &str, problems: &mut Vec
             format!("{prefix}.{k}")
         };
         match (defaults.get(k), v) {
-            (None, _) if OPTIONAL_KEYS.contains(&path.as_str()) => {}
+            (None, _) if OPTIONAL_KEYS.contains(&without_indices(&path).as_str()) => {}
             (None, _) => problems.push(format!("unknown key `{path}`")),
             (Some(Value::Table(d)), Value::Table(_)) if d.is_empty() => {}
             (Some(Value::Table(d)), Value::Table(u)) => unknown_keys(d, u, &path, problems),
@@ -360,6 +354,22 @@ fn unknown_keys(defaults: &Table, user: &Table, prefix: &str, problems: &mut Vec
             _ => {}
         }
     }
+}
+
+/// `auth.tokens[2].rate` → `auth.tokens.rate`: optional keys inside arrays
+/// of tables are listed once for every element.
+fn without_indices(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut skipping = false;
+    for c in path.chars() {
+        match c {
+            '[' => skipping = true,
+            ']' => skipping = false,
+            c if !skipping => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Deep-merge `over` into `base`: tables merge key by key, anything else
