@@ -133,22 +133,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         plugins,
     )?;
 
-    let tls = match config.http.tls.files() {
-        Some(files) => {
-            let f = files.clone();
-            Some(Arc::new(
-                tokio::task::spawn_blocking(move || emotion_tls::ReloadingTls::load(f)).await??,
-            ))
-        }
-        None => None,
-    };
     let addr = config.listen_addr();
-    if tls.is_none() && !addr.ip().is_loopback() {
-        tracing::warn!(
-            %addr,
-            "http.allow_plaintext: the API listens off loopback without TLS; tokens and events travel in clear"
-        );
-    }
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind { addr, source })?;
@@ -179,19 +164,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let mqtt = start_mqtt(&config, &state).await?;
 
-    let app = api::router(state.clone());
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let edge = crate::edge::Edge::new(
-        config.http.limits.clone(),
-        tls,
-        config.http.tls.reload_interval.0,
-    );
-    let server = tokio::spawn(crate::edge::serve(
-        listener,
-        app,
-        edge,
-        state.shutdown.clone(),
-    ));
+    let (server, scheme) = serve_api(&state, listener).await?;
     tracing::info!(%addr, scheme, gateway_id = %config.gateway_id, "gateway started");
     Ok(Running {
         addr,
@@ -201,6 +174,38 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         watcher,
         mqtt,
     })
+}
+
+/// Serve the API of `state` on `listener` through the network edge (TLS
+/// from `[http.tls]`, limits from `[http.limits]`) until shutdown. Returns
+/// the server task and its scheme (`http` or `https`).
+pub async fn serve_api(
+    state: &AppState,
+    listener: TcpListener,
+) -> Result<(JoinHandle<()>, &'static str), StartError> {
+    let http = &state.config.http;
+    let tls = match http.tls.files() {
+        Some(files) => Some(Arc::new(
+            tokio::task::spawn_blocking(move || emotion_tls::ReloadingTls::load(files)).await??,
+        )),
+        None => None,
+    };
+    let addr = listener.local_addr().ok();
+    if tls.is_none() && addr.is_some_and(|a| !a.ip().is_loopback()) {
+        tracing::warn!(
+            addr = ?addr,
+            "http.allow_plaintext: the API listens off loopback without TLS; tokens and events travel in clear"
+        );
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let edge = crate::edge::Edge::new(http.limits.clone(), tls, http.tls.reload_interval.0);
+    let server = tokio::spawn(crate::edge::serve(
+        listener,
+        api::router(state.clone()),
+        edge,
+        state.shutdown.clone(),
+    ));
+    Ok((server, scheme))
 }
 
 /// What the serial and BLE transports get from the assembled gateway.

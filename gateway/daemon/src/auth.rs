@@ -9,8 +9,8 @@ use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::auth::{AuthConfig, RateConfig};
 pub use crate::config::auth::Scope;
+use crate::config::auth::{AuthConfig, RateConfig};
 use crate::edge::ConnInfo;
 
 /// Who a request is, once its token or client certificate checked out.
@@ -149,7 +149,14 @@ impl Tokens {
                 } else {
                     Sha256::digest(t.token.as_bytes()).into()
                 };
-                Entry::new(digest, &t.name, &t.scopes, &t.user_ids, t.rate, cfg.bound_rate)
+                Entry::new(
+                    digest,
+                    &t.name,
+                    &t.scopes,
+                    &t.user_ids,
+                    t.rate,
+                    cfg.bound_rate,
+                )
             })
             .collect();
         let certificates = cfg
@@ -157,7 +164,14 @@ impl Tokens {
             .iter()
             .filter_map(|c| {
                 let fp = emotion_tls::parse_fingerprint(&c.fingerprint_sha256)?;
-                Some(Entry::new(fp, &c.name, &c.scopes, &c.user_ids, c.rate, cfg.bound_rate))
+                Some(Entry::new(
+                    fp,
+                    &c.name,
+                    &c.scopes,
+                    &c.user_ids,
+                    c.rate,
+                    cfg.bound_rate,
+                ))
             })
             .collect();
         Tokens {
@@ -273,7 +287,9 @@ mod tests {
         };
         let t = Tokens::new(&config(vec![hashed]));
         // sha256("test") is the digest above.
-        let p = t.authorize(Some("test"), Scope::Ingest).expect("hashed token");
+        let p = t
+            .authorize(Some("test"), Scope::Ingest)
+            .expect("hashed token");
         assert!(p.may_act_for("42"));
         assert!(!p.may_act_for("43"));
         // Bound principals get the bound rate: a burst of 3, then refused
@@ -282,12 +298,17 @@ mod tests {
             assert!(p.take(1.0).is_ok());
         }
         let wait = p.take(1.0).expect_err("over the burst");
-        assert!(wait > Duration::ZERO && wait <= Duration::from_millis(100), "{wait:?}");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(100),
+            "{wait:?}"
+        );
         // The bucket is the principal's, shared by its connections.
         let again = t.authorize(Some("test"), Scope::Ingest).expect("again");
         assert!(again.take(1.0).is_err());
         // Unbound tokens are unlimited unless configured.
-        let u = tokens().authorize(Some("admin-token-01234"), Scope::Read).expect("admin");
+        let u = tokens()
+            .authorize(Some("admin-token-01234"), Scope::Read)
+            .expect("admin");
         assert!(u.may_act_for("anyone"));
         assert!((0..1000).all(|_| u.take(1.0).is_ok()));
     }

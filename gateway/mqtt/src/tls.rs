@@ -29,8 +29,13 @@ pub fn client_config(
     client_cert: &str,
     client_key: &str,
 ) -> Result<Arc<ClientConfig>, TlsError> {
-    let client = (!client_cert.is_empty())
-        .then(|| ("mqtt.upstream", Path::new(client_cert), Path::new(client_key)));
+    let client = (!client_cert.is_empty()).then(|| {
+        (
+            "mqtt.upstream",
+            Path::new(client_cert),
+            Path::new(client_key),
+        )
+    });
     emotion_tls::client_config(
         "mqtt.upstream.ca_file",
         (!ca_file.is_empty()).then(|| Path::new(ca_file)),

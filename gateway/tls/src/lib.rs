@@ -304,7 +304,10 @@ mod tests {
 
     fn write_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf, CertificateDer<'static>) {
         let c = rcgen::generate_simple_self_signed(vec![name.to_owned()]).expect("cert");
-        let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+        let (cert, key) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
         std::fs::write(&cert, c.cert.pem()).expect("write");
         std::fs::write(&key, c.signing_key.serialize_pem()).expect("write");
         (cert, key, c.cert.der().clone())
@@ -334,11 +337,17 @@ mod tests {
             require_client_cert: false,
         };
         let e = files.load().expect_err("empty cert").to_string();
-        assert!(e.contains("http.tls.cert") && e.contains("no certificate"), "{e}");
+        assert!(
+            e.contains("http.tls.cert") && e.contains("no certificate"),
+            "{e}"
+        );
         let (cert, _, _) = write_cert(dir.path(), "a.example");
         let files = ServerFiles { cert, ..files };
         let e = files.load().expect_err("missing key").to_string();
-        assert!(e.contains("http.tls.key") && e.contains("cannot read"), "{e}");
+        assert!(
+            e.contains("http.tls.key") && e.contains("cannot read"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -117,7 +117,10 @@ fn authorize(state: &AppState, req: &Request, scope: Scope) -> Result<(), ApiErr
         match user_of_path(req.uri().path()) {
             Some(user) if principal.may_act_for(user) => {}
             Some(user) => return Err(ApiError::Forbidden(principal.bound_message(user))),
-            None if EVERY_USER_PATHS.iter().any(|p| req.uri().path().starts_with(p)) => {
+            None if EVERY_USER_PATHS
+                .iter()
+                .any(|p| req.uri().path().starts_with(p)) =>
+            {
                 return Err(ApiError::Forbidden(format!(
                     "`{}` is bound to users; this endpoint covers every user",
                     principal.name
@@ -131,7 +134,8 @@ fn authorize(state: &AppState, req: &Request, scope: Scope) -> Result<(), ApiErr
 
 /// Count a refusal for the rate limit, in `/metrics`.
 pub(crate) fn count_rate_limited(transport: &'static str) {
-    ::metrics::counter!("emotion_gateway_rate_limited_total", "transport" => transport).increment(1);
+    ::metrics::counter!("emotion_gateway_rate_limited_total", "transport" => transport)
+        .increment(1);
 }
 
 /// Read endpoints over every user's data, closed to bound principals.

@@ -10,11 +10,11 @@
 //!   `validation_error`, or the host's kind (`no_plugin`, `quarantined`,
 //!   `plugin_failed`, `plugin_error`, `invalid_emotion`, `overloaded`, …).
 
-use axum::{Extension, Json};
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use axum::{Extension, Json};
 use emotion_core::reading::RawReading;
 use serde_json::{Value, json};
 

@@ -4,8 +4,8 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::Extension;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -399,7 +399,8 @@ fn close_frame(code: u16, reason: &str) -> Message {
 fn message_too_long(e: &axum::Error) -> bool {
     use std::error::Error as _;
     matches!(
-        e.source().and_then(|s| s.downcast_ref::<tungstenite::Error>()),
+        e.source()
+            .and_then(|s| s.downcast_ref::<tungstenite::Error>()),
         Some(tungstenite::Error::Capacity(
             tungstenite::error::CapacityError::MessageTooLong { .. }
         ))

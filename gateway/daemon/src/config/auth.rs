@@ -105,11 +105,10 @@ impl AuthConfig {
                 (false, true) if t.token.len() < 16 => {
                     p.push(format!("{at}: token must be at least 16 characters"))
                 }
-                (true, false) if emotion_tls::parse_fingerprint(&t.token_sha256).is_none() => {
-                    p.push(format!(
+                (true, false) if emotion_tls::parse_fingerprint(&t.token_sha256).is_none() => p
+                    .push(format!(
                         "{at}: token_sha256 must be 64 hex digits (printf %s TOKEN | sha256sum)"
-                    ))
-                }
+                    )),
                 _ => {}
             }
             if t.scopes.is_empty() {

@@ -256,7 +256,8 @@ async fn http<IO>(
 /// The answer of the overflow lane to anything but `/health`.
 fn busy() -> Response<Body> {
     metrics::counter!("emotion_http_overflow_refusals_total").increment(1);
-    let body = r#"{"error":"busy","message":"the gateway is at its connection limit; retry shortly"}"#;
+    let body =
+        r#"{"error":"busy","message":"the gateway is at its connection limit; retry shortly"}"#;
     Response::builder()
         .status(StatusCode::SERVICE_UNAVAILABLE)
         .header(header::CONTENT_TYPE, "application/json")

@@ -39,6 +39,11 @@ pub struct Harness {
 /// The embedded configuration with the binary tests' tokens, no plugins,
 /// MQTT, BLE or sync, and a fast metrics stream.
 pub fn config(dir: &std::path::Path) -> Config {
+    config_with(dir, &[])
+}
+
+/// [`config`] with more `EMOTION_GATEWAY__…` overrides (`("HTTP__LIMITS__…", value)`).
+pub fn config_with(dir: &std::path::Path, extra: &[(&str, String)]) -> Config {
     let tokens = format!(
         r#"[{{name = "test", token = "{TOKEN}", scopes = ["ingest", "read", "admin"]}}, {{name = "reader", token = "{READ_TOKEN}", scopes = ["read"]}}]"#
     );
@@ -55,14 +60,21 @@ pub fn config(dir: &std::path::Path) -> Config {
         ("MQTT__ENABLED", "false".into()),
         ("BLE__ENABLED", "false".into()),
     ]
+    .into_iter()
+    .chain(extra.iter().map(|(k, v)| (*k, v.clone())))
     .map(|(k, v)| (format!("EMOTION_GATEWAY__{k}"), v));
     Config::load(None, env).expect("test configuration is valid")
 }
 
 impl Harness {
     pub async fn new() -> Harness {
+        Harness::with(&[]).await
+    }
+
+    /// A harness whose configuration has these overrides as well.
+    pub async fn with(extra: &[(&str, String)]) -> Harness {
         let dir = tempfile::tempdir().expect("tmp");
-        let gw = app::in_memory(config(dir.path()))
+        let gw = app::in_memory(config_with(dir.path(), extra))
             .await
             .expect("in-memory gateway");
         let router = emotion_gateway::api::router(gw.state.clone());
@@ -78,18 +90,16 @@ impl Harness {
         &self.gw.as_ref().expect("running").state
     }
 
-    /// Serve the router on a free loopback port (for WebSockets).
+    /// Serve the router on a free loopback port through the network edge
+    /// (TLS and limits of the configuration), as the gateway does.
     pub async fn serve(mut self) -> Harness {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         self.addr = Some(listener.local_addr().expect("addr"));
-        let (app, token) = (self.router.clone(), self.state().shutdown.clone());
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await
-        });
+        app::serve_api(self.state(), listener)
+            .await
+            .expect("serve the API");
         self
     }
 
