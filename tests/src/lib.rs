@@ -170,7 +170,10 @@ impl Gateway {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("emotion-gateway listening on http://") {
+                let addr = line
+                    .strip_prefix("emotion-gateway listening on http://")
+                    .or_else(|| line.strip_prefix("emotion-gateway listening on https://"));
+                if let Some(addr) = addr {
                     let _ = tx.send(addr.trim().to_owned());
                 }
             }

@@ -58,6 +58,8 @@ pub enum StartError {
 pub struct Running {
     /// The address the API actually listens on (port 0 resolved).
     pub addr: SocketAddr,
+    /// `https` with `[http.tls]`, `http` without.
+    pub scheme: &'static str,
     pub state: AppState,
     server: JoinHandle<()>,
     pipeline: Pipeline,
@@ -134,9 +136,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     )?;
 
     let addr = config.listen_addr();
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })?;
+    let listener = crate::edge::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
     let addr = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
@@ -168,6 +168,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     tracing::info!(%addr, scheme, gateway_id = %config.gateway_id, "gateway started");
     Ok(Running {
         addr,
+        scheme,
         state,
         server,
         pipeline,

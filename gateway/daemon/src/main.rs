@@ -210,7 +210,11 @@ fn run(config: Config) -> anyhow::Result<()> {
         let running = app::start(config).await?;
         // Tests and scripts read this line to find the port.
         let mut out = std::io::stdout().lock();
-        writeln!(out, "emotion-gateway listening on http://{}", running.addr)?;
+        writeln!(
+            out,
+            "emotion-gateway listening on {}://{}",
+            running.scheme, running.addr
+        )?;
         out.flush()?;
         drop(out);
         wait_for_signal().await?;

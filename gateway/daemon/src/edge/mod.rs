@@ -101,6 +101,25 @@ impl Edge {
     }
 }
 
+/// Connections the kernel may hold for the accept loop (capped by
+/// `net.core.somaxconn`). A burst of connects beyond the queue has its SYNs
+/// dropped and retried a second later, /health probes included; the
+/// default of 128 was seen to overflow under a flood.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Bind the API's listener with [`LISTEN_BACKLOG`].
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // A restarted gateway binds again while old connections are in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Raise the soft open-files limit to the hard one, where allowed; returns
 /// the soft limit in force afterwards.
 fn raise_open_files_limit() -> u64 {
