@@ -18,7 +18,8 @@ use crate::config::SyncConfig;
 use crate::error::{Result, SyncError};
 use crate::migrate::{self, ERASURE_LOCK, MigrationReport};
 use crate::rows::{
-    Consent, ConsentOutcome, Cursor, ErasureOutcome, GatewaySyncState, SummaryOutcome, WriteOutcome,
+    AuditRow, Consent, ConsentOutcome, Cursor, ErasureOutcome, GatewaySyncState, SummaryOutcome,
+    WriteOutcome,
 };
 
 /// Connection settings of a [`SyncClient`].
@@ -102,6 +103,7 @@ struct Prepared {
     count_summaries: Statement,
     upsert_consents: Statement,
     ensure_partitions: Statement,
+    write_audit: Statement,
 }
 
 /// Move the staged rows into `target`. The anti-join is the no-resurrection
@@ -214,6 +216,15 @@ impl Prepared {
                      ON CONFLICT (gateway_id) DO UPDATE SET \
                        summaries_synced = g.summaries_synced + excluded.summaries_synced, \
                        last_summary_at = excluded.last_summary_at",
+                )
+                .await?,
+            write_audit: c
+                .prepare(
+                    "INSERT INTO audit_log (user_id, gateway_id, audit_id, at, principal, action, outcome) \
+                     SELECT s.user_id, $1, s.audit_id, s.at, s.principal, s.action, s.outcome \
+                     FROM unnest($2::text[], $3::uuid[], $4::timestamptz[], $5::text[], $6::text[], $7::text[]) \
+                       AS s(user_id, audit_id, at, principal, action, outcome) \
+                     ON CONFLICT DO NOTHING",
                 )
                 .await?,
             // Withdrawing the credit consent also removes the user's summaries
@@ -794,6 +805,33 @@ impl SyncClient {
                 written: u64::try_from(written).unwrap_or(0),
                 summaries_deleted: u64::try_from(deleted).unwrap_or(0),
             })
+        })
+        .await
+    }
+
+    /// Write a page of the gateway's audit trail; returns the rows that are
+    /// new (a page re-sent after a lost answer writes nothing twice).
+    pub async fn write_audit(&mut self, gateway_id: &str, rows: &[AuditRow]) -> Result<u64> {
+        let user: Vec<&str> = rows
+            .iter()
+            .map(|r| r.user_id.as_deref().unwrap_or(""))
+            .collect();
+        let id: Vec<Uuid> = rows.iter().map(|r| r.audit_id).collect();
+        let at: Vec<DateTime<Utc>> = rows.iter().map(|r| r.at).collect();
+        let principal: Vec<&str> = rows.iter().map(|r| r.principal.as_str()).collect();
+        let action: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
+        let outcome: Vec<&str> = rows.iter().map(|r| r.outcome.as_str()).collect();
+        let gateway_id = gateway_id.to_owned();
+        self.guarded("write audit", async move |s: &mut Self| {
+            let (client, p) = s.ready().await?;
+            let n = client
+                .execute(
+                    &p.write_audit,
+                    &[&gateway_id, &user, &id, &at, &principal, &action, &outcome],
+                )
+                .await
+                .map_err(|e| SyncError::db("write audit", e))?;
+            Ok(n)
         })
         .await
     }

@@ -32,6 +32,6 @@ pub use isolate::{IsolatedOutcome, Refused};
 pub use migrate::{MIGRATIONS, Migration, MigrationReport};
 pub use retry::{Backoff, RetryConfig, retry, retry_if};
 pub use rows::{
-    Consent, ConsentOutcome, ConsentPurpose, Cursor, ErasureOutcome, GatewaySyncState,
+    AuditRow, Consent, ConsentOutcome, ConsentPurpose, Cursor, ErasureOutcome, GatewaySyncState,
     SummaryOutcome, UnknownPurpose, WriteOutcome,
 };

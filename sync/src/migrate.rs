@@ -32,6 +32,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "functions",
         sql: include_str!("../migrations/0002_functions.sql"),
     },
+    Migration {
+        version: 3,
+        name: "audit_log",
+        sql: include_str!("../migrations/0003_audit_log.sql"),
+    },
 ];
 
 /// Advisory lock keys (one namespace, so they are easy to find in `pg_locks`).

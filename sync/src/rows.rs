@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::error::{Result, SyncError};
 
@@ -107,6 +108,21 @@ pub struct Consent {
     pub purpose: ConsentPurpose,
     pub granted: bool,
     pub updated_at: DateTime<Utc>,
+}
+
+/// One entry of a gateway's audit trail (see migration 3, `audit_log`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRow {
+    pub audit_id: Uuid,
+    /// The user whose data was touched; `None` for actions on no one user.
+    pub user_id: Option<String>,
+    pub at: DateTime<Utc>,
+    /// The token's or certificate's configured name, never the secret.
+    pub principal: String,
+    /// `METHOD /route`, e.g. `GET /api/users/{id}/summary`.
+    pub action: String,
+    /// The HTTP status, or why the request was refused.
+    pub outcome: String,
 }
 
 /// What [`crate::SyncClient::write_events`] did.

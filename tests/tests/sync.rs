@@ -460,3 +460,121 @@ async fn summaries_follow_consent_and_erasure_removes_the_user_everywhere() {
     assert_eq!(again, 0);
     drop(db);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_trail_reaches_the_central_audit_log() {
+    let db = TestDatabase::create().await;
+    let dir = data_dir().expect("tmp");
+    let gw = Gateway::start(dir.path(), &sync_options(db.url())).expect("start");
+    let http = reqwest::Client::new();
+    // A consent change, reads of the user's data, an export, a refused
+    // administrative action, an erasure.
+    gw.consent("77", true, true).await.expect("consent");
+    let r = http
+        .get(gw.http("/api/users/77/summary"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("summary");
+    assert!(r.status().as_u16() < 500);
+    let r = http
+        .get(gw.http("/api/export?format=json"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("export");
+    assert!(r.status().as_u16() < 500);
+    let r = http
+        .put(gw.http("/api/users/77/consent"))
+        .bearer_auth(emotion_tests::READ_TOKEN)
+        .json(&json!({"analytics": false, "credit": false}))
+        .send()
+        .await
+        .expect("refused consent change");
+    assert_eq!(r.status(), 403);
+    let r = http
+        .delete(gw.http("/api/users/77/data"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("erase");
+    assert_eq!(r.status(), 200);
+
+    // Locally, in order, for the admin only.
+    let local = gw
+        .get_json("/api/audit?user_id=77")
+        .await
+        .expect("GET /api/audit");
+    let actions: Vec<String> = local["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| format!("{} {} {}", e["principal"], e["action"], e["outcome"]))
+        .collect();
+    assert_eq!(actions.len(), 4, "{actions:?}");
+    assert!(
+        actions[0].contains("PUT /api/users/{id}/consent") && actions[0].ends_with("200\""),
+        "{actions:?}"
+    );
+    assert!(
+        actions[1].contains("GET /api/users/{id}/summary"),
+        "{actions:?}"
+    );
+    assert!(
+        actions[2].starts_with("\"-\"") && actions[2].contains("refused"),
+        "{actions:?}"
+    );
+    assert!(
+        actions[3].contains("DELETE /api/users/{id}/data"),
+        "{actions:?}"
+    );
+    let r = http
+        .get(gw.http("/api/audit"))
+        .bearer_auth(emotion_tests::READ_TOKEN)
+        .send()
+        .await
+        .expect("audit as reader");
+    assert_eq!(r.status(), 403);
+
+    // Centrally: every entry once, the erasure's included (an erasure keeps
+    // the record that it happened).
+    let client = central(db.url()).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = client
+            .query(
+                "SELECT user_id, principal, action, outcome FROM audit_log ORDER BY audit_id",
+                &[],
+            )
+            .await
+            .expect("audit_log");
+        let got: Vec<(String, String, String, String)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+        let for_77 = got.iter().filter(|r| r.0 == "77").count();
+        let export = got
+            .iter()
+            .any(|r| r.0.is_empty() && r.2 == "GET /api/export" && r.1 == "test");
+        if for_77 == 4 && export {
+            assert!(
+                got.iter()
+                    .any(|r| r.2 == "DELETE /api/users/{id}/data" && r.3 == "200"),
+                "{got:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "audit rows did not arrive: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Re-sent pages are no-ops: the count stays.
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM audit_log", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert!(n >= 6, "{n}");
+}

@@ -232,6 +232,23 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     fn remove_meta(&self, key: &str) -> Result<(), StoreError>;
     fn meta_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 
+    /// At most `limit` records of `prefix` whose keys sort after `after`
+    /// (all of them when `None`), in key order: a page of an append-only
+    /// log such as the audit trail.
+    fn meta_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        Ok(self
+            .meta_with_prefix(prefix)?
+            .into_iter()
+            .filter(|(k, _)| after.is_none_or(|a| k.as_str() > a))
+            .take(limit)
+            .collect())
+    }
+
     fn stats(&self) -> StoreStats;
 
     /// Damage found at open, by repairs and by scrubs.

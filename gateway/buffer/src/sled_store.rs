@@ -1937,6 +1937,41 @@ impl EventStore for SledStore {
         })
     }
 
+    fn meta_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        guard("meta_page", || {
+            let mut out = Vec::new();
+            let engine = self.engine.read_recursive();
+            let start = after.unwrap_or(prefix).as_bytes().to_vec();
+            for item in engine.meta.range(start..) {
+                let (k, v) = item?;
+                if !k.starts_with(prefix.as_bytes()) || out.len() >= limit {
+                    break;
+                }
+                if after.is_some_and(|a| k.as_ref() == a.as_bytes()) {
+                    continue;
+                }
+                match record::decode_meta(&v) {
+                    Ok(f) => {
+                        if let Some(value) = f.value {
+                            out.push((f.key, value));
+                        }
+                    }
+                    Err(e) => tracing::error!(
+                        key = %String::from_utf8_lossy(&k),
+                        error = %e,
+                        "skipping an unreadable metadata record"
+                    ),
+                }
+            }
+            Ok(out)
+        })
+    }
+
     fn stats(&self) -> StoreStats {
         let ram = self.ram.read();
         StoreStats {

@@ -225,6 +225,7 @@ fn sync_handles(state: &AppState) -> SyncHandles {
     SyncHandles {
         store: state.store.clone(),
         privacy: state.privacy.clone(),
+        audit: state.audit.clone(),
         analyzer: state.analyzer.clone(),
         gateway_id: state.config.gateway_id.clone(),
     }
@@ -336,6 +337,7 @@ pub fn assemble(
     let state = AppState {
         tokens: Arc::new(Tokens::new(&config.auth)),
         readings: crate::readings::Readings::new(plugins.clone(), ingest.clone()),
+        audit: crate::audit::Audit::new(store.clone()),
         config,
         ingest,
         store,

@@ -29,6 +29,8 @@ pub struct AppState {
     pub analyzed: Arc<AtomicU64>,
     pub counters: Arc<Counters>,
     pub privacy: Arc<Privacy>,
+    /// Who read, exported, consented, erased (see `crate::audit`).
+    pub audit: crate::audit::Audit,
     /// The WebAssembly plugins that turn raw readings into events.
     pub plugins: PluginHost,
     /// The one path from a raw reading through its plugin into `ingest`.

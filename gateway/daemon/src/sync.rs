@@ -261,6 +261,8 @@ pub struct SyncHandles {
     pub store: Arc<dyn EventStore>,
     /// Consents decide what leaves; erasures are shipped first.
     pub privacy: Arc<Privacy>,
+    /// The audit trail, shipped to `audit_log` in order.
+    pub audit: crate::audit::Audit,
     /// Source of the credit/risk summaries.
     pub analyzer: Arc<Mutex<Analyzer>>,
     /// Names this gateway's rows and cursor centrally.
@@ -362,6 +364,7 @@ async fn session(
         }
         ship_erasures(state, gateway, client, status).await?;
         ship_consents(state, gateway, client, status).await?;
+        ship_audit(state, gateway, client).await?;
         let shipped = ship_events(
             state,
             cfg,
@@ -385,6 +388,40 @@ async fn session(
             }
         }
     }
+}
+
+/// Audit entries per round.
+const AUDIT_PAGE: usize = 1000;
+
+/// Ship the audit entries the central database does not have, a page a
+/// round (re-sending a page after a lost answer writes nothing twice).
+async fn ship_audit(
+    state: &SyncHandles,
+    gateway: &str,
+    client: &mut SyncClient,
+) -> Result<(), RoundError> {
+    let audit = state.audit.clone();
+    let rows = match tokio::task::spawn_blocking(move || audit.unsynced(AUDIT_PAGE)).await {
+        Ok(Ok(rows)) => rows,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "sync: reading the audit trail failed");
+            return Ok(());
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "sync: audit task failed");
+            return Ok(());
+        }
+    };
+    let Some(last) = rows.last().map(|r| r.audit_id) else {
+        return Ok(());
+    };
+    let written = client.write_audit(gateway, &rows).await?;
+    tracing::debug!(entries = rows.len(), written, "sync: audit entries shipped");
+    let audit = state.audit.clone();
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || audit.synced_through(last)).await {
+        tracing::warn!(error = %e, "sync: recording the audit sync position failed");
+    }
+    Ok(())
 }
 
 async fn ship_erasures(

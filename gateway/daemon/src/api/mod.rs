@@ -1,6 +1,7 @@
 //! The HTTP and WebSocket API. `router` builds it without a socket, so tests
 //! can call it directly.
 
+mod audit;
 mod dashboard;
 mod devices;
 mod error;
@@ -14,7 +15,7 @@ mod status;
 mod ws;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{delete, get, post, put};
@@ -22,7 +23,7 @@ use serde::Deserialize;
 
 pub use error::ApiError;
 
-use crate::auth::{Scope, presented_token};
+use crate::auth::{Principal, Scope, presented_token};
 use crate::edge::ConnInfo;
 use crate::state::AppState;
 
@@ -45,6 +46,7 @@ pub fn router(state: AppState) -> Router {
     let admin = Router::new()
         .route("/api/users/{id}/consent", put(privacy::put_consent))
         .route("/api/users/{id}/data", delete(privacy::erase))
+        .route("/api/audit", get(audit::audit))
         .route("/api/ble/scan", post(devices::scan))
         .route("/api/ble/devices", get(devices::ble_devices))
         .route("/api/ble/pair", post(devices::pair))
@@ -85,8 +87,7 @@ async fn require_read(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &req, Scope::Read)?;
-    Ok(next.run(req).await)
+    guarded(state, req, next, Scope::Read).await
 }
 
 async fn require_admin(
@@ -94,34 +95,84 @@ async fn require_admin(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &req, Scope::Admin)?;
-    Ok(next.run(req).await)
+    guarded(state, req, next, Scope::Admin).await
+}
+
+/// Authorize, run, and write the audit entry of a request that reads a
+/// user's data, exports, or is an administrative action (refusals included).
+async fn guarded(
+    state: AppState,
+    req: Request,
+    next: Next,
+    scope: Scope,
+) -> Result<Response, ApiError> {
+    let path = req.uri().path().to_owned();
+    let audited = scope == Scope::Admin
+        || path.starts_with("/api/users/")
+        || EVERY_USER_PATHS.iter().any(|p| path.starts_with(p));
+    let action = format!(
+        "{} {}",
+        req.method(),
+        req.extensions()
+            .get::<MatchedPath>()
+            .map_or(path.as_str(), MatchedPath::as_str)
+    );
+    let user = user_of_path(&path).map(str::to_owned);
+    let (principal, result) = match authorize(&state, &req, scope) {
+        Ok(p) => {
+            let resp = next.run(req).await;
+            let outcome = resp.status().as_u16().to_string();
+            (p.name, Ok((resp, outcome)))
+        }
+        Err((name, e)) => (name, Err(e)),
+    };
+    if audited {
+        let outcome = match &result {
+            Ok((_, status)) => status.clone(),
+            Err(e) => format!("refused: {e}"),
+        };
+        let audit = state.audit.clone();
+        let write = move || audit.record(&principal, &action, user.as_deref(), &outcome);
+        if let Err(e) = tokio::task::spawn_blocking(write).await {
+            tracing::error!(error = %e, "audit task failed");
+        }
+    }
+    result.map(|(resp, _)| resp)
 }
 
 /// Authenticate (token, or the connection's client certificate), check the
 /// scope, take one from the principal's rate limit, and keep a principal
 /// bound to users to their own data.
-fn authorize(state: &AppState, req: &Request, scope: Scope) -> Result<(), ApiError> {
+/// The name an audit entry gives a request whose token did not check out.
+const UNAUTHENTICATED: &str = "-";
+
+fn authorize(
+    state: &AppState,
+    req: &Request,
+    scope: Scope,
+) -> Result<Principal, (String, ApiError)> {
     let q: Option<TokenQuery> = req
         .uri()
         .query()
         .and_then(|q| serde_urlencoded::from_str(q).ok());
     let token = presented_token(q.as_ref().and_then(|q| q.token.as_deref()), req.headers());
     let conn = req.extensions().get::<ConnInfo>();
-    let principal = state.tokens.authorize_conn(token, conn, scope)?;
+    let principal = state
+        .tokens
+        .authorize_conn(token, conn, scope)
+        .map_err(|e| (UNAUTHENTICATED.to_owned(), e.into()))?;
+    let refuse = |e: ApiError| Err((principal.name.clone(), e));
     if let Err(wait) = principal.take(1.0) {
         count_rate_limited("http");
-        return Err(ApiError::RateLimited(wait));
+        return refuse(ApiError::RateLimited(wait));
     }
     if principal.users.is_some() {
-        match user_of_path(req.uri().path()) {
+        let path = req.uri().path();
+        match user_of_path(path) {
             Some(user) if principal.may_act_for(user) => {}
-            Some(user) => return Err(ApiError::Forbidden(principal.bound_message(user))),
-            None if EVERY_USER_PATHS
-                .iter()
-                .any(|p| req.uri().path().starts_with(p)) =>
-            {
-                return Err(ApiError::Forbidden(format!(
+            Some(user) => return refuse(ApiError::Forbidden(principal.bound_message(user))),
+            None if EVERY_USER_PATHS.iter().any(|p| path.starts_with(p)) => {
+                return refuse(ApiError::Forbidden(format!(
                     "`{}` is bound to users; this endpoint covers every user",
                     principal.name
                 )));
@@ -129,7 +180,7 @@ fn authorize(state: &AppState, req: &Request, scope: Scope) -> Result<(), ApiErr
             None => {}
         }
     }
-    Ok(())
+    Ok(principal)
 }
 
 /// Count a refusal for the rate limit, in `/metrics`.

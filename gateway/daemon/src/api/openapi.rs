@@ -11,7 +11,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
-use super::{dashboard, devices, export, metrics, privacy, readings, rest, ws};
+use super::{audit, dashboard, devices, export, metrics, privacy, readings, rest, ws};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -37,6 +37,7 @@ use super::{dashboard, devices, export, metrics, privacy, readings, rest, ws};
         privacy::get_consent,
         privacy::put_consent,
         privacy::erase,
+        audit::audit,
         devices::scan,
         devices::ble_devices,
         devices::pair,
