@@ -34,6 +34,9 @@ pub struct SyncConfig {
     #[serde(with = "duration")]
     pub operation_timeout: Duration,
     pub retry: RetryConfig,
+    /// Replace user and session ids with keyed pseudonyms (HMAC-SHA-256
+    /// under a key that stays on the gateway) in everything synced.
+    pub pseudonymize: bool,
 }
 
 impl Default for SyncConfig {
@@ -48,6 +51,7 @@ impl Default for SyncConfig {
             connect_timeout: Duration::from_secs(5),
             operation_timeout: Duration::from_secs(60),
             retry: RetryConfig::default(),
+            pseudonymize: false,
         }
     }
 }

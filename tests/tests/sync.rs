@@ -541,13 +541,14 @@ async fn the_audit_trail_reaches_the_central_audit_log() {
     let client = central(db.url()).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
+        // The table appears once the gateway's sync has migrated the database.
         let rows = client
             .query(
                 "SELECT user_id, principal, action, outcome FROM audit_log ORDER BY audit_id",
                 &[],
             )
             .await
-            .expect("audit_log");
+            .unwrap_or_default();
         let got: Vec<(String, String, String, String)> = rows
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
@@ -577,4 +578,136 @@ async fn the_audit_trail_reaches_the_central_audit_log() {
         .expect("count")
         .get(0);
     assert!(n >= 6, "{n}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pseudonymized_sync_round_trip_keeps_consent_erasure_and_credit_working() {
+    let db = TestDatabase::create().await;
+    let dir = data_dir().expect("tmp");
+    let mut opts = sync_options(db.url());
+    opts.env
+        .push(("EMOTION_GATEWAY__SYNC__PSEUDONYMIZE".into(), "true".into()));
+    let gw = Gateway::start(dir.path(), &opts).expect("start");
+    let user = "501";
+    gw.consent(user, true, true).await.expect("consent");
+    // Chronically stressed over ten days (as user 902 above): a premium.
+    let (mut ws, _) = gw.stream(user).await.expect("connect");
+    let now = chrono::Utc::now();
+    for d in 0..10i64 {
+        for k in 0..3i64 {
+            let at = now - chrono::Duration::days(9 - d) - chrono::Duration::minutes(10 * (3 - k));
+            let e = json!({"user_id": user, "source": "survey", "valence": -0.7 + 0.02 * k as f64,
+                           "arousal": 0.85, "timestamp": at.to_rfc3339()});
+            send_json(&mut ws, &e).await.expect("send");
+            assert_eq!(
+                next_json(&mut ws).await.expect("reply")["status"],
+                "processed"
+            );
+        }
+    }
+    drained(&gw, Duration::from_secs(30)).await;
+    let mapped = gw
+        .get_json(&format!("/api/pseudonyms?user_ids={user}"))
+        .await
+        .expect("re-identification");
+    let p = mapped["pseudonyms"][user]
+        .as_str()
+        .expect("pseudonym")
+        .to_owned();
+    assert!(p.starts_with("u-") && !p.contains(user), "{p}");
+
+    let client = central(db.url()).await;
+    let count = |sql: String| {
+        let client = &client;
+        async move {
+            client
+                .query_one(&sql, &[])
+                .await
+                .expect("count")
+                .get::<_, i64>(0)
+        }
+    };
+    // No row anywhere carries the real id; events, sessions and consents
+    // carry the pseudonym.
+    let real = count(format!(
+        "SELECT (SELECT count(*) FROM emotional_events WHERE user_id = '{user}' OR session_id LIKE '%{user}%') \
+         + (SELECT count(*) FROM consents WHERE user_id = '{user}') \
+         + (SELECT count(*) FROM credit_risk_summaries WHERE user_id = '{user}') \
+         + (SELECT count(*) FROM audit_log WHERE user_id = '{user}')"
+    ))
+    .await;
+    assert_eq!(real, 0, "the real user id reached the central database");
+    assert_eq!(
+        count(format!(
+            "SELECT count(*) FROM emotional_events WHERE user_id = '{p}'"
+        ))
+        .await,
+        30
+    );
+    assert_eq!(
+        count(format!(
+            "SELECT count(*) FROM consents WHERE user_id = '{p}' AND granted"
+        ))
+        .await,
+        2
+    );
+    // Summaries arrive under the pseudonym, and the credit function works on it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = client
+            .query(
+                "SELECT risk_premium_adjustment_pct, action FROM credit_emotion_adjustment($1, 30)",
+                &[&p],
+            )
+            .await
+            .expect("credit function");
+        if let Some(r) = rows.first() {
+            assert_eq!(
+                (r.get::<_, f64>(0), r.get::<_, String>(1)),
+                (15.0, "premium".to_owned())
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no summary under the pseudonym");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let by_real_id = client
+        .query("SELECT * FROM credit_emotion_adjustment($1, 30)", &[&user])
+        .await
+        .expect("credit function");
+    assert!(by_real_id.is_empty());
+
+    // Erasure: applied centrally under the pseudonym.
+    let r = reqwest::Client::new()
+        .delete(gw.http(&format!("/api/users/{user}/data")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("erase");
+    assert_eq!(r.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = count(format!(
+            "SELECT (SELECT count(*) FROM emotional_events WHERE user_id = '{p}') \
+             + (SELECT count(*) FROM consents WHERE user_id = '{p}') \
+             + (SELECT count(*) FROM credit_risk_summaries WHERE user_id = '{p}')"
+        ))
+        .await;
+        let recorded = count(format!(
+            "SELECT count(*) FROM erasure_requests WHERE user_id = '{p}'"
+        ))
+        .await;
+        let audited = count(format!(
+            "SELECT count(*) FROM audit_log WHERE user_id = '{p}' AND action = 'DELETE /api/users/{{id}}/data'"
+        ))
+        .await;
+        if left == 0 && recorded == 1 && audited == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "erasure not applied under the pseudonym ({left} rows left, {recorded} requests, {audited} audit rows)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -226,6 +226,7 @@ fn sync_handles(state: &AppState) -> SyncHandles {
         store: state.store.clone(),
         privacy: state.privacy.clone(),
         audit: state.audit.clone(),
+        pseudonyms: state.pseudonyms.clone(),
         analyzer: state.analyzer.clone(),
         gateway_id: state.config.gateway_id.clone(),
     }
@@ -319,6 +320,16 @@ pub fn assemble(
     let analyzed = Arc::new(AtomicU64::new(analyzed_through));
     let analyzer = Arc::new(Mutex::new(analyzer));
     let privacy = Arc::new(Privacy::load(store.clone()).map_err(StartError::Privacy)?);
+    let pseudonyms = if config.sync.pseudonymize {
+        crate::pseudonym::Pseudonyms::load_or_create(store.as_ref()).map_err(|source| {
+            StartError::Storage {
+                path: config.storage.path.display().to_string(),
+                source,
+            }
+        })?
+    } else {
+        crate::pseudonym::Pseudonyms::off()
+    };
     let counters = Arc::new(Counters::default());
     let live = Arc::new(crate::live::Live::default());
     // Install the Prometheus recorder before anything records into it.
@@ -338,6 +349,7 @@ pub fn assemble(
         tokens: Arc::new(Tokens::new(&config.auth)),
         readings: crate::readings::Readings::new(plugins.clone(), ingest.clone()),
         audit: crate::audit::Audit::new(store.clone()),
+        pseudonyms,
         config,
         ingest,
         store,

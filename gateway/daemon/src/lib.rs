@@ -58,6 +58,7 @@ pub mod auth;
 pub mod config;
 pub mod devices;
 pub mod edge;
+pub mod pseudonym;
 pub mod state;
 pub mod sync;
 

@@ -31,6 +31,8 @@ pub struct AppState {
     pub privacy: Arc<Privacy>,
     /// Who read, exported, consented, erased (see `crate::audit`).
     pub audit: crate::audit::Audit,
+    /// How user ids leave for the central database (see `crate::pseudonym`).
+    pub pseudonyms: crate::pseudonym::Pseudonyms,
     /// The WebAssembly plugins that turn raw readings into events.
     pub plugins: PluginHost,
     /// The one path from a raw reading through its plugin into `ingest`.

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use emotion_core::{Analyzer, EmotionEvent};
 use emotion_sync::{
-    Backoff, Consent, ConsentPurpose, Cursor, Refused, SyncClient, SyncConfig, SyncError,
+    AuditRow, Backoff, Consent, ConsentPurpose, Cursor, Refused, SyncClient, SyncConfig, SyncError,
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -263,6 +263,8 @@ pub struct SyncHandles {
     pub privacy: Arc<Privacy>,
     /// The audit trail, shipped to `audit_log` in order.
     pub audit: crate::audit::Audit,
+    /// User and session ids as they leave (pseudonyms with `[sync] pseudonymize`).
+    pub pseudonyms: crate::pseudonym::Pseudonyms,
     /// Source of the credit/risk summaries.
     pub analyzer: Arc<Mutex<Analyzer>>,
     /// Names this gateway's rows and cursor centrally.
@@ -390,6 +392,16 @@ async fn session(
     }
 }
 
+/// An event as it leaves: with pseudonymization, its user and session ids
+/// replaced (the rest of the event is shipped as it is).
+fn pseudonymized(p: &crate::pseudonym::Pseudonyms, mut e: EmotionEvent) -> EmotionEvent {
+    if p.is_on() {
+        e.user_id = p.user(&e.user_id);
+        e.session_id = p.session(&e.session_id);
+    }
+    e
+}
+
 /// Audit entries per round.
 const AUDIT_PAGE: usize = 1000;
 
@@ -415,6 +427,13 @@ async fn ship_audit(
     let Some(last) = rows.last().map(|r| r.audit_id) else {
         return Ok(());
     };
+    let rows: Vec<AuditRow> = rows
+        .into_iter()
+        .map(|mut r| {
+            r.user_id = r.user_id.map(|u| state.pseudonyms.user(&u));
+            r
+        })
+        .collect();
     let written = client.write_audit(gateway, &rows).await?;
     tracing::debug!(entries = rows.len(), written, "sync: audit entries shipped");
     let audit = state.audit.clone();
@@ -436,7 +455,12 @@ async fn ship_erasures(
             continue;
         }
         let out = match client
-            .apply_erasure(gateway, &e.user_id, e.request_id, e.requested_at)
+            .apply_erasure(
+                gateway,
+                &state.pseudonyms.user(&e.user_id),
+                e.request_id,
+                e.requested_at,
+            )
             .await
         {
             Ok(out) => out,
@@ -511,7 +535,7 @@ async fn ship_consents(
                 (ConsentPurpose::Credit, c.credit),
             ]
             .map(|(purpose, granted)| Consent {
-                user_id: user.clone(),
+                user_id: state.pseudonyms.user(user),
                 purpose,
                 granted,
                 updated_at: c.updated_at,
@@ -615,6 +639,7 @@ async fn ship_events(
             .filter(|(_, e)| {
                 state.privacy.allows(&e.user_id, Purpose::Analytics) && !state.privacy.is_erased(e)
             })
+            .map(|(pos, e)| (pos, pseudonymized(&state.pseudonyms, e)))
             .unzip();
         passed += n;
         withheld += n - events.len() as u64;
@@ -768,6 +793,10 @@ async fn ship_summaries(
     let summaries: Vec<_> = all
         .into_iter()
         .filter(|s| state.privacy.allows(&s.user_id, Purpose::Credit))
+        .map(|mut s| {
+            s.user_id = state.pseudonyms.user(&s.user_id);
+            s
+        })
         .collect();
     if summaries.is_empty() {
         return Ok(());

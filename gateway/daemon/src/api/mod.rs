@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/users/{id}/consent", put(privacy::put_consent))
         .route("/api/users/{id}/data", delete(privacy::erase))
         .route("/api/audit", get(audit::audit))
+        .route("/api/pseudonyms", get(privacy::pseudonyms))
         .route("/api/ble/scan", post(devices::scan))
         .route("/api/ble/devices", get(devices::ble_devices))
         .route("/api/ble/pair", post(devices::pair))

@@ -121,3 +121,59 @@ pub async fn erase(
     tracing::info!(user = %id, events = erasure.erased_locally, request = %erasure.request_id, "user erased");
     Ok(Json(json!({"erasure": erasure})))
 }
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct PseudonymQuery {
+    /// Comma-separated user ids.
+    user_ids: String,
+    /// Accepted so that `?token=` works; checked by the middleware.
+    #[allow(dead_code)]
+    token: Option<String>,
+}
+
+/// Most ids one request may map.
+const MAX_PSEUDONYMS: usize = 10_000;
+
+/// `GET /api/pseudonyms?user_ids=42,43` (admin): the pseudonym each user has
+/// centrally under `[sync] pseudonymize`; how an operator re-identifies one.
+#[utoipa::path(
+    get,
+    path = "/api/pseudonyms",
+    tag = "privacy",
+    summary = "Map user ids to their central pseudonyms (admin; audited)",
+    params(PseudonymQuery),
+    security(("token" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "{pseudonyms: {user_id: pseudonym}}", body = serde_json::Value),
+        (status = 400, description = "Pseudonymization is off, or a bad id", body = super::error::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
+        (status = 403, description = "The token lacks the needed scope", body = super::error::ErrorBody),
+    )
+)]
+pub async fn pseudonyms(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<PseudonymQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if !state.pseudonyms.is_on() {
+        return Err(ApiError::BadRequest(
+            "pseudonymization is off ([sync] pseudonymize = false): user ids are synced as they are".into(),
+        ));
+    }
+    let ids: Vec<&str> = q
+        .user_ids
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if ids.is_empty() || ids.len() > MAX_PSEUDONYMS {
+        return Err(ApiError::BadRequest(format!(
+            "user_ids must name between 1 and {MAX_PSEUDONYMS} ids, comma-separated"
+        )));
+    }
+    let mut out = serde_json::Map::new();
+    for id in ids {
+        checked_id("user", id)?;
+        out.insert(id.to_owned(), Value::String(state.pseudonyms.user(id)));
+    }
+    Ok(Json(json!({ "pseudonyms": out })))
+}
