@@ -497,6 +497,11 @@ async fn run() {
         "EMOTION_GATEWAY__MQTT__LIMITS__MAX_IN_FLIGHT_PER_CONNECTION".into(),
         WINDOW.to_string(),
     ));
+    // ...and publish far faster than the per-device rate limit allows.
+    opts.env.push((
+        "EMOTION_GATEWAY__MQTT__LIMITS__DEVICE_RATE_PER_SECOND".into(),
+        "0".into(),
+    ));
     let dir = data_dir().expect("tmp");
     let gw = Gateway::start(dir.path(), &opts).expect("gateway starts");
     let port = embedded_ports(&gw.get_json("/api/mqtt").await.expect("/api/mqtt"));

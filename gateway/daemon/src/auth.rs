@@ -2,16 +2,16 @@
 //! fixed-length digests, so neither content nor length leaks through timing.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::HeaderMap;
-use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 pub use crate::config::auth::Scope;
 use crate::config::auth::{AuthConfig, RateConfig};
 use crate::edge::ConnInfo;
+use crate::rate::TokenBucket;
 
 /// Who a request is, once its token or client certificate checked out.
 #[derive(Debug, Clone)]
@@ -19,7 +19,8 @@ pub struct Principal {
     pub name: String,
     /// The users it is bound to; `None`: any user (a trusted back-end).
     pub users: Option<Arc<[String]>>,
-    limiter: Option<Arc<RateLimiter>>,
+    /// Shared by every connection of this principal.
+    limiter: Option<Arc<TokenBucket>>,
 }
 
 impl PartialEq for Principal {
@@ -64,41 +65,6 @@ pub enum AuthError {
     Forbidden(Scope),
 }
 
-/// A token bucket shared by every connection of one principal.
-#[derive(Debug)]
-pub struct RateLimiter {
-    per_second: f64,
-    burst: f64,
-    /// Tokens left, and when they were counted.
-    state: Mutex<(f64, Instant)>,
-}
-
-impl RateLimiter {
-    fn new(r: RateConfig) -> Option<Arc<Self>> {
-        (r.per_second > 0.0).then(|| {
-            Arc::new(RateLimiter {
-                per_second: r.per_second,
-                burst: r.burst,
-                state: Mutex::new((r.burst, Instant::now())),
-            })
-        })
-    }
-
-    fn take(&self, n: f64) -> Result<(), Duration> {
-        let mut st = self.state.lock();
-        let now = Instant::now();
-        let (left, at) = *st;
-        let left = (left + now.duration_since(at).as_secs_f64() * self.per_second).min(self.burst);
-        if left >= n {
-            *st = (left - n, now);
-            Ok(())
-        } else {
-            *st = (left, now);
-            Err(Duration::from_secs_f64((n - left) / self.per_second))
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 struct Entry {
     /// SHA-256 of the token, or the certificate's fingerprint.
@@ -124,7 +90,9 @@ impl Entry {
             principal: Principal {
                 name: name.to_owned(),
                 users,
-                limiter: rate.and_then(RateLimiter::new),
+                limiter: rate
+                    .and_then(|r| TokenBucket::new(r.per_second, r.burst))
+                    .map(Arc::new),
             },
         }
     }

@@ -64,7 +64,7 @@ pub mod sync;
 
 /// The ingest pipeline (its own crate, so that transport crates can use it),
 /// re-exported under the daemon's old module paths.
-pub use emotion_pipeline::{checkpoint, ingest, live, privacy, readings, telemetry};
+pub use emotion_pipeline::{checkpoint, ingest, live, privacy, rate, readings, telemetry};
 
 /// The MQTT transport (its own crate, behind the default-on `mqtt` feature).
 #[cfg(feature = "mqtt")]

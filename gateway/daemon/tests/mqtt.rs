@@ -964,3 +964,87 @@ async fn upstream_consumes_with_manual_acks_and_a_persistent_session() {
     assert_eq!(s["upstream"]["sessions_resumed"], 1, "{s}");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_over_its_rate_gets_quota_exceeded_and_a_report() {
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    use rumqttc::v5::mqttbytes::v5::{Packet as P5, PubAckReason};
+    use rumqttc::v5::{AsyncClient as C5, Event as E5, MqttOptions as O5};
+    let mut cfg = test_config();
+    // A rate so low that the refill during the test is at most one message.
+    cfg.limits.device_rate_per_second = 0.1;
+    cfg.limits.device_rate_burst = 5.0;
+    let gw = gateway(cfg).await;
+
+    // MQTT 5: 10 QoS 1 publishes in a row; 5 are stored (the burst), the
+    // rest acknowledged with 0x97 (quota exceeded) and not stored.
+    let mut o = O5::new("a-5", "127.0.0.1", gw.v5);
+    o.set_credentials("dev-a", TOKEN_A);
+    let (client, mut el) = C5::new(o, 100);
+    for i in 0..10 {
+        client
+            .publish(
+                "emotions/1/events",
+                Q5::AtLeastOnce,
+                false,
+                event(0.1, 0.2, i).to_string(),
+            )
+            .await
+            .expect("publish");
+    }
+    let mut reasons = Vec::new();
+    while reasons.len() < 10 {
+        match tokio::time::timeout(Duration::from_secs(10), el.poll())
+            .await
+            .expect("in time")
+            .expect("event")
+        {
+            E5::Incoming(P5::PubAck(a)) => reasons.push(a.reason),
+            _ => {}
+        }
+    }
+    let ok = reasons
+        .iter()
+        .filter(|r| **r == PubAckReason::Success)
+        .count();
+    let quota = reasons
+        .iter()
+        .filter(|r| **r == PubAckReason::QuotaExceeded)
+        .count();
+    assert!((5..=6).contains(&ok), "{reasons:?}");
+    assert_eq!(ok + quota, 10, "{reasons:?}");
+    assert_eq!(gw.user_events("1").await.len(), ok);
+
+    // MQTT 3.1.1 has no negative acknowledgement: the refusal is reported on
+    // the device's errors topic, and counted.
+    let mut d = Dev::connect(gw.v4, "b-4", "dev-b", TOKEN_B)
+        .await
+        .expect("connect");
+    d.subscribe("devices/dev-b/errors").await;
+    for i in 0..7 {
+        d.publish(
+            "emotions/2/events",
+            QoS::AtLeastOnce,
+            &event(0.1, 0.2, 100 + i),
+        )
+        .await;
+    }
+    let report = loop {
+        let e = d
+            .error_about("devices/dev-b/errors", "emotions/2/events")
+            .await;
+        if e.to_string().contains("rate_limited") {
+            break e;
+        }
+    };
+    assert!(
+        report.to_string().contains("device_rate_per_second"),
+        "{report}"
+    );
+    let status = gw.status();
+    assert!(
+        status.to_string().contains("rate_limited"),
+        "rejections by kind in the status: {status}"
+    );
+    gw.stop().await;
+}

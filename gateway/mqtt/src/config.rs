@@ -51,6 +51,10 @@ pub struct Limits {
     pub max_payload_bytes: usize,
     pub max_connections: usize,
     pub max_in_flight_per_connection: usize,
+    /// Messages per second one device may publish on average (0:
+    /// unlimited), and at once.
+    pub device_rate_per_second: f64,
+    pub device_rate_burst: f64,
     pub connect_timeout: Dur,
     pub outbox_capacity: usize,
     pub subscriber_backlog: ByteSize,
@@ -118,6 +122,8 @@ impl Default for Limits {
             max_payload_bytes: 65536,
             max_connections: 1024,
             max_in_flight_per_connection: 256,
+            device_rate_per_second: 200.0,
+            device_rate_burst: 400.0,
             connect_timeout: Dur(Duration::from_secs(10)),
             outbox_capacity: 16384,
             subscriber_backlog: ByteSize(1 << 20),
@@ -340,6 +346,14 @@ impl MqttConfig {
                 "mqtt.limits.max_connections must be between 1 and 1000000, got {}",
                 l.max_connections
             ));
+        }
+        if !(l.device_rate_per_second.is_finite() && l.device_rate_per_second >= 0.0) {
+            p.push("mqtt.limits.device_rate_per_second must be 0 (unlimited) or more".into());
+        }
+        if l.device_rate_per_second > 0.0
+            && !(l.device_rate_burst.is_finite() && l.device_rate_burst >= 1.0)
+        {
+            p.push("mqtt.limits.device_rate_burst must be at least 1".into());
         }
         if !(1..=65_535).contains(&l.max_in_flight_per_connection) {
             p.push(format!(

@@ -86,6 +86,9 @@ pub struct Origin {
     /// Part of a derived event id: who could have sent these bytes.
     pub scope: String,
     pub stats: Option<Arc<DeviceStats>>,
+    /// Devices of the embedded broker are rate-limited per device; the
+    /// upstream broker is a trusted back-end.
+    pub rate_limited: bool,
 }
 
 /// State shared by every connection and the upstream client.
@@ -144,6 +147,31 @@ impl Shared {
                         "payload of {} bytes is larger than the limit of {} bytes (mqtt.limits.max_payload_bytes)",
                         payload.len(),
                         self.cfg.limits.max_payload_bytes
+                    ),
+                ),
+            ));
+        }
+        if origin.rate_limited
+            && let Some(s) = &origin.stats
+            && let Some(bucket) = s.bucket.get_or_init(|| {
+                let l = &self.cfg.limits;
+                emotion_pipeline::rate::TokenBucket::new(
+                    l.device_rate_per_second,
+                    l.device_rate_burst,
+                )
+            })
+            && let Err(wait) = bucket.take(1.0)
+        {
+            return Ticket::Ready(self.reject(
+                origin,
+                topic,
+                Rejection::new(
+                    RejectKind::RateLimited,
+                    format!(
+                        "over the device's rate limit of {} messages/s (mqtt.limits.device_rate_per_second); \
+                         this message was not stored, retry in {} ms",
+                        self.cfg.limits.device_rate_per_second,
+                        wait.as_millis().max(1)
                     ),
                 ),
             ));

@@ -883,6 +883,9 @@ fn ack(out: &mut BytesMut, codec: Codec, due: &AckDue) -> bool {
             PubAckReason::Success
         }
         Verdict::Rejected(RejectKind::NotAuthorized) => PubAckReason::NotAuthorized,
+        // 0x97: MQTT 5 has no "message rate too high" for PUBACK (0x96 is
+        // a DISCONNECT reason); quota exceeded is the one for a publish.
+        Verdict::Rejected(RejectKind::RateLimited) => PubAckReason::QuotaExceeded,
         Verdict::Rejected(
             RejectKind::TooLarge
             | RejectKind::InvalidJson
@@ -914,6 +917,7 @@ fn ack(out: &mut BytesMut, codec: Codec, due: &AckDue) -> bool {
             PubAckReason::Success => PubRecReason::Success,
             PubAckReason::NotAuthorized => PubRecReason::NotAuthorized,
             PubAckReason::PayloadFormatInvalid => PubRecReason::PayloadFormatInvalid,
+            PubAckReason::QuotaExceeded => PubRecReason::QuotaExceeded,
             _ => PubRecReason::ImplementationSpecificError,
         };
         codec.write(
@@ -981,6 +985,7 @@ impl Session {
             user: device.user_id.clone(),
             scope: format!("device:{}", device.device_id),
             stats: Some(stats),
+            rate_limited: true,
         };
         Session {
             ctx,

@@ -31,10 +31,12 @@ pub enum RejectKind {
     NoEmotion,
     PluginError,
     ErasedUser,
+    /// Over the device's rate limit (`mqtt.limits.device_rate_per_second`).
+    RateLimited,
 }
 
 impl RejectKind {
-    pub const ALL: [RejectKind; 8] = [
+    pub const ALL: [RejectKind; 9] = [
         RejectKind::TooLarge,
         RejectKind::InvalidJson,
         RejectKind::ValidationError,
@@ -43,6 +45,7 @@ impl RejectKind {
         RejectKind::NoEmotion,
         RejectKind::PluginError,
         RejectKind::ErasedUser,
+        RejectKind::RateLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,6 +58,7 @@ impl RejectKind {
             RejectKind::NoEmotion => "no_emotion",
             RejectKind::PluginError => "plugin_error",
             RejectKind::ErasedUser => "erased_user",
+            RejectKind::RateLimited => "rate_limited",
         }
     }
 
@@ -73,6 +77,9 @@ pub struct DeviceStats {
     pub rejected: AtomicU64,
     /// Unix milliseconds of the last message.
     pub last_seen_ms: AtomicI64,
+    /// The device's rate limit, shared by its connections (set on first use;
+    /// `None` inside: unlimited).
+    pub bucket: std::sync::OnceLock<Option<emotion_pipeline::rate::TokenBucket>>,
 }
 
 impl DeviceStats {
@@ -180,7 +187,7 @@ pub struct Stats {
     pub received: AtomicU64,
     pub stored: AtomicU64,
     pub duplicates: AtomicU64,
-    rejected: [AtomicU64; 8],
+    rejected: [AtomicU64; RejectKind::ALL.len()],
     pub subscribe_denied: AtomicU64,
     /// Not acknowledged on purpose (transient failure): the sender resends.
     pub left_for_redelivery: AtomicU64,

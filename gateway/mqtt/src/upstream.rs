@@ -473,6 +473,7 @@ async fn submit(shared: &Arc<Shared>, p: &Publish) -> Ticket {
             user: None,
             scope: "upstream".into(),
             stats: None,
+            rate_limited: false,
         };
         shared.stats.received.fetch_add(1, Ordering::Relaxed);
         let r = Rejection {
@@ -491,12 +492,14 @@ async fn submit(shared: &Arc<Shared>, p: &Publish) -> Ticket {
             user: shared.cfg.device(device_id).and_then(|d| d.user_id.clone()),
             scope: "upstream".into(),
             stats: Some(shared.stats.device(device_id)),
+            rate_limited: false,
         },
         super::topics::Inbound::Event { .. } => Origin {
             device_id: None,
             user: None,
             scope: "upstream".into(),
             stats: None,
+            rate_limited: false,
         },
     };
     shared

@@ -13,6 +13,7 @@
 //! - [`live`]: analysis and alerts of every transport, for subscribers.
 //! - [`telemetry`]: the counters `/health` and `/metrics` read.
 //! - [`privacy`]: consent and erasure, checked before an event is stored.
+//! - [`rate`]: the token bucket of rate limits per principal or device.
 //! - [`checkpoint`]: the analyzer's checkpoint in the buffer, so a start
 //!   replays only what came after it.
 //!
@@ -23,5 +24,6 @@ pub mod checkpoint;
 pub mod ingest;
 pub mod live;
 pub mod privacy;
+pub mod rate;
 pub mod readings;
 pub mod telemetry;
