@@ -994,13 +994,12 @@ async fn a_device_over_its_rate_gets_quota_exceeded_and_a_report() {
     }
     let mut reasons = Vec::new();
     while reasons.len() < 10 {
-        match tokio::time::timeout(Duration::from_secs(10), el.poll())
+        let ev = tokio::time::timeout(Duration::from_secs(10), el.poll())
             .await
             .expect("in time")
-            .expect("event")
-        {
-            E5::Incoming(P5::PubAck(a)) => reasons.push(a.reason),
-            _ => {}
+            .expect("event");
+        if let E5::Incoming(P5::PubAck(a)) = ev {
+            reasons.push(a.reason);
         }
     }
     let ok = reasons
