@@ -76,16 +76,19 @@ fn devices() -> Vec<DeviceCredential> {
         DeviceCredential {
             device_id: "dev-a".into(),
             token: TOKEN_A.into(),
+            token_sha256: String::new(),
             user_id: Some("1".into()),
         },
         DeviceCredential {
             device_id: "dev-b".into(),
             token: TOKEN_B.into(),
+            token_sha256: String::new(),
             user_id: Some("2".into()),
         },
         DeviceCredential {
             device_id: "dev-c".into(),
             token: TOKEN_C.into(),
+            token_sha256: String::new(),
             user_id: None,
         },
     ]
@@ -749,6 +752,7 @@ async fn many_devices_at_once_under_a_small_in_flight_bound() {
         .map(|i| DeviceCredential {
             device_id: format!("d{i}"),
             token: format!("token-of-device-{i}-0123456"),
+            token_sha256: String::new(),
             user_id: Some(format!("u{i}")),
         })
         .collect();

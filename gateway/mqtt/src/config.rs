@@ -91,10 +91,28 @@ pub struct UpstreamConfig {
 #[serde(deny_unknown_fields)]
 pub struct DeviceCredential {
     pub device_id: String,
+    /// The token in clear, or (`token_sha256`) its SHA-256 in hex so the
+    /// configuration does not hold the secret.
+    #[serde(default)]
     pub token: String,
+    #[serde(default)]
+    pub token_sha256: String,
     /// The user this device measures, if it is bound to one.
     #[serde(default)]
     pub user_id: Option<String>,
+}
+
+impl DeviceCredential {
+    /// The SHA-256 the presented password must have (`None` only for a
+    /// malformed `token_sha256`, which validation refuses).
+    pub fn token_digest(&self) -> Option<[u8; 32]> {
+        use sha2::Digest;
+        if self.token_sha256.is_empty() {
+            Some(sha2::Sha256::digest(self.token.as_bytes()).into())
+        } else {
+            emotion_tls::parse_fingerprint(&self.token_sha256)
+        }
+    }
 }
 
 impl Default for MqttConfig {
@@ -110,6 +128,7 @@ impl Default for MqttConfig {
             devices: vec![DeviceCredential {
                 device_id: "dev-device".into(),
                 token: DEV_DEVICE_TOKEN.into(),
+                token_sha256: String::new(),
                 user_id: Some("42".into()),
             }],
         }
@@ -321,8 +340,16 @@ impl MqttConfig {
             if !ids.insert(d.device_id.as_str()) {
                 p.push(format!("{at}: device_id is listed twice"));
             }
-            if d.token.chars().count() < 16 {
-                p.push(format!("{at}: token must be at least 16 characters"));
+            match (d.token.is_empty(), d.token_sha256.is_empty()) {
+                (false, false) => p.push(format!("{at}: set token or token_sha256, not both")),
+                (true, true) => p.push(format!("{at}: token (or token_sha256) is required")),
+                (false, true) if d.token.chars().count() < 16 => {
+                    p.push(format!("{at}: token must be at least 16 characters"))
+                }
+                (true, false) if d.token_digest().is_none() => p.push(format!(
+                    "{at}: token_sha256 must be 64 hex digits (printf %s TOKEN | sha256sum)"
+                )),
+                _ => {}
             }
             if let Some(u) = &d.user_id
                 && let Err(m) =
@@ -622,6 +649,7 @@ mod tests {
         c.devices.push(DeviceCredential {
             device_id: "bad/id".into(),
             token: "short".into(),
+            token_sha256: String::new(),
             user_id: Some("-3".into()),
         });
         c.limits.max_payload_bytes = 1;

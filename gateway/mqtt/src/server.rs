@@ -455,8 +455,11 @@ async fn serve<S>(
 /// Whether `presented` is the device's token, in time independent of where
 /// they differ and of their lengths: both are hashed first, since comparing
 /// the strings themselves returns early on unequal lengths.
-fn token_matches(token: &str, presented: &str) -> bool {
-    let expected: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+/// The device's token may be configured in clear or as its SHA-256.
+fn token_matches(device: &DeviceCredential, presented: &str) -> bool {
+    let Some(expected) = device.token_digest() else {
+        return false;
+    };
     let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
     bool::from(expected.ct_eq(&presented))
 }
@@ -492,7 +495,7 @@ where
     };
     let device = login.as_ref().and_then(|l| {
         let d = ctx.devices.get(&l.username)?;
-        token_matches(&d.token, &l.password).then_some(d)
+        token_matches(d, &l.password).then_some(d)
     });
     let Some(device) = device else {
         ctx.shared
@@ -1261,14 +1264,32 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::token_matches;
+    use crate::config::DeviceCredential;
 
     #[test]
     fn tokens_match_only_exactly_whatever_their_lengths() {
         let token = "token-of-device-a-0123";
-        assert!(token_matches(token, token));
-        assert!(!token_matches(token, "token-of-device-a-0124"));
-        assert!(!token_matches(token, "token-of-device-a-012"));
-        assert!(!token_matches(token, "token-of-device-a-01234"));
-        assert!(!token_matches(token, ""));
+        let device = DeviceCredential {
+            device_id: "a".into(),
+            token: token.into(),
+            token_sha256: String::new(),
+            user_id: None,
+        };
+        assert!(token_matches(&device, token));
+        assert!(!token_matches(&device, "token-of-device-a-0124"));
+        assert!(!token_matches(&device, "token-of-device-a-012"));
+        assert!(!token_matches(&device, "token-of-device-a-01234"));
+        assert!(!token_matches(&device, ""));
+        // The same token written hashed (sha256 of "test").
+        let hashed = DeviceCredential {
+            token: String::new(),
+            token_sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+            ..device
+        };
+        assert!(token_matches(&hashed, "test"));
+        assert!(!token_matches(
+            &hashed,
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+        ));
     }
 }

@@ -257,8 +257,10 @@ pub async fn ws(
 ) -> Response {
     // A ticket is checked (and used up) before the upgrade; the refusal
     // still comes as close code 1008 after it, like the other sockets.
-    let auth: Result<(), String> = match q.ticket.as_deref() {
-        Some(t) if state.live.redeem_ticket(t) => Ok(()),
+    // Ok(Some(name)): opened with a header token, audited here (a ticket was
+    // audited when it was issued).
+    let auth: Result<Option<String>, String> = match q.ticket.as_deref() {
+        Some(t) if state.live.redeem_ticket(t) => Ok(None),
         Some(_) => Err("invalid or expired ticket: get a new one from POST /api/dashboard/ticket".into()),
         None => state
             .tokens
@@ -277,7 +279,7 @@ pub async fn ws(
             .and_then(|p| match p.users {
                 // The dashboard shows every user's events.
                 Some(_) => Err(format!("`{}` is bound to users; the dashboard covers every user", p.name)),
-                None => Ok(()),
+                None => Ok(Some(p.name)),
             }),
     };
     let tasks = state.tasks.clone();
@@ -289,7 +291,12 @@ pub async fn ws(
             let _conn = conn;
             match auth {
                 Err(reason) => close(&mut socket, close_code::POLICY, &reason).await,
-                Ok(()) => {
+                Ok(audited) => {
+                    if let Some(name) = audited {
+                        let audit = state.audit.clone();
+                        let write = move || audit.record(&name, "GET /ws/dashboard", None, "101");
+                        let _ = tokio::task::spawn_blocking(write).await;
+                    }
                     let _open = state.counters.ws_connection(WsEndpoint::Dashboard);
                     run(socket, state).await
                 }

@@ -49,6 +49,7 @@ const OPTIONAL_KEYS: &[&str] = &[
     "auth.tokens.token_sha256",
     "auth.tokens.user_ids",
     "auth.tokens.rate",
+    "mqtt.devices.token_sha256",
 ];
 
 /// The token shipped in the embedded default; refused off loopback.
@@ -436,6 +437,106 @@ mod tests {
             c.auth.tokens[0].scopes,
             [Scope::Ingest, Scope::Read, Scope::Admin]
         );
+    }
+
+    #[test]
+    fn a_production_config_with_tls_hashed_secrets_and_bindings_loads() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("site.toml");
+        let hash = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let fp = ["AB"; 32].join(":");
+        // The MQTT section checks that its files exist.
+        let (cert, key) = (
+            dir.path().join("fullchain.pem"),
+            dir.path().join("privkey.pem"),
+        );
+        std::fs::write(&cert, "").expect("write");
+        std::fs::write(&key, "").expect("write");
+        let (cert, key) = (cert.display(), key.display());
+        std::fs::write(
+            &path,
+            format!(
+                r#"
+gateway_id = "site-7"
+[http]
+listen = "0.0.0.0:8443"
+[http.tls]
+cert = "/etc/gw/fullchain.pem"
+key = "/etc/gw/privkey.pem"
+client_ca = "/etc/gw/devices-ca.pem"
+[mqtt]
+listen_v4 = ""
+listen_v5 = ""
+[mqtt.tls]
+listen_v5 = "0.0.0.0:8884"
+cert = "{cert}"
+key = "{key}"
+[[mqtt.devices]]
+device_id = "strap-7"
+token_sha256 = "{hash}"
+user_id = "7"
+[sync]
+pseudonymize = true
+[[auth.tokens]]
+name = "app-user-7"
+token_sha256 = "{hash}"
+scopes = ["ingest", "read"]
+user_ids = ["7"]
+rate = {{ per_second = 50.0, burst = 100.0 }}
+[[auth.certificates]]
+name = "camera"
+fingerprint_sha256 = "{fp}"
+scopes = ["ingest"]
+user_ids = ["7", "8"]
+"#
+            ),
+        )
+        .expect("write");
+        let c = Config::load(Some(&path), no_env()).expect("valid");
+        assert!(c.http.tls.enabled() && c.sync.pseudonymize);
+        assert_eq!(c.auth.certificates.len(), 1);
+        assert_eq!(c.mqtt.devices[0].token_digest().map(|d| d[0]), Some(0x9f));
+
+        // Every problem of the new sections, reported at once.
+        std::fs::write(
+            &path,
+            r#"
+[http]
+listen = "0.0.0.0:8080"
+[http.tls]
+client_ca = "/etc/ca.pem"
+require_client_cert = true
+[http.limits]
+max_connections_per_source = 0
+ws_ping_interval = "30s"
+ws_idle_timeout = "10s"
+[[auth.tokens]]
+name = "both"
+token = "a-long-enough-token-0123"
+token_sha256 = "00"
+scopes = ["read"]
+user_ids = ["bad id"]
+[[auth.certificates]]
+name = "c"
+fingerprint_sha256 = "nope"
+scopes = ["ingest"]
+"#,
+        )
+        .expect("write");
+        let e = Config::load(Some(&path), no_env())
+            .expect_err("invalid")
+            .to_string();
+        for needle in [
+            "http.tls.client_ca needs http.tls.cert",
+            "not a loopback address and [http.tls] is not set",
+            "max_connections_per_source",
+            "ws_idle_timeout",
+            "set token or token_sha256, not both",
+            "user_ids entry `bad id`",
+            "fingerprint_sha256 must be 64 hex digits",
+        ] {
+            assert!(e.contains(needle), "missing `{needle}` in:\n{e}");
+        }
     }
 
     #[test]
