@@ -192,6 +192,11 @@ fn find<'a>(entries: &'a [Entry], digest: &[u8; 32]) -> Option<&'a Entry> {
     found
 }
 
+/// Count a refusal for a rate limit, by transport, in `/metrics`.
+pub fn count_rate_limited(transport: &'static str) {
+    metrics::counter!("emotion_gateway_rate_limited_total", "transport" => transport).increment(1);
+}
+
 /// The token a request carries: `?token=`, then `x-auth-token`, then
 /// `Authorization: Bearer`.
 pub fn presented_token<'a>(

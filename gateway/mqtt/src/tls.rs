@@ -18,6 +18,7 @@ pub fn listeners(cert: &str, key: &str) -> Result<Arc<ReloadingTls>, TlsError> {
         key: key.into(),
         client_ca: None,
         require_client_cert: false,
+        alpn: vec![],
     })
     .map(Arc::new)
 }

@@ -128,6 +128,9 @@ pub struct ServerFiles {
     /// With `client_ca`: refuse a handshake without a client certificate
     /// (otherwise one is asked for but optional).
     pub require_client_cert: bool,
+    /// ALPN protocols offered (`http/1.1` for the HTTP listener; none for
+    /// MQTT, whose clients may offer names of their own).
+    pub alpn: Vec<Vec<u8>>,
 }
 
 impl ServerFiles {
@@ -167,8 +170,7 @@ impl ServerFiles {
                     .with_single_cert(chain, key)?
             }
         };
-        // HTTP/1.1 only: WebSockets upgrade over it.
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = self.alpn.clone();
         Ok(config)
     }
 
@@ -335,6 +337,7 @@ mod tests {
             key: dir.path().join("missing.key"),
             client_ca: None,
             require_client_cert: false,
+            alpn: vec![],
         };
         let e = files.load().expect_err("empty cert").to_string();
         assert!(
@@ -360,6 +363,7 @@ mod tests {
             key: key.clone(),
             client_ca: None,
             require_client_cert: false,
+            alpn: vec![],
         })
         .expect("load");
         let served = |t: &ReloadingTls| {

@@ -164,7 +164,7 @@ fn authorize(
         .map_err(|e| (UNAUTHENTICATED.to_owned(), e.into()))?;
     let refuse = |e: ApiError| Err((principal.name.clone(), e));
     if let Err(wait) = principal.take(1.0) {
-        count_rate_limited("http");
+        crate::auth::count_rate_limited("http");
         return refuse(ApiError::RateLimited(wait));
     }
     if principal.users.is_some() {
@@ -182,12 +182,6 @@ fn authorize(
         }
     }
     Ok(principal)
-}
-
-/// Count a refusal for the rate limit, in `/metrics`.
-pub(crate) fn count_rate_limited(transport: &'static str) {
-    ::metrics::counter!("emotion_gateway_rate_limited_total", "transport" => transport)
-        .increment(1);
 }
 
 /// Read endpoints over every user's data, closed to bound principals.

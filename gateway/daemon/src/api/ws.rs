@@ -334,7 +334,7 @@ pub(crate) async fn serve(socket: WebSocket, state: AppState, principal: Princip
                     }
                 };
                 if let Err(wait) = principal.take(1.0) {
-                    super::count_rate_limited("websocket");
+                    crate::auth::count_rate_limited("websocket");
                     pending.push_back(ready(rate_limited_reply(wait)));
                     continue;
                 }
@@ -353,6 +353,8 @@ pub(crate) async fn serve(socket: WebSocket, state: AppState, principal: Princip
                         return;
                     }
                 }
+                // Not reading (back-pressure) is our silence, not the client's.
+                Tick::Silent if pending.len() >= max_in_flight => {}
                 Tick::Silent => {
                     reading = false;
                     ending = Some((close_code::AWAY, "no frame or pong within http.limits.ws_idle_timeout".into()));

@@ -47,6 +47,8 @@ impl HttpTlsConfig {
             key: self.key.clone(),
             client_ca: (!self.client_ca.as_os_str().is_empty()).then(|| self.client_ca.clone()),
             require_client_cert: self.require_client_cert,
+            // HTTP/1.1 only: WebSockets upgrade over it.
+            alpn: vec![b"http/1.1".to_vec()],
         })
     }
 }
