@@ -1049,5 +1049,30 @@ async fn a_device_over_its_rate_gets_quota_exceeded_and_a_report() {
         status.to_string().contains("rate_limited"),
         "rejections by kind in the status: {status}"
     );
+    // And in /metrics.
+    let metrics = api_get(&gw, "/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("emotion_gateway_mqtt_rejected_total{kind=\"rate_limited\"}")),
+        "{metrics}"
+    );
     gw.stop().await;
+}
+
+/// `GET path` on the gateway's API with an admin token, over a raw
+/// connection (the crate's tests have no HTTP client).
+async fn api_get(gw: &Gw, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = gw.running.as_ref().expect("running").addr;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nhost: x\r\nx-auth-token: dev-token-change-me\r\nconnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut out = Vec::new();
+    tcp.read_to_end(&mut out).await.expect("read");
+    String::from_utf8_lossy(&out).into_owned()
 }

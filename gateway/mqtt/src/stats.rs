@@ -204,6 +204,9 @@ pub struct Stats {
 impl Stats {
     pub fn reject(&self, kind: RejectKind) {
         self.rejected[kind.index()].fetch_add(1, Ordering::Relaxed);
+        // Also in `/metrics` (a no-op until the gateway installs the recorder).
+        metrics::counter!("emotion_gateway_mqtt_rejected_total", "kind" => kind.as_str())
+            .increment(1);
     }
 
     pub fn rejected(&self, kind: RejectKind) -> u64 {

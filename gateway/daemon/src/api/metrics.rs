@@ -186,6 +186,10 @@ fn describe() {
             "Requests, events and readings refused because their principal was over its rate limit, by transport (http, websocket)."
         );
         describe_counter!(
+            "emotion_gateway_mqtt_rejected_total",
+            "MQTT messages not stored, by kind (too_large, invalid_json, validation_error, unknown_source, not_authorized, no_emotion, plugin_error, erased_user, rate_limited)."
+        );
+        describe_counter!(
             "emotion_http_connections_refused_total",
             "HTTP connections closed at once because the connection limits and the overflow lane were full, by the limit hit."
         );

@@ -495,6 +495,7 @@ user_ids = ["7", "8"]
         let c = Config::load(Some(&path), no_env()).expect("valid");
         assert!(c.http.tls.enabled() && c.sync.pseudonymize);
         assert_eq!(c.auth.certificates.len(), 1);
+        #[cfg(feature = "mqtt")]
         assert_eq!(c.mqtt.devices[0].token_digest().map(|d| d[0]), Some(0x9f));
 
         // Every problem of the new sections, reported at once.
