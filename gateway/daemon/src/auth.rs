@@ -110,7 +110,8 @@ impl Tokens {
         let tokens = cfg
             .tokens
             .iter()
-            .map(|t| {
+            .enumerate()
+            .map(|(i, t)| {
                 // Validated: a clear token, or 64 hex digits of its digest.
                 let digest = if t.token.is_empty() {
                     emotion_tls::parse_fingerprint(&t.token_sha256).unwrap_or([0; 32])
@@ -119,7 +120,7 @@ impl Tokens {
                 };
                 Entry::new(
                     digest,
-                    &t.name,
+                    &t.display_name(i),
                     &t.scopes,
                     &t.user_ids,
                     t.rate,
@@ -249,6 +250,18 @@ mod tests {
             token("dev", "reader-token-0123", &[Scope::Read], &[]),
             token("boss", "admin-token-01234", &[Scope::Admin], &[]),
         ]))
+    }
+
+    #[test]
+    fn a_token_without_a_name_is_named_by_its_place() {
+        let t = Tokens::new(&config(vec![
+            token("dev", "reader-token-0123", &[Scope::Read], &[]),
+            token("", "unnamed-token-0123", &[Scope::Read], &[]),
+        ]));
+        let p = t
+            .authorize(Some("unnamed-token-0123"), Scope::Read)
+            .expect("valid");
+        assert_eq!(p.name, "token-2");
     }
 
     #[test]

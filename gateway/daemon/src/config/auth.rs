@@ -40,7 +40,9 @@ pub struct RateConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
-    /// Shown in logs and the audit trail instead of the token itself.
+    /// Shown in logs and the audit trail instead of the token itself;
+    /// `token-<n>` (its place in the list, from 1) when not given.
+    #[serde(default)]
     pub name: String,
     /// The token in clear, or (`token_sha256`) its SHA-256 in hex, so the
     /// configuration file does not hold the secret.
@@ -71,6 +73,17 @@ pub struct CertificateConfig {
     pub rate: Option<RateConfig>,
 }
 
+impl TokenConfig {
+    /// Its name, or `token-<i+1>` for the `i`-th token without one.
+    pub fn display_name(&self, i: usize) -> String {
+        if self.name.is_empty() {
+            format!("token-{}", i + 1)
+        } else {
+            self.name.clone()
+        }
+    }
+}
+
 impl RateConfig {
     pub fn problems(&self, at: &str) -> Vec<String> {
         let mut p = Vec::new();
@@ -98,7 +111,7 @@ impl AuthConfig {
         p.extend(self.bound_rate.problems("auth.bound_rate"));
         let mut seen = std::collections::HashSet::new();
         for (i, t) in self.tokens.iter().enumerate() {
-            let at = format!("auth.tokens[{i}] ({})", t.name);
+            let at = format!("auth.tokens[{i}] ({})", t.display_name(i));
             match (t.token.is_empty(), t.token_sha256.is_empty()) {
                 (false, false) => p.push(format!("{at}: set token or token_sha256, not both")),
                 (true, true) => p.push(format!("{at}: token (or token_sha256) is required")),

@@ -541,6 +541,16 @@ scopes = ["ingest"]
     }
 
     #[test]
+    fn tokens_written_with_the_documented_keys_only_load() {
+        let env = vec![(
+            "EMOTION_GATEWAY__AUTH__TOKENS".to_owned(),
+            r#"[{token = "a-long-enough-token-0123", scopes = ["read"]}]"#.to_owned(),
+        )];
+        let c = Config::load(None, env).expect("a token without a name is valid");
+        assert_eq!(c.auth.tokens[0].display_name(0), "token-1");
+    }
+
+    #[test]
     fn file_merges_over_defaults_and_env_over_file() {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("g.toml");
