@@ -492,6 +492,45 @@ async fn the_metrics_stream_pushes_totals_that_match_what_was_sent() {
 }
 
 #[tokio::test]
+async fn the_metrics_stream_also_pushes_on_change_coalesced() {
+    // An interval far longer than the test: every push after the first is
+    // one on change.
+    let h = Harness::with(&[("HTTP__METRICS_INTERVAL", "1h".into())])
+        .await
+        .serve()
+        .await;
+    let url = h.ws_url(&format!("/ws/emotions/metrics?token={READ_TOKEN}"));
+    let (mut m, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("metrics");
+    assert_eq!(next_json(&mut m).await["metrics"]["total_events"], 0);
+    // A burst of 30 events: pushed soon, and in a few pushes, not 30.
+    let (mut ws, _) = h.stream("21").await;
+    for e in multi_source_events(21).into_iter().cycle().take(30) {
+        send_json(&mut ws, &e).await;
+    }
+    for _ in 0..30 {
+        assert_eq!(next_json(&mut ws).await["status"], "processed");
+    }
+    let started = std::time::Instant::now();
+    let mut pushes = 0;
+    loop {
+        let msg = next_json(&mut m).await;
+        pushes += 1;
+        if msg["metrics"]["total_events"] == 30 {
+            break;
+        }
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "the change was pushed late"
+    );
+    // The events took at most a few 250 ms windows to store.
+    assert!(pushes <= 8, "{pushes} pushes for one burst");
+    h.shutdown().await;
+}
+
+#[tokio::test]
 async fn readings_without_a_plugin_get_typed_error_replies() {
     let h = served().await;
     let url = h.ws_url(&format!("/ws/readings?token={TOKEN}"));

@@ -148,11 +148,11 @@ pub async fn legacy(
     get,
     path = "/ws/emotions/metrics",
     tag = "websocket",
-    summary = "WebSocket: global metrics pushed periodically",
+    summary = "WebSocket: global metrics pushed periodically and on change",
     params(("token" = Option<String>, Query, description = "A token (or send it as a header)")),
     security(("token" = []), ("bearer" = []), ("query_token" = [])),
     responses(
-        (status = 101, description = "Switching protocols. Pushes `{timestamp, metrics: {total_events, events_per_minute, unique_users, unique_sessions, avg_valence, avg_arousal, dominant_emotion, source_distribution}, active_connections, active_users}` every http.metrics_interval. Scope `read`; a bad token closes with 1008."),
+        (status = 101, description = "Switching protocols. Pushes `{timestamp, metrics: {total_events, events_per_minute, unique_users, unique_sessions, avg_valence, avg_arousal, dominant_emotion, source_distribution}, active_connections, active_users}` every http.metrics_interval and, coalesced to at most one every 250 ms, when events arrive. Scope `read`; a bad token closes with 1008."),
     )
 )]
 pub async fn metrics(
@@ -597,39 +597,77 @@ pub(crate) fn accepted_reply(a: &Accepted, style: ReplyStyle) -> String {
         .unwrap_or_else(|_| error_reply("internal", "reply could not be encoded"))
 }
 
+/// Pushes on change come at most this often (a burst of events is one push).
+const METRICS_COALESCE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The global metrics, every `http.metrics_interval` and, coalesced, soon
+/// after events arrive.
 async fn run_metrics(mut socket: WebSocket, state: AppState) {
     let mut liveness = Liveness::new(&state.config.http.limits);
     let mut tick = tokio::time::interval(state.config.http.metrics_interval.0);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut events = state.live.subscribe_events();
+    let mut feed_open = true;
+    // A change not pushed yet, and when the coalesced push is due.
+    let mut dirty = false;
+    let mut last_push = tokio::time::Instant::now();
+    let due = tokio::time::sleep(METRICS_COALESCE);
+    tokio::pin!(due);
     loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                let now = Utc::now();
-                let metrics = state.analyzer.lock().global_metrics(now);
-                let msg = json!({
-                    "timestamp": now.to_rfc3339(),
-                    "metrics": metrics,
-                    "active_connections": state.connections.active_connections(),
-                    "active_users": state.connections.active_users(),
-                });
-                let sent = tokio::time::timeout(liveness.idle, socket.send(Message::Text(msg.to_string().into()))).await;
-                if !matches!(sent, Ok(Ok(()))) {
-                    return;
+        let push = tokio::select! {
+            _ = tick.tick() => true,
+            _ = &mut due, if dirty => true,
+            r = events.recv(), if feed_open => {
+                match r {
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        if !dirty {
+                            dirty = true;
+                            due.as_mut().reset((last_push + METRICS_COALESCE).max(tokio::time::Instant::now()));
+                        }
+                    }
+                    // The feed ends only at shutdown; the interval still pushes.
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => feed_open = false,
                 }
+                false
             }
             t = liveness.tick() => {
                 if t == Tick::Silent || socket.send(Message::Ping(Default::default())).await.is_err() {
                     return;
                 }
+                false
             }
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
-                _ => liveness.heard(),
+                _ => {
+                    liveness.heard();
+                    false
+                }
             },
             _ = state.shutdown.cancelled() => {
                 close(socket, close_code::AWAY, "gateway shutting down").await;
                 return;
             }
+        };
+        if !push {
+            continue;
+        }
+        dirty = false;
+        last_push = tokio::time::Instant::now();
+        let now = Utc::now();
+        let metrics = state.analyzer.lock().global_metrics(now);
+        let msg = json!({
+            "timestamp": now.to_rfc3339(),
+            "metrics": metrics,
+            "active_connections": state.connections.active_connections(),
+            "active_users": state.connections.active_users(),
+        });
+        let sent = tokio::time::timeout(
+            liveness.idle,
+            socket.send(Message::Text(msg.to_string().into())),
+        )
+        .await;
+        if !matches!(sent, Ok(Ok(()))) {
+            return;
         }
     }
 }
