@@ -6,6 +6,10 @@ use serde::Serialize;
 use super::window::{Window, mean_std, slope};
 use crate::num::round3;
 
+/// The shortest time span a velocity is computed over: a window of events
+/// closer together than this counts as this long.
+pub const VELOCITY_MIN_SPAN_SECS: f64 = 60.0;
+
 /// Slope (per event) beyond which a trend counts as moving, from the original.
 pub const TREND_THRESHOLD: f64 = 0.05;
 
@@ -27,9 +31,13 @@ pub struct Trajectory {
     pub stability_score: f64,
     /// `emotional_consistency`, `high_volatility`, `cyclical_emotions`.
     pub patterns: Vec<&'static str>,
-    /// Mean distance moved on the circumplex per second between consecutive
-    /// events (events with equal timestamps are skipped).
+    /// Distance moved on the circumplex (valence × arousal) per minute: the
+    /// path over the window divided by the time it spans, that span floored
+    /// at [`VELOCITY_MIN_SPAN_SECS`] so events milliseconds apart do not
+    /// read as thousands per second.
     pub emotional_velocity: f64,
+    /// Mean distance moved per event (no time base).
+    pub velocity_per_step: f64,
     /// How many events the trajectory was computed from.
     pub window: usize,
 }
@@ -123,27 +131,32 @@ pub fn trajectory(w: &Window, k: usize) -> Option<Trajectory> {
         }
     }
 
-    let (mut dist, mut steps) = (0.0, 0usize);
-    let mut prev = None;
+    // The path over the window, and the time it spans (events arrive in
+    // ingestion order; a timestamp going back adds no time).
+    let (mut path, mut steps) = (0.0, 0usize);
+    let (mut first_t, mut last_t) = (None, f64::MIN);
+    let mut prev: Option<(f64, f64)> = None;
     for p in pts {
-        if let Some((pv, pa, pt)) = prev {
-            let dt: f64 = p.t - pt;
-            if dt > 0.0 {
-                let (dv, da): (f64, f64) = (p.valence - pv, p.arousal - pa);
-                dist += (dv * dv + da * da).sqrt() / dt;
-                steps += 1;
-            }
+        if let Some((pv, pa)) = prev {
+            let (dv, da): (f64, f64) = (p.valence - pv, p.arousal - pa);
+            path += (dv * dv + da * da).sqrt();
+            steps += 1;
         }
-        prev = Some((p.valence, p.arousal, p.t));
+        first_t.get_or_insert(p.t);
+        last_t = last_t.max(p.t);
+        prev = Some((p.valence, p.arousal));
     }
-    let velocity = if steps == 0 { 0.0 } else { dist / steps as f64 };
+    let span = (last_t - first_t.unwrap_or(last_t)).max(VELOCITY_MIN_SPAN_SECS);
+    let per_minute = path / span * 60.0;
+    let per_step = if steps == 0 { 0.0 } else { path / steps as f64 };
 
     Some(Trajectory {
         valence: trend(sv, "improving", "declining"),
         arousal: trend(sa, "increasing", "decreasing"),
         stability_score: round3(stability(std_v, std_a)),
         patterns,
-        emotional_velocity: (velocity * 1e4).round() / 1e4,
+        emotional_velocity: (per_minute * 1e4).round() / 1e4,
+        velocity_per_step: (per_step * 1e4).round() / 1e4,
         window: n,
     })
 }
@@ -189,6 +202,33 @@ mod tests {
         assert_eq!(t.stability_score, 1.0);
         assert_eq!(t.patterns, ["emotional_consistency"]);
         assert_eq!(t.emotional_velocity, 0.0);
+        assert_eq!(t.velocity_per_step, 0.0);
+    }
+
+    #[test]
+    fn velocity_has_a_time_base_that_means_something() {
+        // Two moves of 0.5 each.
+        let at = |times: [f64; 3]| {
+            let mut w = Window::new(10);
+            for ((v, a), t) in [(0.0, 0.0), (0.5, 0.0), (0.5, 0.5)].into_iter().zip(times) {
+                w.push(Point {
+                    valence: v,
+                    arousal: a,
+                    t,
+                    label: EmotionLabel::nearest(v, a),
+                });
+            }
+            trajectory(&w, 10).expect("enough points")
+        };
+        // Milliseconds apart: the span is floored at a minute, so 1.0 per
+        // minute (it was thousands "per second").
+        let burst = at([0.0, 0.001, 0.002]);
+        assert_eq!(burst.emotional_velocity, 1.0);
+        assert_eq!(burst.velocity_per_step, 0.5);
+        // Over ten minutes: 0.1 per minute; per step unchanged.
+        let slow = at([0.0, 300.0, 600.0]);
+        assert_eq!(slow.emotional_velocity, 0.1);
+        assert_eq!(slow.velocity_per_step, 0.5);
     }
 
     #[test]
