@@ -340,6 +340,7 @@ mod tests {
             producer: "client",
             now: Utc::now(),
             event_id: uuid::Uuid::now_v7(),
+            confidence_in_source_range: true,
         };
         for i in 0..50 {
             let e = g.event_at(f64::from(i));

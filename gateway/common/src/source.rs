@@ -51,8 +51,9 @@ impl Source {
     }
 
     /// The confidence a well-working producer of this kind reports, from the
-    /// original system. Plugins keep their confidence inside this range; events
-    /// sent by clients are only required to lie in [0, 1].
+    /// original system. Plugins keep their confidence inside this range, and
+    /// so must events sent by clients unless the gateway's
+    /// `validation.confidence = "any"` (then anywhere in [0, 1]).
     pub const fn confidence_range(self) -> (f64, f64) {
         match self {
             Source::Text => (0.60, 0.80),

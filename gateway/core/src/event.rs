@@ -88,6 +88,9 @@ pub struct IngestContext<'a> {
     pub producer: &'a str,
     pub now: DateTime<Utc>,
     pub event_id: Uuid,
+    /// Refuse a `confidence` outside its source's documented range
+    /// ([`Source::confidence_range`]); otherwise any value in [0, 1].
+    pub confidence_in_source_range: bool,
 }
 
 /// The original clients' default session id: `session_{user_id}_{unix_seconds}`.
@@ -117,6 +120,21 @@ pub fn validate(
     let valence = f.number("valence", -1.0, 1.0);
     let arousal = f.number("arousal", 0.0, 1.0);
     let confidence = f.number("confidence", 0.0, 1.0);
+    if ctx.confidence_in_source_range
+        && let (Some(src), Some(c)) = (source, confidence)
+    {
+        let (lo, hi) = src.confidence_range();
+        if !(lo..=hi).contains(&c) {
+            f.err(
+                "confidence",
+                format!(
+                    "{c} is outside the documented range of `{}` events, [{lo}, {hi}] \
+                     (validation.confidence = \"any\" accepts any value in [0, 1])",
+                    src.as_str()
+                ),
+            );
+        }
+    }
     let resolved = f.resolve_coordinates(label, valence, arousal);
     let timestamp = f.timestamp(ctx.now);
     let event_id = f.event_id(ctx.event_id);
@@ -674,7 +692,28 @@ mod tests {
             producer: "client",
             now,
             event_id: Uuid::nil(),
+            confidence_in_source_range: false,
         }
+    }
+
+    #[test]
+    fn confidence_outside_the_source_range_is_refused_when_asked() {
+        let now = Utc::now();
+        let strict = IngestContext {
+            confidence_in_source_range: true,
+            ..ctx(now)
+        };
+        let facial = |c: f64| {
+            obj(json!({"user_id": 1, "source": "facial", "emotion_label": "joy", "confidence": c}))
+        };
+        let e = validate(&facial(0.3), &strict).expect_err("0.3 is outside facial's range");
+        assert_eq!(e.errors[0].field, "confidence");
+        assert!(e.errors[0].message.contains("[0.8, 0.95]"), "{e}");
+        assert!(validate(&facial(0.9), &strict).is_ok());
+        // Without the check, anything in [0, 1]; no confidence is fine either way.
+        assert!(validate(&facial(0.3), &ctx(now)).is_ok());
+        let none = obj(json!({"user_id": 1, "source": "facial", "emotion_label": "joy"}));
+        assert!(validate(&none, &strict).is_ok());
     }
 
     fn obj(v: Value) -> Map<String, Value> {

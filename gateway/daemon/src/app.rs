@@ -271,6 +271,8 @@ pub fn mqtt_handles(state: &AppState) -> MqttHandles {
         counters: state.counters.clone(),
         live: state.live.clone(),
         gateway_id: state.config.gateway_id.clone(),
+        confidence_in_source_range: state.config.validation.confidence
+            == crate::config::ConfidenceCheck::SourceRange,
         session_idle: state.config.analyzer.session_idle.0,
         shutdown: state.shutdown.clone(),
     }

@@ -862,6 +862,7 @@ mod tests {
                     producer: "client",
                     now: Utc::now(),
                     event_id: Uuid::now_v7(),
+                    confidence_in_source_range: false,
                 };
                 let serde_json::Value::Object(m) = body else {
                     unreachable!("an object literal")

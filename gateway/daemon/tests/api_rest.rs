@@ -24,6 +24,7 @@ async fn ingest(h: &Harness, user: &str, body: Value) -> Value {
         producer: "client",
         now: chrono::Utc::now(),
         event_id: uuid::Uuid::now_v7(),
+        confidence_in_source_range: false,
     };
     let event = validate(&m, &ctx).expect("valid event");
     let accepted = h.state().ingest.submit(event).await.expect("stored");

@@ -23,6 +23,9 @@ pub struct MqttHandles {
     pub live: Arc<Live>,
     /// Stamped on the events this transport validates.
     pub gateway_id: String,
+    /// `validation.confidence`: events' confidence must lie in their
+    /// source's documented range.
+    pub confidence_in_source_range: bool,
     /// `analyzer.session_idle`: a device's implicit session ends after this
     /// long without messages.
     pub session_idle: Duration,

@@ -350,6 +350,7 @@ impl Shared {
             producer: "client",
             now,
             event_id,
+            confidence_in_source_range: self.handles.confidence_in_source_range,
         };
         validate(&body, &ctx).map_err(|e| Rejection {
             kind: RejectKind::ValidationError,

@@ -337,6 +337,7 @@ mod tests {
             producer: "client",
             now: at,
             event_id: uuid::Uuid::now_v7(),
+            confidence_in_source_range: false,
         };
         let serde_json::Value::Object(m) = body else {
             panic!("object")

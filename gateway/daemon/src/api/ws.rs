@@ -503,6 +503,8 @@ async fn handle_message(
         producer: "client",
         now: Utc::now(),
         event_id: Uuid::now_v7(),
+        confidence_in_source_range: state.config.validation.confidence
+            == crate::config::ConfidenceCheck::SourceRange,
     };
     let event = match validate(&body, &ctx) {
         Ok(e) => e,

@@ -72,6 +72,24 @@ pub struct Config {
     pub mqtt: MqttConfig,
     pub log: LogConfig,
     pub auth: AuthConfig,
+    pub validation: ValidationConfig,
+}
+
+/// `[validation]`: how strictly client events are checked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationConfig {
+    pub confidence: ConfidenceCheck,
+}
+
+/// Which `confidence` a client event may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfidenceCheck {
+    /// Within its source's documented range (`GET /api/sources`).
+    SourceRange,
+    /// Any value in [0, 1].
+    Any,
 }
 
 #[derive(Debug, Clone, Deserialize)]
