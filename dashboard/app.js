@@ -32,11 +32,21 @@
     depression_indicators: 'Depression indicators',
     risk_flagged: 'Risk flagged',
     high_severity_anomaly: 'High-severity anomaly',
+    risk_sweep: 'Risk sweep: flagged over recent history',
+  };
+  const INDICATOR_NAMES = {
+    high_stress: 'high stress',
+    depression_indicators: 'depression indicators',
+    anxiety_pattern: 'anxiety pattern',
+    emotional_volatility: 'volatility',
+    emotional_crisis: 'crisis',
+    risk_score: 'risk score ≥ 0.7',
   };
   const MAX_POINTS = 600;      // recent events on the circumplex
   const MAX_TIMELINE = 300;    // points per user on the timeline
   const MAX_ALERTS = 60;
   const MAX_USERS = 500;       // users tracked for the timeline
+  const MAX_FUSED = 20;        // users in the fused-estimates table
 
   const st = {
     token: null,
@@ -49,6 +59,7 @@
     alertKeys: new Set(),
     alertCount: 0,
     charts: {},
+    fused: new Map(),         // user -> latest fused estimate (newest last)
     redrawPending: false,
   };
 
@@ -176,6 +187,8 @@
         break;
       case 'events':
         (msg.events || []).forEach(addEvent);
+        (msg.events || []).forEach(addFused);
+        renderFused();
         scheduleRedraw();
         break;
       case 'alert':
@@ -190,6 +203,7 @@
         renderBuffer(msg.buffer);
         renderDevices(msg.devices);
         renderMqtt(msg.mqtt);
+        renderFlagged(msg.risk_sweep);
         break;
       default:
         break;
@@ -267,11 +281,89 @@
     });
   }
 
+  // ---------- fused estimates ----------
+
+  function addFused(e) {
+    if (!e.fused) return;
+    // Re-insert so the map stays ordered newest last.
+    st.fused.delete(e.user_id);
+    st.fused.set(e.user_id, e.fused);
+    while (st.fused.size > MAX_FUSED) st.fused.delete(st.fused.keys().next().value);
+  }
+
+  function renderFused() {
+    const tbody = document.querySelector('#fused tbody');
+    const rows = [...st.fused.entries()].reverse();
+    if (!rows.length) return;
+    tbody.replaceChildren();
+    rows.forEach(([user, f]) => {
+      const tr = document.createElement('tr');
+      tr.dataset.user = user;
+      tr.dataset.sources = String(f.sources.length);
+      cell(tr, user);
+      cell(tr, fmt(f.valence, 2));
+      cell(tr, fmt(f.arousal, 2));
+      cell(tr, f.label);
+      cell(tr, fmt(f.confidence, 2));
+      cell(tr, fmt(f.agreement, 2));
+      cell(tr, f.sources.join(', '), 'wrap');
+      tbody.appendChild(tr);
+    });
+  }
+
+  // ---------- flagged users, reports ----------
+
+  function reportHref(user, days) {
+    return '/dashboard/report.html?user=' + encodeURIComponent(user) + '&days=' + encodeURIComponent(days);
+  }
+
+  function renderFlagged(r) {
+    if (!r) return;
+    $('flagged-count').textContent = String(r.count);
+    $('flagged-swept').textContent = r.swept_at
+      ? 'swept ' + new Date(r.swept_at).toLocaleTimeString()
+      : (r.enabled ? 'first sweep pending' : 'sweep off');
+    const tbody = document.querySelector('#flagged tbody');
+    tbody.replaceChildren();
+    if (!r.flagged.length) {
+      const tr = document.createElement('tr');
+      cell(tr, 'nobody flagged', 'muted');
+      tbody.appendChild(tr);
+      return;
+    }
+    r.flagged.forEach((f) => {
+      const tr = document.createElement('tr');
+      tr.dataset.user = f.user_id;
+      tr.dataset.level = f.level;
+      cell(tr, f.user_id);
+      cell(tr, f.level, 'level-' + f.level);
+      cell(tr, fmt(f.risk_score, 2));
+      cell(tr, f.indicators.map((i) => INDICATOR_NAMES[i] || i).join(', '), 'wrap');
+      const td = document.createElement('td');
+      const a = document.createElement('a');
+      a.href = reportHref(f.user_id, $('report-days').value || '7');
+      a.className = 'report-link';
+      a.textContent = 'report';
+      td.appendChild(a);
+      tr.appendChild(td);
+      tbody.appendChild(tr);
+    });
+  }
+
+  function openReport(ev) {
+    ev.preventDefault();
+    const user = $('report-user').value.trim();
+    if (!user) return;
+    // Same tab: the token stays in this tab's session storage.
+    location.href = reportHref(user, $('report-days').value);
+  }
+
   // ---------- alerts ----------
 
   function addAlert(a) {
     if (!a) return;
-    const key = a.event_id + '/' + a.kind;
+    // A sweep alert names no event: its user and time identify it.
+    const key = (a.event_id || a.user_id + '@' + a.raised_at) + '/' + a.kind;
     if (st.alertKeys.has(key)) return;
     st.alertKeys.add(key);
     st.alertCount += 1;
@@ -394,6 +486,22 @@
     ];
   }
 
+  // Tick steps of the timeline, in seconds: 1 s up to 1 day.
+  const TIME_INCRS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
+
+  function timeLabels(u, splits, axisIdx, space, incr) {
+    const withSeconds = incr < 60;
+    const labels = splits.map((t) => {
+      const d = new Date(t * 1000);
+      const p = (n) => String(n).padStart(2, '0');
+      const hm = p(d.getHours()) + ':' + p(d.getMinutes());
+      return withSeconds ? hm + ':' + p(d.getSeconds()) : hm;
+    });
+    // The canvas holds the text; tests read it here.
+    $('timeline').dataset.xLabels = labels.join(' ');
+    return labels;
+  }
+
   function initCharts() {
     if (st.charts.circ) return;
     const circEl = $('circumplex');
@@ -442,7 +550,9 @@
       width: chartWidth(tlEl),
       height: 260,
       scales: { x: { time: true }, y: { auto: false, range: [-1, 1] } },
-      axes: [{}, { label: 'valence / arousal' }],
+      // Whole seconds at the finest: events milliseconds apart made uPlot
+      // label ticks like ":15.500".
+      axes: [{ incrs: TIME_INCRS, values: timeLabels, space: 70 }, { label: 'valence / arousal' }],
       series: [
         {},
         { label: 'valence', stroke: '#2f6fde', width: 2, points: { show: true, size: 4 } },
@@ -724,6 +834,7 @@
     });
     $('logout').addEventListener('click', () => logout());
     $('export-form').addEventListener('submit', doExport);
+    $('report-form').addEventListener('submit', openReport);
     const saved = sessionStorage.getItem('emotion-gateway-token');
     if (saved) login(saved);
   });

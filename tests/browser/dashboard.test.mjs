@@ -125,7 +125,8 @@ async function main() {
     }
 
     const { context, external } = await offlineContext(browser, {
-      viewport: { width: 1366, height: 1000 },
+      // 1400 px: the width at which the plugin table once overflowed its card.
+      viewport: { width: 1400, height: 1000 },
       acceptDownloads: true,
     });
     const page = await context.newPage();
@@ -157,6 +158,17 @@ async function main() {
       points: Number(await page.getAttribute('#timeline', 'data-points')),
     };
     log('charts', `circumplex ${result.circumplex_points} points, timeline ${JSON.stringify(result.timeline)}`);
+    // The simulated users send every source: their fused estimates stream in.
+    await page.waitForSelector('#fused tbody tr[data-user]', { timeout: 15000 });
+    result.fused = await page.$$eval('#fused tbody tr[data-user]', (rows) => rows.map((r) => ({
+      user: r.dataset.user, sources: Number(r.dataset.sources), text: r.textContent,
+    })));
+    assert(result.fused.every((f) => f.sources >= 2), `fused rows: ${JSON.stringify(result.fused)}`);
+    log('fused', `${result.fused.length} users with fused estimates`);
+    // Timeline ticks are whole times of day, never ":15.500".
+    const xLabels = await page.getAttribute('#timeline', 'data-x-labels');
+    assert(xLabels && /^\d\d:\d\d/.test(xLabels) && !/\.\d/.test(xLabels), `timeline axis labels: ${xLabels}`);
+    result.timeline.x_labels = xLabels;
 
     // 5. A high-stress burst shows up as a risk indicator and an alert.
     const sent = await page.evaluate(async ({ user, token }) => {
@@ -187,6 +199,16 @@ async function main() {
     result.risk_high_stress = await page.textContent('#risk-high_stress');
     log('burst', result.alert);
 
+    // 5b. The risk sweep flags the burst user over their history: a row in
+    // the flagged table, a risk_sweep alert, and GET /api/risk agrees.
+    await page.waitForSelector(`#flagged tr[data-user="${BURST_USER}"]`, { timeout: 20000 });
+    result.flagged = await page.textContent(`#flagged tr[data-user="${BURST_USER}"]`);
+    assert(/high stress/.test(result.flagged), `flagged row: ${result.flagged}`);
+    await page.waitForSelector(`#alerts li[data-user="${BURST_USER}"][data-kind="risk_sweep"]`, { timeout: 10000 });
+    const riskApi = await (await page.request.get(`${BASE}/api/risk`, { headers: { 'x-auth-token': READ_TOKEN } })).json();
+    assert(riskApi.flagged.some((f) => f.user_id === BURST_USER), `GET /api/risk: ${JSON.stringify(riskApi)}`);
+    log('risk sweep', result.flagged);
+
     // 6. The status cards are filled from the socket.
     await page.waitForFunction(() => document.querySelector('#plugins tbody').children.length > 0
       && document.getElementById('sync').children.length > 0
@@ -196,6 +218,14 @@ async function main() {
     result.mqtt = await page.textContent('#mqtt');
     assert(result.mqtt.includes('broker') && result.mqtt.includes('127.0.0.1:'), `MQTT card: ${result.mqtt}`);
     log('status', `plugins, sync, devices, MQTT shown; BLE pairings ${result.ble_pairings}`);
+    // Every plugin column fits its card (no hidden error or µs/reading column).
+    const fit = await page.evaluate(() => {
+      const card = document.querySelector('#plugins').closest('.card').getBoundingClientRect();
+      const heads = [...document.querySelectorAll('#plugins th')].map((c) => c.getBoundingClientRect().right);
+      return { card_right: card.right, last_column_right: Math.max(...heads) };
+    });
+    assert(fit.last_column_right <= fit.card_right + 1, `the plugin table overflows its card: ${JSON.stringify(fit)}`);
+    result.plugin_table = fit;
 
     // 7. The export downloads a CSV whose rows match the API.
     const to = new Date(Date.now() - 2000).toISOString();
@@ -246,6 +276,27 @@ async function main() {
     result.screenshot = shot;
     log('screenshot', shot);
     assert(external.length === 0, `the dashboard tried to reach the network: ${external}`);
+
+    // 8b. The burst user's printable report, opened from the flagged table
+    // (same tab: the token stays in this tab's session storage).
+    await Promise.all([
+      page.waitForURL(/report\.html/, { timeout: 10000 }),
+      page.click(`#flagged tr[data-user="${BURST_USER}"] a.report-link`),
+    ]);
+    await page.waitForSelector('#report[data-loaded="true"]', { timeout: 10000 });
+    const reportText = await page.textContent('#report');
+    assert(reportText.includes(BURST_USER), `the report names its user: ${reportText}`);
+    const highStress = Number((reportText.match(/High-stress events\s*(\d+)/) || [])[1]);
+    assert(highStress >= 12, `the report counts the burst: ${reportText}`);
+    const recommendations = await page.$$eval('#r-recommendations li', (l) => l.map((x) => x.textContent));
+    assert(recommendations.length > 0, 'the report recommends something');
+    await page.emulateMedia({ media: 'print' });
+    assert(await page.isHidden('#print'), 'the print button is not printed');
+    const reportShot = join(ARTIFACTS, 'report.png');
+    await page.screenshot({ path: reportShot, fullPage: true });
+    await page.emulateMedia({ media: 'screen' });
+    result.report = { high_stress_events: highStress, recommendations, screenshot: reportShot };
+    log('report', `${highStress} high-stress events, ${recommendations.length} recommendations (${reportShot})`);
 
     // 9. Readable on a phone: one column, no sideways scrolling.
     {

@@ -2,7 +2,8 @@
 //! users streaming events (and a simulated BLE strap paired), and
 //! `tests/browser/dashboard.test.mjs` (playwright-core driving Debian's
 //! chromium) signs in, watches the counters move, checks the charts, injects
-//! a high-stress burst and waits for its risk indicator and alert, downloads
+//! a high-stress burst and waits for its risk indicator and alert, for the
+//! risk sweep to flag the user, opens their printable report, downloads
 //! a CSV export and compares it with the API, saves screenshots, checks a
 //! wrong token's login error, and checks `/docs` offline.
 //!
@@ -110,6 +111,9 @@ async fn dashboard_in_headless_chromium() {
     let mut opts = with_plugins(plugins.path(), "0s");
     opts.env
         .push(("EMOTION_GATEWAY__BLE__ADAPTER".into(), "simulated".into()));
+    // A sweep a second, so the burst is flagged while the page watches.
+    opts.env
+        .push(("EMOTION_GATEWAY__RISK_SWEEP__INTERVAL".into(), "1s".into()));
     let dir = data_dir().expect("tmp");
     let gw = Gateway::start(dir.path(), &opts).expect("start");
 
@@ -191,6 +195,15 @@ async fn dashboard_in_headless_chromium() {
     );
     assert!(result["counters"]["second"].as_u64() > result["counters"]["first"].as_u64());
     assert_eq!(result["ble_pairings"], 1, "{result}");
+    assert!(
+        result["report"]["high_stress_events"].as_u64() >= Some(12),
+        "{result}"
+    );
+    assert!(result["flagged"].as_str().is_some(), "{result}");
+    assert!(
+        result["fused"].as_array().is_some_and(|f| !f.is_empty()),
+        "{result}"
+    );
     assert!(sent > 20, "simulated users sent {sent} events");
 
     // The burst is what the analyzer says too.

@@ -311,6 +311,25 @@ impl DayBucket {
     }
 }
 
+/// One UTC day of a user's history, for reports (see
+/// [`CreditHistory::daily`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DayAggregate {
+    /// The UTC day, `YYYY-MM-DD`.
+    pub date: chrono::NaiveDate,
+    pub events: u64,
+    pub avg_valence: f64,
+    pub avg_arousal: f64,
+    /// Mean stress level (see the module docs).
+    pub avg_stress_level: f64,
+    /// Events in the analyzer's high-stress region.
+    pub high_stress_events: u64,
+    /// Acute-distress events (the crisis indicator).
+    pub acute_events: u64,
+    /// Events the analyzer judged high-severity anomalies.
+    pub high_severity_anomalies: u64,
+}
+
 /// One user's daily aggregates for the last [`HISTORY_DAYS`] days.
 ///
 /// Sparse: only days with events are stored, oldest first, so a user seen on
@@ -397,6 +416,33 @@ impl CreditHistory {
                 }
             }
         }
+    }
+
+    /// The days with events among the `window_days` days ending with the day
+    /// of `now` (clamped like [`CreditHistory::summarize`]), oldest first.
+    /// O(days).
+    pub fn daily(&self, now: DateTime<Utc>, window_days: u32) -> Vec<DayAggregate> {
+        let w = window_days.clamp(1, HISTORY_DAYS);
+        let today = day_of(now);
+        let first = today - i64::from(w) + 1;
+        self.days
+            .iter()
+            .filter(|b| (first..=today).contains(&b.day))
+            .filter_map(|b| {
+                let date =
+                    DateTime::from_timestamp(b.day.saturating_mul(SECS_PER_DAY), 0)?.date_naive();
+                Some(DayAggregate {
+                    date,
+                    events: b.count,
+                    avg_valence: round3(b.mean(b.sum_v)),
+                    avg_arousal: round3(b.mean(b.sum_a)),
+                    avg_stress_level: round3(b.mean(b.sum_stress)),
+                    high_stress_events: b.high_stress,
+                    acute_events: b.acute,
+                    high_severity_anomalies: b.high_anomalies,
+                })
+            })
+            .collect()
     }
 
     /// The summary of the `window_days` days ending with the day of `now`.

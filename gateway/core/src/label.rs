@@ -271,6 +271,11 @@ impl LabelCounts {
         self.0[l.index()] += 1;
     }
 
+    /// How many events had `l`.
+    pub fn get(&self, l: EmotionLabel) -> u64 {
+        self.0[l.index()]
+    }
+
     /// The most frequent label; ties go to the label listed first.
     pub fn dominant(&self) -> Option<EmotionLabel> {
         let mut best: Option<(EmotionLabel, u64)> = None;

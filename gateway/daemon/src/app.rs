@@ -146,6 +146,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     spawn_scrubs(&state);
     spawn_metrics_upkeep(&state);
     crate::devices::start(&config.serial, &config.ble, device_handles(&state)).await;
+    if config.risk_sweep.enabled {
+        state.tasks.spawn(crate::risk::run(
+            state.risk_handles(),
+            config.risk_sweep.clone(),
+            state.shutdown.clone(),
+        ));
+    }
     if config.sync.enabled {
         let (cfg, status, token) = (
             config.sync.clone(),
@@ -365,6 +372,7 @@ pub fn assemble(
         connections: Arc::new(Connections::default()),
         mqtt: Arc::default(),
         live,
+        risk: Arc::default(),
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
         started: Instant::now(),

@@ -27,6 +27,8 @@
 //!   [`devices::DeviceHandles`].
 //! - [`sync`]: the central PostgreSQL sync, from `[sync]` and
 //!   [`sync::SyncHandles`].
+//! - [`risk`]: the periodic risk sweep, from `[risk_sweep]` and
+//!   [`risk::RiskHandles`].
 //! - [`live`], [`telemetry`], [`privacy`], [`checkpoint`]: the live feed,
 //!   counters and `/metrics`, consent and erasure, analyzer checkpoints.
 //!
@@ -59,6 +61,7 @@ pub mod config;
 pub mod devices;
 pub mod edge;
 pub mod pseudonym;
+pub mod risk;
 pub mod state;
 pub mod sync;
 

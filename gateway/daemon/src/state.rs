@@ -47,6 +47,8 @@ pub struct AppState {
     pub mqtt: Arc<std::sync::OnceLock<crate::mqtt::MqttStatus>>,
     /// The live feed of analyzed events, alerts, and dashboard tickets.
     pub live: Arc<crate::live::Live>,
+    /// The latest risk sweep (see `crate::risk`).
+    pub risk: Arc<crate::risk::RiskRegister>,
     /// Cancelled when the gateway begins to shut down; long tasks watch it.
     pub shutdown: CancellationToken,
     /// Long-lived tasks (WebSocket sessions, housekeeping) that shutdown waits for.
@@ -55,6 +57,16 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// What the risk sweep needs of the state.
+    pub fn risk_handles(&self) -> crate::risk::RiskHandles {
+        crate::risk::RiskHandles {
+            analyzer: self.analyzer.clone(),
+            store: self.store.clone(),
+            live: self.live.clone(),
+            register: self.risk.clone(),
+        }
+    }
+
     /// Replace the analyzer's state with a replay of the buffer (after an
     /// erasure). Ingest's analysis waits meanwhile, so no event is missed or
     /// counted twice. Blocking: run it on a blocking thread.

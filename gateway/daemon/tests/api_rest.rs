@@ -199,3 +199,148 @@ impl OneshotRequest for axum::Router {
         self.oneshot(req).await.expect("infallible")
     }
 }
+
+#[tokio::test]
+async fn the_risk_sweep_lists_flagged_users_and_alerts_once() {
+    let h = Harness::new().await;
+    let (status, before) = h.get("/api/risk").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(before["swept_at"].is_null(), "{before}");
+    assert_eq!(before["sweep"]["lookback"], "86400s");
+    let t0 = chrono::Utc::now() - chrono::Duration::minutes(30);
+    for i in 0..6 {
+        let ts = (t0 + chrono::Duration::minutes(i)).to_rfc3339();
+        // Mildly negative and activated: the anxiety pattern.
+        ingest(&h, "31", json!({"user_id": "31", "source": "voice", "valence": -0.1, "arousal": 0.65, "timestamp": ts})).await;
+        ingest(&h, "32", json!({"user_id": "32", "source": "voice", "valence": 0.5, "arousal": 0.3, "timestamp": ts})).await;
+    }
+    let post = |token: &str| {
+        Request::post("/api/risk/sweep")
+            .header("x-auth-token", token)
+            .body(Body::empty())
+            .expect("request")
+    };
+    let (status, _) = h.call(post(READ_TOKEN)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "running a sweep is admin");
+    let (status, swept) = h.call(post(TOKEN)).await;
+    assert_eq!(status, StatusCode::OK, "{swept}");
+    assert_eq!(swept["count"], 1, "{swept}");
+    let flag = &swept["flagged"][0];
+    assert_eq!(flag["user_id"], "31");
+    assert_eq!(flag["level"], "medium");
+    assert_eq!(flag["indicators"][0]["indicator"], "anxiety_pattern");
+    assert!(
+        flag["indicators"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("6 of the latest 6 events")),
+        "{flag}"
+    );
+    // The latest result is what GET shows; filters and their errors.
+    let (_, listed) = h.get("/api/risk").await;
+    assert_eq!(listed["flagged"], swept["flagged"]);
+    let (_, high) = h.get("/api/risk?level=high").await;
+    assert_eq!(high["count"], 0);
+    let (status, bad) = h.get("/api/risk?level=severe").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    // One alert for the new flag, none for the same flag again.
+    let sweeps = |h: &Harness| {
+        h.state()
+            .live
+            .recent_alerts()
+            .iter()
+            .filter(|a| a.kind.as_str() == "risk_sweep")
+            .count()
+    };
+    assert_eq!(sweeps(&h), 1);
+    h.call(post(TOKEN)).await;
+    assert_eq!(sweeps(&h), 1);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_report_covers_the_period_from_the_analyzers_state() {
+    let h = Harness::new().await;
+    let now = chrono::Utc::now();
+    for (days_ago, v, a, n) in [(12, 0.6, 0.4, 4), (0, -0.6, 0.85, 6)] {
+        for i in 0..n {
+            // Today's events at most an hour old, but never before midnight.
+            let back = chrono::Duration::days(days_ago)
+                + chrono::Duration::seconds(i * 60).min(
+                    now - now
+                        .date_naive()
+                        .and_hms_opt(0, 0, 0)
+                        .expect("midnight")
+                        .and_utc(),
+                );
+            let ts = (now - back).to_rfc3339();
+            ingest(&h, "41", json!({"user_id": "41", "source": "voice", "valence": v, "arousal": a, "timestamp": ts})).await;
+        }
+    }
+    let (status, r) = h.get("/api/users/41/report?days=7").await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(r["days"], 7);
+    assert_eq!(
+        r["counts"]["events"], 6,
+        "the events of 12 days ago are outside: {r}"
+    );
+    assert_eq!(r["counts"]["all_time_events"], 10);
+    assert_eq!(r["counts"]["high_stress_events"], 6);
+    assert_eq!(r["averages"]["valence"], -0.6);
+    assert_eq!(r["daily"].as_array().map(Vec::len), Some(1));
+    assert_eq!(r["credit_impact"]["window_days"], 7);
+    assert_eq!(r["risk_flag"]["indicators"][0]["indicator"], "high_stress");
+    assert!(
+        r["recommendations"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty()),
+        "{r}"
+    );
+    assert!(r["trajectory"]["valence"]["direction"].is_string(), "{r}");
+    let (_, month) = h.get("/api/users/41/report?days=30").await;
+    assert_eq!(month["counts"]["events"], 10);
+    for bad in ["0", "31", "seven"] {
+        let (status, body) = h.get(&format!("/api/users/41/report?days={bad}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "days={bad}: {body}");
+    }
+    let (status, _) = h.get("/api/users/nobody/report").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn fused_estimates_combine_the_latest_event_of_each_source() {
+    let h = Harness::new().await;
+    let now = chrono::Utc::now().to_rfc3339();
+    ingest(&h, "51", json!({"user_id": "51", "source": "voice", "valence": 0.2, "arousal": 0.8, "confidence": 0.85, "timestamp": now})).await;
+    let (status, body) = h.get("/api/users/51/fused").await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "one source is not fused: {body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("two or more sources"))
+    );
+    ingest(&h, "51", json!({"user_id": "51", "source": "facial", "valence": 0.6, "arousal": 0.4, "confidence": 0.85, "timestamp": now})).await;
+    let (status, f) = h.get("/api/users/51/fused").await;
+    assert_eq!(status, StatusCode::OK, "{f}");
+    assert_eq!(f["sources"].as_array().map(Vec::len), Some(2), "{f}");
+    let (v, a) = (
+        f["valence"].as_f64().expect("v"),
+        f["arousal"].as_f64().expect("a"),
+    );
+    // At equal confidence, valence leans to the face (more reliable there),
+    // arousal to the voice.
+    assert!(v > 0.4 && v < 0.6, "{f}");
+    assert!(a > 0.6 && a < 0.8, "{f}");
+    assert!(
+        f["agreement"].as_f64().is_some_and(|x| x > 0.0 && x < 1.0),
+        "{f}"
+    );
+    // The per-event analysis counts each event once, not the estimate.
+    let (_, summary) = h.get("/api/users/51/summary").await;
+    assert_eq!(summary["event_count"], 2);
+    h.shutdown().await;
+}

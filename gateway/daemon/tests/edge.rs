@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-/// A token bound to user 42, with a small rate limit of its own, and one
+/// A token bound to user 42, with a rate limit of its own, and one
 /// written hashed (sha256 of "hashed-token-0123456789"), bound to 7 and 8.
 const BOUND: &str = "bound-token-0123456789";
 const HASHED: &str = "hashed-token-0123456789";
@@ -33,13 +33,13 @@ fn sha256_hex(s: &str) -> String {
         .collect()
 }
 
-fn bound_tokens(per_second: f64) -> (&'static str, String) {
+fn bound_tokens(per_second: f64, burst: f64) -> (&'static str, String) {
     (
         "AUTH__TOKENS",
         format!(
             r#"[{{name = "test", token = "{TOKEN}", scopes = ["ingest", "read", "admin"]}},
                 {{name = "strap-42", token = "{BOUND}", scopes = ["ingest", "read"], user_ids = ["42"],
-                  rate = {{per_second = {per_second:.1}, burst = 5.0}}}},
+                  rate = {{per_second = {per_second:.1}, burst = {burst:.1}}}}},
                 {{name = "hashed", token_sha256 = "{}", scopes = ["ingest"], user_ids = ["7", "8"]}}]"#,
             sha256_hex(HASHED),
         ),
@@ -265,7 +265,10 @@ async fn beyond_the_connection_caps_health_still_answers_and_the_rest_is_busy() 
 
 #[tokio::test]
 async fn a_bound_token_writes_and_reads_only_for_its_users() {
-    let h = Harness::with(&[bound_tokens(1000.0)]).await.serve().await;
+    let h = Harness::with(&[bound_tokens(1000.0, 100.0)])
+        .await
+        .serve()
+        .await;
     // The stream endpoint: another user's stream is refused with 1008.
     let (mut ws, _) = tokio_tungstenite::connect_async(
         h.ws_url(&format!("/ws/emotions/stream?user_id=99999&token={BOUND}")),
@@ -339,12 +342,16 @@ async fn a_bound_token_writes_and_reads_only_for_its_users() {
             .body(Body::empty())
             .expect("request")
     };
-    let (status, _) = h.call(bearer("/api/users/42/summary")).await;
-    assert_ne!(status, StatusCode::FORBIDDEN);
+    for path in ["/api/users/42/summary", "/api/users/42/report?days=7"] {
+        let (status, _) = h.call(bearer(path)).await;
+        assert_ne!(status, StatusCode::FORBIDDEN, "{path}");
+    }
     for path in [
         "/api/users/43/summary",
+        "/api/users/43/report",
         "/api/users/7/events",
         "/api/export",
+        "/api/risk",
     ] {
         let (status, body) = h.call(bearer(path)).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
@@ -358,7 +365,7 @@ async fn a_bound_token_writes_and_reads_only_for_its_users() {
 
 #[tokio::test]
 async fn rate_limits_refuse_with_retry_hints_and_are_counted() {
-    let h = Harness::with(&[bound_tokens(5.0)]).await.serve().await;
+    let h = Harness::with(&[bound_tokens(5.0, 5.0)]).await.serve().await;
     let (mut ws, _) = tokio_tungstenite::connect_async(
         h.ws_url(&format!("/ws/emotions/stream?user_id=42&token={BOUND}")),
     )

@@ -366,6 +366,43 @@ async fn analysis_and_alerts_reach_the_bound_device() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fused_estimates_reach_the_bound_device_once_two_sources_report() {
+    let gw = gateway(test_config()).await;
+    let mut dev = Dev::connect(gw.v4, "a-f", "dev-a", TOKEN_A)
+        .await
+        .expect("connect");
+    let codes = dev.subscribe("emotions/1/fused").await;
+    assert_eq!(
+        codes,
+        [rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+    // Voice alone makes no estimate; a facial event beside it does.
+    dev.publish("emotions/1/events", QoS::AtLeastOnce, &event(0.5, 0.6, 1))
+        .await;
+    let mut facial = event(0.7, 0.4, 2);
+    facial["source"] = json!("facial");
+    facial["confidence"] = json!(0.9);
+    dev.publish("emotions/1/events", QoS::AtLeastOnce, &facial)
+        .await;
+    let fused = dev.message("emotions/1/fused").await;
+    assert_eq!(fused["user_id"], "1", "{fused}");
+    let sources: Vec<&str> = fused["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .filter_map(|c| c["source"].as_str())
+        .collect();
+    assert_eq!(sources, ["voice", "facial"], "{fused}");
+    let v = fused["valence"].as_f64().expect("valence");
+    assert!(
+        v > 0.5 && v < 0.7,
+        "between the two, nearer the face: {fused}"
+    );
+    assert_eq!(gw.status()["results"]["fused"], 1);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_credentials_are_refused() {
     let gw = gateway(test_config()).await;
     for (user, pass) in [("dev-a", TOKEN_B), ("nobody", TOKEN_A), ("dev-a", "")] {

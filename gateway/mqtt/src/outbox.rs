@@ -1,6 +1,7 @@
 //! Results going out: each stored event's analysis to
-//! `{emotions}/{user_id}/analysis`, alerts to `{alerts}/{user_id}`, and
-//! errors to `{devices}/{device_id}/errors`.
+//! `{emotions}/{user_id}/analysis`, the user's new fused estimate (when the
+//! event made one) to `{emotions}/{user_id}/fused`, alerts to
+//! `{alerts}/{user_id}`, and errors to `{devices}/{device_id}/errors`.
 //!
 //! Analysis and alerts come from the ingest pipeline's live feed
 //! ([`emotion_pipeline::live::Live`]), so they cover events from every transport
@@ -87,6 +88,12 @@ impl Outbox {
         if self.wanted(&topic) {
             let payload = analysis_json(event, outcome);
             self.send(topic, &payload, &self.stats.published_analysis);
+        }
+        if let Some(fused) = &outcome.fused {
+            let topic = self.topics.fused(&event.user_id);
+            if self.wanted(&topic) {
+                self.send(topic, &json!(fused), &self.stats.published_fused);
+            }
         }
     }
 

@@ -194,6 +194,8 @@ pub struct Stats {
     /// Results dropped because the outbox was full.
     pub shed_results: AtomicU64,
     pub published_analysis: AtomicU64,
+    /// Fused estimates published.
+    pub published_fused: AtomicU64,
     pub published_alerts: AtomicU64,
     pub published_errors: AtomicU64,
     pub upstream: UpstreamStats,
@@ -289,6 +291,7 @@ impl Stats {
             },
             "results": {
                 "analysis": load(&self.published_analysis),
+                "fused": load(&self.published_fused),
                 "alerts": load(&self.published_alerts),
                 "errors": load(&self.published_errors),
                 "shed": load(&self.shed_results),

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use emotion_core::analyzer::{Analysis, EventOutcome, Severity, regions};
+use emotion_core::analyzer::{Analysis, EventOutcome, RiskFlag, RiskLevel, Severity, regions};
 use emotion_core::{EmotionEvent, Source};
 use hashbrown::HashMap;
 use parking_lot::Mutex;
@@ -69,14 +69,18 @@ pub enum AlertKind {
     RiskFlagged,
     /// A high-severity anomaly against the user's baseline (|z| > 3).
     HighSeverityAnomaly,
+    /// The periodic risk sweep newly flags the user, or finds more than
+    /// before (judged over their recent history, not one event).
+    RiskSweep,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 4] = [
+    pub const ALL: [AlertKind; 5] = [
         AlertKind::HighStress,
         AlertKind::DepressionIndicators,
         AlertKind::RiskFlagged,
         AlertKind::HighSeverityAnomaly,
+        AlertKind::RiskSweep,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -85,26 +89,40 @@ impl AlertKind {
             AlertKind::DepressionIndicators => "depression_indicators",
             AlertKind::RiskFlagged => "risk_flagged",
             AlertKind::HighSeverityAnomaly => "high_severity_anomaly",
+            AlertKind::RiskSweep => "risk_sweep",
         }
     }
 }
 
-/// An alert, as the dashboard shows it.
+/// An alert, as the dashboard shows it and MQTT publishes it.
+///
+/// An alert about one event names it (`session_id` … `timestamp`); a risk
+/// sweep alert is about the user's history and names its `indicators`
+/// instead. Fields that do not apply are left out of the JSON.
 #[derive(Debug, Clone, Serialize)]
 pub struct Alert {
     pub kind: AlertKind,
-    /// `critical` for a flagged risk score, `high` otherwise.
+    /// `critical` for a flagged risk score (or a `high` sweep flag), `high`
+    /// otherwise.
     pub severity: &'static str,
     pub user_id: String,
-    pub session_id: String,
-    pub event_id: uuid::Uuid,
-    pub source: Source,
-    pub valence: f64,
-    pub arousal: f64,
-    /// The user's risk score after this event, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<uuid::Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valence: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arousal: Option<f64>,
+    /// The user's risk score after this event (or at the sweep), when known.
     pub risk_score: Option<f64>,
+    /// The sweep's indicators (`high_stress`, `emotional_crisis`, …).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub indicators: Vec<&'static str>,
     pub message: String,
-    /// When the event happened.
+    /// When the event happened (for a sweep: the user's latest activity).
     pub timestamp: DateTime<Utc>,
     /// When the alert was raised.
     pub raised_at: DateTime<Utc>,
@@ -219,6 +237,8 @@ impl Live {
                 ),
                 None => "risk score flagged".to_owned(),
             },
+            // Raised by `raise_flag`, never from one event.
+            AlertKind::RiskSweep => return,
             AlertKind::HighSeverityAnomaly => match &outcome.analysis {
                 Analysis::Contextual(c) => match &c.anomaly {
                     Some(a) => format!(
@@ -238,17 +258,48 @@ impl Live {
                 "high"
             },
             user_id: e.user_id.clone(),
-            session_id: e.session_id.clone(),
-            event_id: e.event_id,
-            source: e.source,
-            valence: e.valence,
-            arousal: e.arousal,
+            session_id: Some(e.session_id.clone()),
+            event_id: Some(e.event_id),
+            source: Some(e.source),
+            valence: Some(e.valence),
+            arousal: Some(e.arousal),
             risk_score: risk.map(|r| r.score),
+            indicators: Vec::new(),
             message,
             timestamp: e.timestamp,
             raised_at: Utc::now(),
         });
-        self.raised[kind as usize].fetch_add(1, Ordering::Relaxed);
+        self.send(alert);
+    }
+
+    /// Raise the risk sweep's alert for a user it newly flags (the sweep
+    /// decides when; nothing is debounced here).
+    pub fn raise_flag(&self, flag: &RiskFlag) {
+        let reasons: Vec<&str> = flag.indicators.iter().map(|i| i.reason.as_str()).collect();
+        let high = flag.level == RiskLevel::High;
+        self.send(Arc::new(Alert {
+            kind: AlertKind::RiskSweep,
+            severity: if high { "critical" } else { "high" },
+            user_id: flag.user_id.clone(),
+            session_id: None,
+            event_id: None,
+            source: None,
+            valence: None,
+            arousal: None,
+            risk_score: Some(flag.risk_score),
+            indicators: flag.indicator_names().collect(),
+            message: format!(
+                "risk sweep ({} risk): {}",
+                if high { "high" } else { "medium" },
+                reasons.join("; ")
+            ),
+            timestamp: flag.last_seen,
+            raised_at: Utc::now(),
+        }));
+    }
+
+    fn send(&self, alert: Arc<Alert>) {
+        self.raised[alert.kind as usize].fetch_add(1, Ordering::Relaxed);
         {
             let mut r = self.recent.lock();
             if r.len() == RECENT_ALERTS {

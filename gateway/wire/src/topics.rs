@@ -7,6 +7,7 @@
 //! | device → gateway | `{sensors}/{device_id}/{source}` | the device itself |
 //! | device → gateway | `{emotions}/{user_id}/events` | a device bound to that user |
 //! | gateway → device | `{emotions}/{user_id}/analysis` | a device bound to that user |
+//! | gateway → device | `{emotions}/{user_id}/fused` | a device bound to that user |
 //! | gateway → device | `{alerts}/{user_id}` | a device bound to that user |
 //! | gateway → device | `{devices}/{device_id}/errors` | the device itself |
 //!
@@ -110,6 +111,11 @@ impl TopicLayout {
         format!("{}/{user_id}/analysis", self.emotions)
     }
 
+    /// Where the gateway publishes `user_id`'s fused estimates.
+    pub fn fused(&self, user_id: &str) -> String {
+        format!("{}/{user_id}/fused", self.emotions)
+    }
+
     /// Where the gateway publishes `user_id`'s alerts.
     pub fn alerts(&self, user_id: &str) -> String {
         format!("{}/{user_id}", self.alerts)
@@ -130,10 +136,14 @@ impl TopicLayout {
         format!("{}/+/events", self.emotions)
     }
 
-    /// Whether `topic` is some user's analysis topic.
+    /// Whether `topic` is some user's analysis or fused-estimate topic
+    /// (both are fed by the analysis stream).
     pub fn is_analysis(&self, topic: &str) -> bool {
         strip_root(topic, &self.emotions)
-            .and_then(|rest| rest.strip_suffix("/analysis"))
+            .and_then(|rest| {
+                rest.strip_suffix("/analysis")
+                    .or_else(|| rest.strip_suffix("/fused"))
+            })
             .is_some_and(valid_level)
     }
 
@@ -185,7 +195,7 @@ impl TopicLayout {
             return Ok(());
         }
         if let Some(u) = user
-            && (filter == self.analysis(u) || filter == self.alerts(u))
+            && (filter == self.analysis(u) || filter == self.fused(u) || filter == self.alerts(u))
         {
             return Ok(());
         }
@@ -217,6 +227,8 @@ mod tests {
         assert_eq!(s.readings_filter(), "sensors/+/+");
         assert_eq!(s.events_filter(), "emotions/+/events");
         assert!(s.is_analysis("emotions/42/analysis"));
+        assert!(s.is_analysis("emotions/42/fused"));
+        assert_eq!(s.fused("42"), "emotions/42/fused");
         assert!(!s.is_analysis("emotions/42/events"));
         assert!(!s.is_analysis("emotions//analysis"));
     }
@@ -305,7 +317,12 @@ mod tests {
     #[test]
     fn devices_subscribe_only_to_their_own_results() {
         let s = TopicLayout::default();
-        for ok in ["emotions/1/analysis", "alerts/1", "devices/dev-a/errors"] {
+        for ok in [
+            "emotions/1/analysis",
+            "emotions/1/fused",
+            "alerts/1",
+            "devices/dev-a/errors",
+        ] {
             assert!(
                 s.authorize_subscribe(ok, "dev-a", Some("1")).is_ok(),
                 "{ok}"

@@ -91,6 +91,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::codec::opt_ts;
+use super::fusion::Fusion;
 use super::{
     Analyzer, AnalyzerConfig, EvictedUser, SessionState, UserState, UserSummary, credit_horizon,
     global,
@@ -424,6 +425,8 @@ impl Analyzer {
             evicted,
             session_cutoff: body.session_cutoff,
             global: body.global,
+            // Not checkpointed: estimates resume with the next readings.
+            fusion: Fusion::default(),
         })
     }
 
@@ -457,6 +460,7 @@ impl Analyzer {
         drop(leaving);
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
+            self.fusion.forget(&id);
             let Some(user) = self.users.remove(&id) else {
                 continue;
             };
@@ -558,6 +562,29 @@ impl Analyzer {
             .collect();
         ids.sort_unstable();
         ids
+    }
+
+    /// Evicted users whose last active day starts at or after `t` (see
+    /// [`Analyzer::risk_sweep_with_evicted`]), ordered by user id.
+    pub(super) fn evicted_active_since(&self, t: DateTime<Utc>) -> Vec<&str> {
+        let mut ids: Vec<&str> = self
+            .evicted
+            .iter()
+            .filter(|(_, e)| e.credit_last_active.is_some_and(|a| a >= t))
+            .map(|(id, _)| id.as_str())
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// An evicted user's state, decoded and checked against this analyzer's
+    /// configuration, without making them resident.
+    pub(super) fn decode_evicted_user(
+        &self,
+        user_id: &str,
+        bytes: &[u8],
+    ) -> Result<UserState, CheckpointError> {
+        Ok(decode_user(bytes, user_id, Some(&self.cfg))?.0.user)
     }
 
     /// [`Analyzer::all_credit_summaries`] over every user, resident or

@@ -9,9 +9,13 @@
 mod anomaly;
 pub mod checkpoint;
 mod codec;
+pub mod fusion;
+pub mod fusion_eval;
 mod global;
+mod report;
 pub(crate) mod risk;
 pub(crate) mod state;
+mod sweep;
 pub(crate) mod trajectory;
 mod window;
 
@@ -24,9 +28,12 @@ use serde::{Deserialize, Serialize};
 
 pub use anomaly::{Anomaly, AnomalyRule, Severity};
 pub use checkpoint::{CHECKPOINT_VERSION, CheckpointError};
+pub use fusion::{Contribution, FusedEstimate, Fusion, FusionConfig};
 pub use global::GlobalMetrics;
+pub use report::{EmotionShare, ReportAverages, ReportCounts, UserReport};
 pub use risk::{FLAG_THRESHOLD, RiskInputs, RiskScore, risk_from_aggregates, risk_score};
 pub use state::{RiskAssessment, RiskLevel, SpecificRisk, StateAnalysis, analyze_state, regions};
+pub use sweep::{Indicator, RiskFlag, SweepRule};
 pub use trajectory::{Trajectory, Trend, stability, trajectory};
 pub use window::{Point, Window};
 
@@ -53,6 +60,8 @@ pub struct AnalyzerConfig {
     pub anomaly: AnomalyRule,
     /// Anomalies remembered per user, newest last.
     pub recent_anomalies: usize,
+    /// Multi-modal fusion (see [`fusion`]).
+    pub fusion: FusionConfig,
 }
 
 impl Default for AnalyzerConfig {
@@ -63,6 +72,7 @@ impl Default for AnalyzerConfig {
             baseline_window: 50,
             anomaly: AnomalyRule::default(),
             recent_anomalies: 10,
+            fusion: FusionConfig::default(),
         }
     }
 }
@@ -243,6 +253,10 @@ pub struct ContextualAnalysis {
 pub struct EventOutcome {
     pub analysis: Analysis,
     pub metrics: SessionMetrics,
+    /// The user's new fused estimate, when this event made one (its own
+    /// stream: not part of the `processed` reply).
+    #[serde(skip)]
+    pub fused: Option<FusedEstimate>,
 }
 
 /// The analyzer's view of one user, for `GET /api/users/{id}/summary`.
@@ -301,6 +315,9 @@ pub struct Analyzer {
     /// The latest cutoff of [`Analyzer::evict_sessions_idle_since`].
     session_cutoff: Option<DateTime<Utc>>,
     global: global::GlobalState,
+    /// Latest reading per user and source, for fused estimates (not
+    /// checkpointed: it spans seconds).
+    fusion: Fusion,
 }
 
 impl Analyzer {
@@ -369,6 +386,18 @@ impl Analyzer {
         user.last_seen = e.ingested_at;
         let spread = user.spread();
         let risk = user.risk(cfg);
+        let fused = self.fusion.update(
+            &cfg.fusion,
+            &e.user_id,
+            e.source,
+            e.valence,
+            e.arousal,
+            e.confidence.unwrap_or_else(|| {
+                let (lo, hi) = e.source.confidence_range();
+                (lo + hi) / 2.0
+            }),
+            e.timestamp.min(e.ingested_at),
+        );
 
         let session = self
             .sessions
@@ -417,7 +446,16 @@ impl Analyzer {
                 }))
             }
         };
-        EventOutcome { analysis, metrics }
+        EventOutcome {
+            analysis,
+            metrics,
+            fused,
+        }
+    }
+
+    /// A user's latest fused estimate (see [`fusion`]).
+    pub fn fused(&self, user_id: &str) -> Option<&FusedEstimate> {
+        self.fusion.latest(user_id)
     }
 
     /// The summary of a resident user; `None` for an unknown or evicted user
@@ -490,6 +528,7 @@ impl Analyzer {
     /// (resident or evicted; the caller deletes an evicted user's stored state).
     pub fn erase_user(&mut self, user_id: &str) -> bool {
         self.sessions.retain(|_, s| s.user_id != user_id);
+        self.fusion.forget(user_id);
         let evicted = self.evicted.remove(user_id).is_some();
         self.users.remove(user_id).is_some() || evicted
     }

@@ -25,8 +25,9 @@
 //! - `{"type":"alert","alert":{kind,severity,user_id,…,message}}` as alerts are raised;
 //! - `{"type":"metrics",…}` every second: the global metrics of
 //!   `/ws/emotions/metrics`, connections, live sessions and the risk board;
-//! - `{"type":"status","plugins","sync","devices","mqtt","buffer"}` every 5 s: the bodies of
-//!   `GET /api/plugins`, `/api/sync` and `/api/devices`.
+//! - `{"type":"status","plugins","sync","devices","mqtt","buffer","risk_sweep"}` every 5 s: the bodies of
+//!   `GET /api/plugins`, `/api/sync` and `/api/devices`, and the latest risk
+//!   sweep (its first 50 flagged users).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -90,6 +91,8 @@ const TEXT: &str = "text/plain; charset=utf-8";
 fn dashboard_asset(path: &str) -> Option<Asset> {
     Some(match path {
         "app.js" => asset!(JS, "dashboard/app.js"),
+        "report.html" => asset!(HTML, "dashboard/report.html"),
+        "report.js" => asset!(JS, "dashboard/report.js"),
         "style.css" => asset!(CSS, "dashboard/style.css"),
         "vendor/uPlot.iife.min.js" => asset!(JS, "dashboard/vendor/uPlot.iife.min.js"),
         "vendor/uPlot.min.css" => asset!(CSS, "dashboard/vendor/uPlot.min.css"),
@@ -152,7 +155,7 @@ pub async fn index() -> Response {
     path = "/dashboard/{file}",
     tag = "dashboard",
     summary = "The dashboard's scripts, styles and vendored chart library",
-    params(("file" = String, Path, description = "`app.js`, `style.css`, `vendor/uPlot.iife.min.js`, `vendor/uPlot.min.css`, `vendor/uPlot.LICENSE`")),
+    params(("file" = String, Path, description = "`app.js`, `report.html` (a user's printable report: `?user=ID&days=7`), `report.js`, `style.css`, `vendor/uPlot.iife.min.js`, `vendor/uPlot.min.css`, `vendor/uPlot.LICENSE`")),
     responses(
         (status = 200, description = "The file"),
         (status = 404, description = "No such file", body = super::error::ErrorBody),
@@ -241,7 +244,7 @@ pub struct TicketQuery {
         `x-auth-token` / `Authorization: Bearer` header with a token of `read` scope (`?token=` is not accepted here). \
         A bad ticket or token closes the socket with code 1008. Server messages: `hello`, `events` (every 250 ms, at most \
         100 per message plus a `skipped` count), `alert`, `metrics` (every second: global metrics, connections, \
-        live sessions, risk indicators), `status` (every 5 s: plugins, sync, devices).",
+        live sessions, risk indicators), `status` (every 5 s: plugins, sync, devices, the latest risk sweep).",
     params(TicketQuery),
     responses(
         (status = 101, description = "Switching protocols to WebSocket"),
@@ -443,6 +446,15 @@ fn compact(le: &LiveEvent) -> Value {
         "anomaly": anomaly,
         "risk_score": risk_score,
         "risks": risks,
+        // The user's new fused estimate, small: the dashboard's fused card.
+        "fused": le.outcome.fused.as_ref().map(|f| json!({
+            "valence": f.valence,
+            "arousal": f.arousal,
+            "label": f.emotion_label,
+            "confidence": f.confidence,
+            "agreement": f.agreement,
+            "sources": f.sources.iter().map(|c| c.source).collect::<Vec<_>>(),
+        })),
     })
 }
 
@@ -591,5 +603,28 @@ async fn status_frame(state: &AppState) -> Value {
     let devices = status::devices(state).await;
     let mqtt = status::mqtt(state);
     let buffer = status::buffer(state);
-    json!({"type": "status", "plugins": plugins, "sync": sync, "devices": devices, "mqtt": mqtt, "buffer": buffer})
+    let risk_sweep = risk_sweep_frame(state);
+    json!({"type": "status", "plugins": plugins, "sync": sync, "devices": devices, "mqtt": mqtt, "buffer": buffer,
+           "risk_sweep": risk_sweep})
+}
+
+/// Flagged users the status frame names (the count covers all).
+const FLAGGED_SHOWN: usize = 50;
+
+/// The latest risk sweep, small: who, how bad, which indicators.
+fn risk_sweep_frame(state: &AppState) -> Value {
+    let enabled = state.config.risk_sweep.enabled;
+    let Some(r) = state.risk.latest() else {
+        return json!({"enabled": enabled, "swept_at": null, "count": 0, "flagged": []});
+    };
+    let flagged: Vec<Value> = r
+        .flagged
+        .iter()
+        .take(FLAGGED_SHOWN)
+        .map(|f| {
+            json!({"user_id": f.user_id, "level": f.level, "risk_score": f.risk_score,
+                   "indicators": f.indicator_names().collect::<Vec<_>>()})
+        })
+        .collect();
+    json!({"enabled": enabled, "swept_at": r.swept_at, "count": r.flagged.len(), "flagged": flagged})
 }

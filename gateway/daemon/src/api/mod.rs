@@ -11,6 +11,7 @@ pub mod openapi;
 mod privacy;
 mod readings;
 mod rest;
+mod risk;
 mod status;
 mod ws;
 
@@ -30,6 +31,9 @@ use crate::state::AppState;
 pub fn router(state: AppState) -> Router {
     let read = Router::new()
         .route("/api/users/{id}/summary", get(rest::user_summary))
+        .route("/api/users/{id}/report", get(risk::report))
+        .route("/api/users/{id}/fused", get(risk::fused))
+        .route("/api/risk", get(risk::risk))
         .route("/api/users/{id}/events", get(rest::user_events))
         .route("/api/sessions/{id}", get(rest::session))
         .route("/api/sources", get(rest::sources))
@@ -47,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/users/{id}/consent", put(privacy::put_consent))
         .route("/api/users/{id}/data", delete(privacy::erase))
         .route("/api/audit", get(audit::audit))
+        .route("/api/risk/sweep", post(risk::sweep))
         .route("/api/pseudonyms", get(privacy::pseudonyms))
         .route("/api/ble/scan", post(devices::scan))
         .route("/api/ble/devices", get(devices::ble_devices))
@@ -185,7 +190,12 @@ fn authorize(
 }
 
 /// Read endpoints over every user's data, closed to bound principals.
-const EVERY_USER_PATHS: &[&str] = &["/api/export", "/api/sessions/", "/api/dashboard/ticket"];
+const EVERY_USER_PATHS: &[&str] = &[
+    "/api/export",
+    "/api/sessions/",
+    "/api/dashboard/ticket",
+    "/api/risk",
+];
 
 /// The `{id}` of `/api/users/{id}/…`.
 fn user_of_path(path: &str) -> Option<&str> {

@@ -11,7 +11,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
-use super::{audit, dashboard, devices, export, metrics, privacy, readings, rest, ws};
+use super::{audit, dashboard, devices, export, metrics, privacy, readings, rest, risk, ws};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -27,6 +27,10 @@ use super::{audit, dashboard, devices, export, metrics, privacy, readings, rest,
         metrics::metrics,
         openapi_json,
         rest::user_summary,
+        risk::report,
+        risk::fused,
+        risk::risk,
+        risk::sweep,
         rest::user_events,
         rest::session,
         rest::sources,

@@ -114,6 +114,7 @@ pub async fn erase(
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         // The dashboard's recent alerts name the user too.
         st.live.forget_user(&user);
+        st.risk.forget_user(&user);
         Ok::<_, ApiError>(e)
     })
     .await

@@ -20,7 +20,9 @@ use toml::{Table, Value};
 
 pub mod auth;
 pub mod devices;
+pub mod fusion;
 pub mod http;
+pub mod risk;
 #[cfg(feature = "mqtt")]
 pub use emotion_mqtt::config as mqtt;
 #[cfg(not(feature = "mqtt"))]
@@ -29,8 +31,10 @@ pub mod mqtt;
 
 pub use auth::{AuthConfig, Scope, TokenConfig};
 pub use devices::{BleAdapter, BleConfig, SerialPortConfig};
+pub use fusion::FusionSettings;
 pub use http::{HttpConfig, HttpLimits, HttpTlsConfig};
 pub use mqtt::MqttConfig;
+pub use risk::RiskSweepConfig;
 
 /// The default configuration, compiled into the binary.
 pub const EMBEDDED: &str = include_str!("../../../../config/gateway.toml");
@@ -73,6 +77,8 @@ pub struct Config {
     pub log: LogConfig,
     pub auth: AuthConfig,
     pub validation: ValidationConfig,
+    pub risk_sweep: RiskSweepConfig,
+    pub fusion: FusionSettings,
 }
 
 /// `[validation]`: how strictly client events are checked.
@@ -278,6 +284,8 @@ impl Config {
             p.extend(e.problems.into_iter().map(|m| format!("plugins: {m}")));
         }
         p.extend(self.sync.problems());
+        p.extend(self.risk_sweep.problems());
+        p.extend(self.fusion.problems());
         for (i, port) in self.serial.iter().enumerate() {
             if port.path.as_os_str().is_empty() {
                 p.push(format!("serial[{i}].path must not be empty"));
@@ -334,6 +342,7 @@ impl Config {
             trajectory_window: a.trajectory_window,
             baseline_window: a.baseline_window,
             anomaly: emotion_core::analyzer::AnomalyRule {
+            fusion: self.fusion.config(),
                 min_baseline: a.min_baseline,
                 z_threshold: a.anomaly_z,
                 high_z: a.high_severity_z,
