@@ -8,8 +8,10 @@
 # The API and dashboard listen on 127.0.0.1:8080 (EMOTION_GATEWAY__HTTP__LISTEN
 # overrides it); data goes to ./data; the plugins built into target/plugins
 # are loaded. The simulated devices: a heart-rate strap and an EDA band on
-# serial ptys, the in-process simulated BLE strap (paired at start), and
-# WebSocket clients playing the original producer's scenarios in a loop.
+# serial ptys, the in-process simulated BLE strap (paired at start; it plays
+# calm -> stress -> recovery, a pass a minute, and its link drops every 100 s
+# for 5 s, so the reconnect and the gap marker show), and WebSocket clients
+# playing the original producer's scenarios in a loop.
 # Every step installs what a fresh machine lacks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,6 +63,13 @@ for _ in $(seq 100); do [ -e "$run_dir/dev/strap" ] && break; sleep 0.1; done
 #    adapter. Its address line tells us where it listens.
 export EMOTION_GATEWAY__SERIAL="[{path = \"$run_dir/dev/strap\", device_id = \"sim-strap\", user_id = \"serial-user\"}, {path = \"$run_dir/dev/band\", device_id = \"sim-band\", user_id = \"serial-user\"}]"
 export EMOTION_GATEWAY__BLE__ADAPTER=simulated
+# The BLE strap's wearer: 10 simulated minutes of calm -> stress -> recovery
+# per real minute, and a link drop every 100 s (5 s out of reach), which the
+# gateway reconnects and records as a gap marker (GET /api/devices).
+export EMOTION_GATEWAY__BLE__SIMULATED__JOURNEY=calm-stress-recovery
+export EMOTION_GATEWAY__BLE__SIMULATED__SPEED=10
+export EMOTION_GATEWAY__BLE__SIMULATED__LINK_DROP_EVERY=100s
+export EMOTION_GATEWAY__BLE__SIMULATED__LINK_DOWN_FOR=5s
 # MQTT devices: the development device (bound to user 42, for mosquitto_pub by
 # hand) and firmware-sim's hub, which speaks for the simulated cameras, voice
 # front ends and chat apps.
@@ -82,7 +91,7 @@ done
 curl -fsS -X POST "http://$addr/api/ble/pair" -H "Authorization: Bearer $token" \
     -H 'content-type: application/json' \
     -d '{"address": "E0:00:00:00:B1:01", "user_id": "ble-user"}' >/dev/null \
-    && log "paired the simulated BLE strap E0:00:00:00:B1:01 with user ble-user"
+    && log "paired the simulated BLE strap E0:00:00:00:B1:01 with user ble-user (calm -> stress -> recovery; link drops every 100 s)"
 
 # 4. WebSocket clients playing the original scenarios, and beside each user an
 #    MQTT device on the embedded broker (its MQTT 3.1.1 address from /api/mqtt),
@@ -105,7 +114,9 @@ pids+=($!)
 log "gateway on http://$addr — try:"
 log "  curl -H 'x-auth-token: $token' http://$addr/health"
 log "  curl -H 'x-auth-token: $token' http://$addr/api/users/1/summary"
-log "  curl -H 'x-auth-token: $token' http://$addr/api/devices"
+log "  curl -H 'x-auth-token: $token' http://$addr/api/devices        # BLE link, gap markers"
+log "  curl -H 'x-auth-token: $token' http://$addr/api/users/ble-user/summary   # the BLE strap's wearer"
+log "  curl -X POST -H 'x-auth-token: $token' http://$addr/api/ble/devices/E0:00:00:00:B1:01/drop   # drop the strap's link now"
 log "  curl -H 'x-auth-token: $token' http://$addr/api/mqtt"
 log "  open http://$addr/ (dashboard; sign in with $token)"
 log "Ctrl-C stops everything."

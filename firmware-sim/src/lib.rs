@@ -4,12 +4,16 @@
 //!   (RR intervals with respiratory sinus arrhythmia and noise, so HRV falls
 //!   as arousal rises), skin conductance (tonic level plus phasic responses
 //!   whose rate and amplitude rise with arousal), skin temperature; and the
-//!   metrics to check them (mean HR, RMSSD, SCR count).
+//!   metrics to check them (mean HR, RMSSD, SCR count). Re-exported from
+//!   `emotion_common::physio`, which the gateway's simulated BLE adapter
+//!   plays too.
 //! - [`journey`]: emotional journeys over time (calm → stress → recovery,
-//!   recovery, crisis, volatile, stable) as arousal/valence trajectories.
+//!   recovery, crisis, volatile, stable) as arousal/valence trajectories
+//!   (re-exported from `emotion_common::journey`).
 //! - [`devices`]: a heart-rate strap and an EDA band driven by a journey,
-//!   producing `emotion-wire` serial frames and BLE characteristic values
-//!   ([`devices::JourneyPeripheral`] plugs into `emotion_ble::SimAdapter`).
+//!   producing `emotion-wire` serial frames; their generators and the BLE
+//!   peripheral ([`devices::JourneyPeripheral`], for `emotion_ble::SimAdapter`)
+//!   come from `emotion_ble::journey`, where the gateway finds them too.
 //! - [`serial`]: a pseudo-terminal pair the simulator writes frames to; the
 //!   gateway opens the slave side as a serial port.
 //! - [`ws`]: WebSocket clients speaking the original protocol.
@@ -18,12 +22,14 @@
 //! - [`scenario`]: the original producer's scenarios and the run summary.
 
 pub mod devices;
-pub mod journey;
 pub mod mqtt;
-pub mod physio;
 pub mod scenario;
 pub mod serial;
 pub mod ws;
+
+// The journeys and the physiology live in emotion-common, shared with the
+// gateway's simulated BLE adapter; these keep the simulator's paths.
+pub use emotion_common::{journey, physio};
 
 /// Seconds to a `Duration` without the panics of `Duration::from_secs_f64`
 /// (negative, NaN or huge values come from options): NaN and negatives are

@@ -1,6 +1,8 @@
 //! Wearables end to end: firmware-sim's serial strap and band over real ptys
 //! (tokio-serial on both ends), the simulated BLE adapter with the pairing
-//! API, and firmware-sim's scenarios against the gateway.
+//! API, its strap playing firmware-sim's calm → stress → recovery and coming
+//! back after a link drop on demand, and firmware-sim's scenarios against
+//! the gateway.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -402,7 +404,11 @@ async fn ble_through_the_simulated_adapter_with_the_pairing_api() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(events[0]["source"], "physiological");
-    assert_eq!(events[0]["context"]["heart_rate_bpm"], 72.0);
+    // The strap plays a journey (calm at first): a resting heart rate.
+    let hr = events[0]["context"]["heart_rate_bpm"]
+        .as_f64()
+        .unwrap_or(-1.0);
+    assert!((45.0..100.0).contains(&hr), "{hr} bpm: {}", events[0]);
     let devices = gw.get_json("/api/devices").await.expect("devices");
     assert_eq!(devices["ble"]["pairings"][0]["user_id"], "b1");
 
@@ -475,6 +481,192 @@ async fn ble_through_the_simulated_adapter_with_the_pairing_api() {
         settled,
         "an unpaired device's readings are not stored"
     );
+}
+
+/// The simulated strap's address.
+const SIM_STRAP: &str = "E0:00:00:00:B1:01";
+/// Heart Rate Measurement, the characteristic the strap is subscribed to.
+const HEART_RATE_MEASUREMENT: &str = "00002a37-0000-1000-8000-00805f9b34fb";
+
+fn timestamp(v: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
+    v.as_str()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+/// (timestamp, heart rate) of the user's events that carry one, oldest first.
+async fn heart_rates(gw: &Gateway, user: &str) -> Vec<(chrono::DateTime<chrono::Utc>, f64)> {
+    let mut out: Vec<_> = gw
+        .user_events(user)
+        .await
+        .expect("events")
+        .iter()
+        .filter_map(|e| {
+            Some((
+                timestamp(&e["timestamp"])?,
+                e["context"]["heart_rate_bpm"].as_f64()?,
+            ))
+        })
+        .collect();
+    out.sort_by_key(|(t, _)| *t);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulated_strap_follows_its_journey_and_comes_back_after_a_link_drop() {
+    let plugins = plugin_dir(&["physiological"]).expect("plugins");
+    let dir = data_dir().expect("tmp");
+    let mut opts = with_plugins(plugins.path(), "0s");
+    // Calm → stress → recovery over 10 simulated minutes at 20x: a pass
+    // takes 30 s, calm until 9 s, stressed from 12 to 19.5 s, recovered
+    // from 24 s (real seconds after the strap's first connection).
+    for (k, v) in [
+        ("ADAPTER", "simulated"),
+        ("BACKOFF_INITIAL", "100ms"),
+        ("SIMULATED__JOURNEY", "calm-stress-recovery"),
+        ("SIMULATED__JOURNEY_DURATION", "10m"),
+        ("SIMULATED__SPEED", "20"),
+    ] {
+        opts.env
+            .push((format!("EMOTION_GATEWAY__BLE__{k}"), v.to_owned()));
+    }
+    let gw = Gateway::start(dir.path(), &opts).expect("start");
+    let c = reqwest::Client::new();
+    let r = c
+        .post(gw.http("/api/ble/pair"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"address": SIM_STRAP, "user_id": "j1"}))
+        .send()
+        .await
+        .expect("pair");
+    assert_eq!(r.status(), 200);
+
+    // Heart rate follows the journey. The plugin reports the rate of the
+    // last simulated minute of beats (3 s here), so each phase is judged
+    // from 3 s after it starts; the windows end early to leave room for
+    // readings that reach the manager late on a loaded machine.
+    let hr = eventually(
+        Duration::from_secs(90),
+        "a whole pass of the journey",
+        || async {
+            let hr = heart_rates(&gw, "j1").await;
+            let (first, last) = (hr.first()?.0, hr.last()?.0);
+            ((last - first).num_milliseconds() >= 29_500).then_some(hr)
+        },
+    )
+    .await;
+    let start = hr[0].0;
+    let mean_between = |from_s: f64, to_s: f64| {
+        let v: Vec<f64> = hr
+            .iter()
+            .filter(|(t, _)| {
+                let s = (*t - start).num_milliseconds() as f64 / 1000.0;
+                (from_s..to_s).contains(&s)
+            })
+            .map(|(_, bpm)| *bpm)
+            .collect();
+        assert!(v.len() >= 10, "{} events in {from_s}..{to_s} s", v.len());
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    let calm = mean_between(3.5, 8.0);
+    let stress = mean_between(15.0, 19.0);
+    let recovered = mean_between(27.0, 29.5);
+    assert!(
+        stress > calm + 15.0,
+        "stress {stress:.1} bpm vs calm {calm:.1} bpm"
+    );
+    assert!(
+        recovered < stress - 10.0,
+        "recovered {recovered:.1} bpm vs stress {stress:.1} bpm"
+    );
+
+    // A link drop on demand: the strap is out of reach for 2 s.
+    let r = c
+        .post(gw.http(&format!("/api/ble/devices/{SIM_STRAP}/drop")))
+        .bearer_auth(TOKEN)
+        .json(&json!({"down_for_secs": 2}))
+        .send()
+        .await
+        .expect("drop");
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["dropped"], SIM_STRAP, "{body}");
+
+    // The manager reconnects and records the gap.
+    let gap = eventually(
+        Duration::from_secs(30),
+        "a gap marker for the strap",
+        || async {
+            let d = gw.get_json("/api/devices").await.expect("devices");
+            d["gaps"]
+                .as_array()?
+                .iter()
+                .find(|g| g["transport"] == "ble" && g["device_id"] == SIM_STRAP)
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(gap["user_id"], "j1", "{gap}");
+    let (from, to) = (
+        timestamp(&gap["from"]).expect("gap from"),
+        timestamp(&gap["to"]).expect("gap to"),
+    );
+    assert!(
+        (to - from).num_milliseconds() >= 1900,
+        "the gap covers the 2 s out of reach: {gap}"
+    );
+    let stats = gw.get_json("/api/devices").await.expect("devices")["ble"]["stats"].clone();
+    assert!(stats["link_drops"].as_u64() >= Some(1), "{stats}");
+    assert!(stats["connects"].as_u64() >= Some(2), "{stats}");
+
+    // It is connected again and subscribed again ...
+    let link = eventually(
+        Duration::from_secs(30),
+        "the strap connected again",
+        || async {
+            let r = c
+                .get(gw.http("/api/ble/devices"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .ok()?;
+            let v: Value = r.json().await.ok()?;
+            let strap = v["devices"]
+                .as_array()?
+                .iter()
+                .find(|d| d["address"] == SIM_STRAP)?
+                .clone();
+            (strap["link"]["state"] == "connected").then(|| strap["link"].clone())
+        },
+    )
+    .await;
+    assert!(
+        timestamp(&link["since"]).is_some_and(|t| t >= to),
+        "connected since the reconnect: {link}"
+    );
+    assert!(
+        link["subscribed"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|u| u == HEART_RATE_MEASUREMENT)),
+        "re-subscribed to Heart Rate Measurement: {link}"
+    );
+    // ... its notifications resume, and nothing was stored inside the gap
+    // (the strap keeps no backlog; event times are in milliseconds).
+    let hr = eventually(
+        Duration::from_secs(30),
+        "readings after the gap",
+        || async {
+            let hr = heart_rates(&gw, "j1").await;
+            (hr.iter().filter(|(t, _)| *t >= to).count() >= 5).then_some(hr)
+        },
+    )
+    .await;
+    let slack = chrono::Duration::milliseconds(5);
+    let inside: Vec<_> = hr
+        .iter()
+        .filter(|(t, _)| *t > from + slack && *t < to - slack)
+        .collect();
+    assert!(inside.is_empty(), "events inside the gap {gap}: {inside:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

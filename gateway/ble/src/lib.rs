@@ -13,8 +13,12 @@
 //!   skin-conductance service (format in [`emotion_wire::vendor`]).
 //! - [`convert`]: decoded characteristics and serial frame payloads →
 //!   physiological reading payloads (shared with the serial reader).
+//! - [`journey`]: simulated wearables that play an emotional journey
+//!   (`emotion_common::journey`), for [`SimAdapter`] here and for
+//!   firmware-sim's serial devices.
 
 pub mod convert;
+pub mod journey;
 pub mod manager;
 pub mod sim;
 pub mod transport;
@@ -25,12 +29,14 @@ pub mod btle;
 
 #[cfg(feature = "btleplug")]
 pub use btle::BtleplugTransport;
+pub use journey::JourneyPeripheral;
 pub use manager::{
     BleEvent, DeviceManager, DeviceView, Gap, LinkEvent, LinkState, ManagerConfig, ManagerStats,
     MemoryPairingStore, Pairing, PairingStore, StoreError,
 };
 pub use sim::{
-    LinkDrop, PeripheralBehaviour, SimAdapter, SimPeripheral, SteadyEda, SteadyHeartRate,
+    LinkDrop, PeriodicDrop, PeripheralBehaviour, SimAdapter, SimPeripheral, SteadyEda,
+    SteadyHeartRate,
 };
 pub use transport::{Address, BleError, BleTransport, DeviceInfo, TransportEvent};
 

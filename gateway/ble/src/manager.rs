@@ -161,6 +161,9 @@ pub enum LinkState {
     Connecting,
     Connected {
         since: DateTime<Utc>,
+        /// The characteristics subscribed on this link (a reconnect
+        /// subscribes again: a dropped link loses its subscriptions).
+        subscribed: Vec<Uuid>,
     },
     /// Waiting to retry after a drop or a failed connect.
     Backoff {
@@ -742,7 +745,10 @@ impl<T: BleTransport + ?Sized> DeviceManager<T> {
                     return out;
                 };
                 let failed_attempts = std::mem::take(&mut link.attempts);
-                link.state = LinkState::Connected { since: now };
+                link.state = LinkState::Connected {
+                    since: now,
+                    subscribed: subscribed.clone(),
+                };
                 if battery.is_some() {
                     link.battery = battery;
                 }

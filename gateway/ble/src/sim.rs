@@ -10,8 +10,11 @@
 //! subscribed characteristics become notifications.
 //!
 //! Link drops are scripted ([`LinkDrop`]: after the n-th notification, out of
-//! reach for a while) or triggered with [`SimAdapter::drop_link`]. A dropped
-//! link loses its subscriptions, as a real one does.
+//! reach for a while), periodic ([`PeriodicDrop`]: every so long after each
+//! connect, the wearer walking out of range now and then) or triggered with
+//! [`SimAdapter::drop_link`]. A dropped link loses its subscriptions, as a
+//! real one does, and a peripheral sends nothing of what it measured while
+//! no one listened ([`PeripheralBehaviour::resume`]).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -46,6 +49,14 @@ pub trait PeripheralBehaviour: Send + 'static {
     /// through link drops (the wearer's body does not pause).
     fn tick(&mut self, elapsed: Duration) -> Vec<(Uuid, Vec<u8>)>;
 
+    /// The link is back, `elapsed` after the first connection. A real
+    /// peripheral keeps no backlog of what it measured while disconnected,
+    /// so a behaviour that fills the time since its last tick should skip
+    /// it here rather than send it all on the next tick. Default: nothing.
+    fn resume(&mut self, elapsed: Duration) {
+        let _ = elapsed;
+    }
+
     /// The value a read returns; `None` if it cannot be read.
     fn read(&mut self, characteristic: Uuid) -> Option<Vec<u8>>;
 }
@@ -59,6 +70,16 @@ pub struct LinkDrop {
     pub down_for: Duration,
 }
 
+/// Periodic link drops: each link drops `every` after it was established
+/// and the peripheral is then out of reach for `down_for`, for as long as
+/// the adapter runs (a demo that shows reconnects without anyone touching
+/// it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeriodicDrop {
+    pub every: Duration,
+    pub down_for: Duration,
+}
+
 /// A simulated peripheral.
 pub struct SimPeripheral {
     pub address: Address,
@@ -68,6 +89,8 @@ pub struct SimPeripheral {
     pub services: Vec<Uuid>,
     pub behaviour: Box<dyn PeripheralBehaviour>,
     pub link_drops: Vec<LinkDrop>,
+    /// `None`, or an `every` of zero: no periodic drops.
+    pub periodic_drop: Option<PeriodicDrop>,
 }
 
 impl std::fmt::Debug for SimPeripheral {
@@ -78,6 +101,7 @@ impl std::fmt::Debug for SimPeripheral {
             .field("rssi", &self.rssi)
             .field("services", &self.services)
             .field("link_drops", &self.link_drops)
+            .field("periodic_drop", &self.periodic_drop)
             .finish_non_exhaustive()
     }
 }
@@ -92,6 +116,7 @@ impl SimPeripheral {
             services: vec![uuids::HEART_RATE_SERVICE, uuids::BATTERY_SERVICE],
             behaviour: Box::new(behaviour),
             link_drops: Vec::new(),
+            periodic_drop: None,
         }
     }
 
@@ -104,6 +129,7 @@ impl SimPeripheral {
             services: vec![uuids::EDA_SERVICE, uuids::BATTERY_SERVICE],
             behaviour: Box::new(behaviour),
             link_drops: Vec::new(),
+            periodic_drop: None,
         }
     }
 
@@ -121,6 +147,13 @@ impl SimPeripheral {
         self.link_drops = drops.into_iter().collect();
         self
     }
+
+    /// Drop every link `drop.every` after it was established (none if
+    /// `every` is zero).
+    pub fn with_periodic_drops(mut self, drop: PeriodicDrop) -> Self {
+        self.periodic_drop = (!drop.every.is_zero()).then_some(drop);
+        self
+    }
 }
 
 struct SimDevice {
@@ -135,6 +168,9 @@ struct SimDevice {
     generation: u64,
     subscribed: BTreeSet<Uuid>,
     drops: VecDeque<LinkDrop>,
+    periodic_drop: Option<PeriodicDrop>,
+    /// Link drops so far (scripted, periodic, on demand, out of range).
+    dropped: u64,
     notifications: u64,
     connects: u64,
     subscribes: u64,
@@ -219,6 +255,8 @@ impl SimAdapter {
             generation: 0,
             subscribed: BTreeSet::new(),
             drops: p.link_drops.into(),
+            periodic_drop: p.periodic_drop.filter(|d| !d.every.is_zero()),
+            dropped: 0,
             notifications: 0,
             connects: 0,
             subscribes: 0,
@@ -237,6 +275,11 @@ impl SimAdapter {
                 self.drop_locked(d, None);
             }
         }
+    }
+
+    /// Whether a peripheral with this address exists (in range or not).
+    pub fn contains(&self, address: &Address) -> bool {
+        self.state.lock().devices.contains_key(address)
     }
 
     /// Drop a peripheral's link now; it cannot be reconnected for `down_for`.
@@ -316,9 +359,19 @@ impl SimAdapter {
             .map_or(0, |d| d.notifications)
     }
 
+    /// Link drops of a device so far, whatever caused them.
+    pub fn link_drops(&self, address: &Address) -> u64 {
+        self.state
+            .lock()
+            .devices
+            .get(address)
+            .map_or(0, |d| d.dropped)
+    }
+
     fn drop_locked(&self, d: &mut SimDevice, down_for: Option<Duration>) {
         d.connected = false;
         d.generation += 1;
+        d.dropped += 1;
         d.subscribed.clear();
         if let Some(down) = down_for {
             let now = Instant::now();
@@ -375,6 +428,22 @@ impl SimAdapter {
                     }
                     _ => return,
                 }
+            }
+        });
+    }
+
+    /// Drop the link of generation `generation` after `drop.every`, unless
+    /// it has ended by then.
+    fn spawn_dropper(&self, address: Address, generation: u64, drop: PeriodicDrop) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(drop.every).await;
+            let mut s = this.state.lock();
+            if let Some(d) = s.devices.get_mut(&address)
+                && d.connected
+                && d.generation == generation
+            {
+                this.drop_locked(d, Some(drop.down_for));
             }
         });
     }
@@ -449,15 +518,23 @@ impl BleTransport for SimAdapter {
             d.connected = true;
             d.generation += 1;
             d.connects += 1;
-            d.first_connect.get_or_insert_with(Instant::now);
+            match d.first_connect {
+                // Back after a drop or a disconnect: skip what was missed.
+                Some(first) => d.behaviour.resume(first.elapsed()),
+                None => d.first_connect = Some(Instant::now()),
+            }
             d.info.last_seen = Utc::now();
-            let spawn = d.interval.map(|i| (d.generation, i));
+            let spawn = (d.generation, d.interval, d.periodic_drop);
             let n = s.connected();
             s.peak_connected = s.peak_connected.max(n);
             spawn
         };
-        if let Some((generation, interval)) = spawn {
+        let (generation, interval, periodic_drop) = spawn;
+        if let Some(interval) = interval {
             self.spawn_ticker(address.clone(), generation, interval);
+        }
+        if let Some(drop) = periodic_drop {
+            self.spawn_dropper(address.clone(), generation, drop);
         }
         Ok(())
     }

@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use emotion_ble::{
-    Address, BleEvent, BleTransport, DeviceManager, ManagerConfig, Pairing, PairingStore,
-    SimAdapter, SimPeripheral, SteadyEda, SteadyHeartRate,
+    Address, BleEvent, BleTransport, DeviceManager, JourneyPeripheral, ManagerConfig, Pairing,
+    PairingStore, PeriodicDrop, SimAdapter, SimPeripheral,
 };
+use emotion_common::journey::Script;
 use emotion_core::reading::RawReading;
 use emotion_serial::{PortConfig, SerialEvent, SerialReader};
 use parking_lot::Mutex;
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::buffer::EventStore;
+use crate::config::devices::SimulatedBleConfig;
 use crate::config::{BleAdapter, BleConfig, SerialPortConfig};
 use crate::readings::{ReadingOutcome, Readings};
 use crate::telemetry::Transport;
@@ -32,6 +34,9 @@ use crate::telemetry::Transport;
 /// Addresses of the simulated adapter's devices.
 pub const SIM_STRAP: &str = "E0:00:00:00:B1:01";
 pub const SIM_BAND: &str = "E0:00:00:00:B1:02";
+
+/// Seeds of the simulated strap and band: the same wearer on every run.
+const SIM_SEED: u64 = 0xB1E_5EED;
 
 /// Most gap markers kept per device (older ones are dropped from the record).
 const GAPS_PER_DEVICE: usize = 1000;
@@ -69,6 +74,9 @@ pub struct DeviceHandles {
 #[derive(Debug, Default)]
 pub struct Devices {
     pub ble: Mutex<Option<DeviceManager<dyn BleTransport>>>,
+    /// The simulated adapter behind `ble`, when `ble.adapter = "simulated"`:
+    /// the handle that drops its links on demand.
+    pub ble_sim: Mutex<Option<SimAdapter>>,
     /// Why BLE is not running, when it is not.
     pub ble_unavailable: Mutex<Option<String>>,
     pub serial: Mutex<Vec<Arc<SerialReader>>>,
@@ -91,6 +99,10 @@ impl Devices {
 
     pub fn counters(&self) -> ReadingCounters {
         self.readings.lock().clone()
+    }
+
+    pub fn ble_sim(&self) -> Option<SimAdapter> {
+        self.ble_sim.lock().clone()
     }
 }
 
@@ -257,7 +269,11 @@ pub async fn start(serial: &[SerialPortConfig], ble: &BleConfig, h: DeviceHandle
         return;
     }
     let transport: Arc<dyn BleTransport> = match ble.adapter {
-        BleAdapter::Simulated => simulated_adapter(),
+        BleAdapter::Simulated => {
+            let sim = simulated_adapter(&ble.simulated);
+            *h.devices.ble_sim.lock() = Some(sim.clone());
+            Arc::new(sim)
+        }
         BleAdapter::Radio => match emotion_ble::open_radio().await {
             Ok(t) => t,
             Err(e) => {
@@ -315,23 +331,65 @@ pub async fn start(serial: &[SerialPortConfig], ble: &BleConfig, h: DeviceHandle
                     let _ =
                         tokio::task::spawn_blocking(move || record_gap(store.as_ref(), &m)).await;
                 }
-                BleEvent::Link(l) => tracing::info!(link = ?l, "BLE link"),
+                BleEvent::Link(l) => log_link(&l),
                 BleEvent::Battery { .. } => {}
             }
         }
     });
 }
 
-/// A strap at 72 bpm and an EDA band, ticking once a second.
-fn simulated_adapter() -> Arc<dyn BleTransport> {
+/// Link changes in words: someone watching the log of `scripts/run.sh` sees
+/// a drop, the failed attempts while the device is out of reach, and the
+/// reconnect with what was subscribed again.
+fn log_link(l: &emotion_ble::LinkEvent) {
+    use emotion_ble::LinkEvent;
+    match l {
+        LinkEvent::Connected {
+            address,
+            user_id,
+            subscribed,
+        } => {
+            tracing::info!(%address, user = %user_id, subscribed = subscribed.len(), "BLE device connected and subscribed")
+        }
+        LinkEvent::Dropped { address, user_id } => {
+            tracing::warn!(%address, user = %user_id, "BLE link dropped; reconnecting")
+        }
+        LinkEvent::ConnectFailed {
+            address,
+            error,
+            attempt,
+            retry_in,
+            ..
+        } => tracing::info!(%address, attempt, ?retry_in, "BLE reconnect failed: {error}"),
+        LinkEvent::Released { address } => tracing::info!(%address, "BLE device released"),
+    }
+}
+
+/// The simulated adapter: a strap and an EDA band worn by someone living
+/// through `cfg.journey` (looping), whose links drop every
+/// `cfg.link_drop_every` if set.
+fn simulated_adapter(cfg: &SimulatedBleConfig) -> SimAdapter {
+    let script = Script::new(cfg.journey, cfg.journey_duration.0).looping();
+    let drops = PeriodicDrop {
+        every: cfg.link_drop_every.0,
+        down_for: cfg.link_down_for.0,
+    };
     let mut peripherals = Vec::new();
     if let Ok(a) = Address::parse(SIM_STRAP) {
-        peripherals.push(SimPeripheral::heart_rate_strap(a, SteadyHeartRate::new(72)));
+        let strap = JourneyPeripheral::strap(script, SIM_SEED, cfg.speed);
+        peripherals.push(SimPeripheral::heart_rate_strap(a, strap).with_periodic_drops(drops));
     }
     if let Ok(a) = Address::parse(SIM_BAND) {
-        peripherals.push(SimPeripheral::eda_band(a, SteadyEda::new(2.0)));
+        let band = JourneyPeripheral::band(script, SIM_SEED.wrapping_add(1), cfg.speed);
+        peripherals.push(SimPeripheral::eda_band(a, band).with_periodic_drops(drops));
     }
-    Arc::new(SimAdapter::with_peripherals(peripherals))
+    tracing::info!(
+        journey = %cfg.journey,
+        speed = cfg.speed,
+        link_drop_every = %cfg.link_drop_every,
+        "simulated BLE adapter: strap {SIM_STRAP}, band {SIM_BAND}"
+    );
+    SimAdapter::with_peripherals(peripherals)
 }
 
 /// Default scan length for `POST /api/ble/scan` without a duration.

@@ -1,6 +1,8 @@
 //! Wearables: `GET /api/devices` (read) and the BLE pairing API (admin):
 //! `POST /api/ble/scan`, `GET /api/ble/devices`, `POST /api/ble/pair`,
-//! `DELETE /api/ble/pair/{address}`.
+//! `DELETE /api/ble/pair/{address}`, and `POST
+//! /api/ble/devices/{address}/drop` (simulated adapter only) to see a
+//! reconnect happen.
 
 use std::time::Duration;
 
@@ -16,6 +18,8 @@ use crate::state::AppState;
 
 /// Longest scan a request may ask for.
 const MAX_SCAN: Duration = Duration::from_secs(60);
+/// Longest a link drop on demand may keep a device out of reach.
+const MAX_DOWN_FOR: Duration = Duration::from_secs(3600);
 
 fn ble(state: &AppState) -> Result<DeviceManager<dyn BleTransport>, ApiError> {
     state.devices.ble().ok_or_else(|| {
@@ -178,4 +182,72 @@ pub async fn unpair(
         Some(p) => Ok(Json(json!({"unpaired": p}))),
         None => Err(ApiError::NotFound(format!("{address} is not paired"))),
     }
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DropBody {
+    /// Seconds the device stays out of reach (default:
+    /// `ble.simulated.link_down_for`; at most 3600).
+    down_for_secs: Option<f64>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/ble/devices/{address}/drop",
+    tag = "devices",
+    summary = "Drop a simulated device's link now (admin, simulated adapter only)",
+    params(("address" = String, Path, description = "Device address, e.g. E0:00:00:00:B1:01")),
+    request_body(content = Option<DropBody>, description = "Optional `{down_for_secs}` (default ble.simulated.link_down_for, at most 3600)"),
+    security(("token" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "{dropped, down_for_secs}: the manager reconnects, re-subscribes and records a gap marker", body = serde_json::Value),
+        (status = 400, description = "Bad address or duration, not the simulated adapter, or the device is not connected", body = super::error::ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
+        (status = 403, description = "The token lacks the needed scope", body = super::error::ErrorBody),
+        (status = 404, description = "No such simulated device", body = super::error::ErrorBody),
+        (status = 503, description = "Bluetooth is not available", body = super::error::ErrorBody),
+    )
+)]
+pub async fn drop_link(
+    State(state): State<AppState>,
+    Path(address): Path<String>,
+    body: Option<Json<DropBody>>,
+) -> Result<Json<Value>, ApiError> {
+    ble(&state)?;
+    let Some(sim) = state.devices.ble_sim() else {
+        return Err(ApiError::BadRequest(
+            "link drops on demand need the simulated adapter (ble.adapter = \"simulated\"); \
+             to test a real device, switch it off or take it out of range"
+                .into(),
+        ));
+    };
+    let address = Address::parse(&address).map_err(ble_error)?;
+    let down_for = match body.and_then(|Json(b)| b.down_for_secs) {
+        None => state.config.ble.simulated.link_down_for.0,
+        Some(s) if s.is_finite() && s >= 0.0 => {
+            Duration::try_from_secs_f64(s).map_or(MAX_DOWN_FOR, |d| d.min(MAX_DOWN_FOR))
+        }
+        Some(s) => {
+            return Err(ApiError::BadRequest(format!(
+                "down_for_secs must be a number of seconds, 0 or more, got {s}"
+            )));
+        }
+    };
+    if !sim.contains(&address) {
+        return Err(ApiError::NotFound(format!(
+            "no simulated device {address} (the simulated adapter has {} and {})",
+            crate::devices::SIM_STRAP,
+            crate::devices::SIM_BAND
+        )));
+    }
+    if !sim.drop_link(&address, down_for) {
+        return Err(ApiError::BadRequest(format!(
+            "{address} is not connected (pair it first, or wait until it is back)"
+        )));
+    }
+    tracing::info!(%address, ?down_for, "simulated BLE link dropped on demand");
+    Ok(Json(
+        json!({"dropped": address, "down_for_secs": down_for.as_secs_f64()}),
+    ))
 }

@@ -55,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/pseudonyms", get(privacy::pseudonyms))
         .route("/api/ble/scan", post(devices::scan))
         .route("/api/ble/devices", get(devices::ble_devices))
+        .route("/api/ble/devices/{address}/drop", post(devices::drop_link))
         .route("/api/ble/pair", post(devices::pair))
         .route("/api/ble/pair/{address}", delete(devices::unpair))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));

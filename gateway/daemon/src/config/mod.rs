@@ -296,12 +296,7 @@ impl Config {
                 p.push(format!("serial[{i}].user_id {m}"));
             }
         }
-        if self.ble.max_connections > 64 {
-            p.push(format!(
-                "ble.max_connections must be at most 64, got {}",
-                self.ble.max_connections
-            ));
-        }
+        p.extend(self.ble.problems());
         // Ports in use are found when the listeners bind (naming their key).
         p.extend(self.mqtt.static_problems());
         p.extend(self.auth.problems());

@@ -17,13 +17,14 @@
 //! Skin temperature: peripheral vasoconstriction cools the skin a little
 //! under stress; it follows arousal with a time constant of a minute.
 //!
-//! Everything is deterministic for a given seed.
+//! Everything is deterministic for a given seed. Shared by firmware-sim and
+//! the gateway's simulated BLE adapter (through [`crate::journey`]).
 
 use std::f64::consts::TAU;
 
 /// A small deterministic PRNG (splitmix64, shared with the physiological
 /// plugin's synthetic data): simulations must replay exactly.
-pub use emotion_common::SplitMix64 as Rng;
+pub use crate::rng::SplitMix64 as Rng;
 
 /// Salt of firmware-sim's seeds (a seed `s` starts the generator at state
 /// `s ^ SEED_SALT`), so the same seed gives the same run as always.

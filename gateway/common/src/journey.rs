@@ -1,14 +1,26 @@
 //! Emotional journeys: affect (valence, arousal) as a function of progress
-//! through a run (0 = start, 1 = end).
+//! through a run (0 = start, 1 = end), and [`Script`], a journey laid over a
+//! simulated duration.
+//!
+//! Shared by firmware-sim (serial wearables, WebSocket and MQTT clients) and
+//! the gateway's simulated BLE adapter, so a strap plays the same calm →
+//! stress → recovery wherever it is simulated.
 
 use std::f64::consts::TAU;
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use crate::physio::Affect;
 
-/// A scripted emotional journey.
+/// A scripted emotional journey. Named in kebab case (`calm-stress-recovery`)
+/// on command lines and, with the `serde` feature, in configuration files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum Journey {
     /// Calm (first 30 %), stress builds, stressed (40–65 %), recovers (80 % on).
     CalmStressRecovery,
@@ -104,11 +116,23 @@ impl fmt::Display for Journey {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "unknown journey `{0}` (expected one of: calm-stress-recovery, recovery, crisis, volatile, stable)"
-)]
+/// The name that was not one of the journeys. Display and Error are written
+/// out (not derived with thiserror) to keep this crate free of dependencies,
+/// as the wasm plugins link it too.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownJourney(pub String);
+
+impl fmt::Display for UnknownJourney {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown journey `{}` (expected one of: calm-stress-recovery, recovery, crisis, volatile, stable)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownJourney {}
 
 impl FromStr for Journey {
     type Err = UnknownJourney;
@@ -117,6 +141,58 @@ impl FromStr for Journey {
             .into_iter()
             .find(|j| j.as_str() == s)
             .ok_or_else(|| UnknownJourney(s.to_owned()))
+    }
+}
+
+/// A journey laid over a duration: the affect at a simulated time. A looping
+/// script starts the journey over at the end of each pass (a demo that runs
+/// for hours); otherwise the affect stays at the journey's end state.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Script {
+    pub journey: Journey,
+    /// Simulated length of one pass, s (at least 1).
+    pub duration_s: f64,
+    pub looping: bool,
+}
+
+impl Script {
+    /// One pass of `journey` over `duration` (at least a second).
+    pub fn new(journey: Journey, duration: Duration) -> Self {
+        Self {
+            journey,
+            duration_s: duration.as_secs_f64().max(1.0),
+            looping: false,
+        }
+    }
+
+    /// The same journey, started over after every pass.
+    pub fn looping(self) -> Self {
+        Self {
+            looping: true,
+            ..self
+        }
+    }
+
+    /// Progress through the current pass at simulated time `t_s`, 0–1.
+    pub fn progress_at(&self, t_s: f64) -> f64 {
+        if !t_s.is_finite() || t_s <= 0.0 {
+            return 0.0;
+        }
+        // A hand-built script may hold any duration; never divide by zero.
+        let d = if self.duration_s.is_finite() && self.duration_s >= 1.0 {
+            self.duration_s
+        } else {
+            1.0
+        };
+        if self.looping {
+            (t_s % d) / d
+        } else {
+            (t_s / d).min(1.0)
+        }
+    }
+
+    pub fn affect_at(&self, t_s: f64) -> Affect {
+        self.journey.affect(self.progress_at(t_s))
     }
 }
 
@@ -144,5 +220,25 @@ mod tests {
             Journey::Stable.affect(f64::NAN),
             Journey::Stable.affect(0.0)
         );
+    }
+
+    #[test]
+    fn a_looping_script_starts_over_and_a_plain_one_stays_at_the_end() {
+        let once = Script::new(Journey::CalmStressRecovery, Duration::from_secs(100));
+        let looping = once.looping();
+        assert_eq!(once.progress_at(50.0), 0.5);
+        assert_eq!(looping.progress_at(50.0), 0.5);
+        assert_eq!(once.progress_at(150.0), 1.0);
+        assert_eq!(looping.progress_at(150.0), 0.5);
+        // The second pass is stressed in the middle, like the first.
+        assert!(looping.affect_at(150.0).arousal > looping.affect_at(110.0).arousal);
+        for t in [f64::NAN, -1.0, f64::INFINITY] {
+            assert_eq!(looping.progress_at(t), 0.0);
+        }
+        let broken = Script {
+            duration_s: 0.0,
+            ..looping
+        };
+        assert!(broken.progress_at(2.5).is_finite());
     }
 }
