@@ -337,12 +337,12 @@ impl Config {
             trajectory_window: a.trajectory_window,
             baseline_window: a.baseline_window,
             anomaly: emotion_core::analyzer::AnomalyRule {
-            fusion: self.fusion.config(),
                 min_baseline: a.min_baseline,
                 z_threshold: a.anomaly_z,
                 high_z: a.high_severity_z,
                 ..Default::default()
             },
+            fusion: self.fusion.config(),
             ..Default::default()
         }
     }
