@@ -146,6 +146,145 @@ async fn every_unique_key_starts_with_user_id() {
     );
 }
 
+/// Per-user tables, distributed by `user_id` on Citus; every other table is
+/// one of [`NOT_PER_USER`].
+const PER_USER: [&str; 5] = [
+    "emotional_events",
+    "credit_risk_summaries",
+    "consents",
+    "erasure_requests",
+    "audit_log",
+];
+/// `gateway_sync_state`: a reference table; `schema_migrations`: local to the
+/// coordinator.
+const NOT_PER_USER: [&str; 2] = ["gateway_sync_state", "schema_migrations"];
+
+#[tokio::test]
+async fn every_foreign_key_is_led_by_user_id_or_points_at_a_reference_table() {
+    let (_db, mut client) = fresh().await;
+    let rows = client
+        .client()
+        .await
+        .expect("connection")
+        .query(
+            "SELECT c.conname::text, t.relname::text, r.relname::text,
+                    (SELECT attname::text FROM pg_attribute WHERE attrelid = c.conrelid AND attnum = c.conkey[1]),
+                    (SELECT attname::text FROM pg_attribute WHERE attrelid = c.confrelid AND attnum = c.confkey[1])
+             FROM pg_constraint c
+             JOIN pg_class t ON t.oid = c.conrelid
+             JOIN pg_class r ON r.oid = c.confrelid
+             JOIN pg_namespace n ON n.oid = t.relnamespace
+             WHERE n.nspname = current_schema() AND c.contype = 'f'",
+            &[],
+        )
+        .await
+        .expect("catalog");
+    for r in &rows {
+        let (name, table, referenced, from, to): (String, String, String, String, String) =
+            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+        let colocated = from == "user_id" && to == "user_id";
+        assert!(
+            colocated || referenced == "gateway_sync_state",
+            "foreign key {name} of {table} → {referenced} ({from} → {to}) would cross shards on Citus"
+        );
+    }
+    // Every table is classified, so a new one must be thought about.
+    let tables: Vec<String> = client
+        .client()
+        .await
+        .expect("connection")
+        .query(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("catalog")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut known: Vec<&str> = PER_USER
+        .iter()
+        .chain(NOT_PER_USER.iter())
+        .copied()
+        .collect();
+    known.sort_unstable();
+    assert_eq!(
+        tables, known,
+        "a table is neither per-user nor a documented exception"
+    );
+}
+
+/// Relation name and every condition of each scan in an `EXPLAIN (FORMAT JSON)` plan.
+fn scans(plan: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    if let Some(rel) = plan["Relation Name"].as_str() {
+        let conds: Vec<&str> = ["Index Cond", "Recheck Cond", "Filter"]
+            .iter()
+            .filter_map(|k| plan[*k].as_str())
+            .collect();
+        out.push((rel.to_owned(), conds.join(" AND ")));
+    }
+    for child in plan["Plans"].as_array().into_iter().flatten() {
+        scans(child, out);
+    }
+}
+
+#[tokio::test]
+async fn the_credit_systems_queries_touch_one_user_so_citus_routes_them_to_one_shard() {
+    let (_db, mut client) = fresh().await;
+    // The documented queries of the credit system (sync/README.md).
+    let queries = [
+        "SELECT * FROM credit_emotion_adjustment('u-42')",
+        "SELECT * FROM credit_emotion_adjustment('u-42', 7)",
+        "SELECT event_id, valence, arousal, timestamp FROM emotional_events
+         WHERE user_id = 'u-42' AND ingested_at >= now() - interval '30 days' ORDER BY ingested_at",
+    ];
+    for q in queries {
+        let row = client
+            .client()
+            .await
+            .expect("connection")
+            .query_one(&format!("EXPLAIN (FORMAT JSON) {q}"), &[])
+            .await
+            .expect("explain");
+        let plan: serde_json::Value = row.get(0);
+        let mut found = Vec::new();
+        scans(&plan[0]["Plan"], &mut found);
+        assert!(!found.is_empty(), "{q}: no scan in {plan}");
+        for (rel, conds) in &found {
+            assert!(
+                conds.contains("user_id = 'u-42'"),
+                "{q}: the scan of {rel} is not pinned to one user ({conds})"
+            );
+        }
+        let tables: std::collections::BTreeSet<&str> = found
+            .iter()
+            .map(|(r, _)| r.split("_p20").next().unwrap_or(r))
+            .collect();
+        assert!(
+            tables
+                .iter()
+                .all(|t| PER_USER.iter().any(|p| t.starts_with(p))),
+            "{q}: reads a table that is not distributed by user: {tables:?}"
+        );
+    }
+    // The function's first argument is the user: a distributed function's
+    // distribution argument.
+    let arg: String = client
+        .client()
+        .await
+        .expect("connection")
+        .query_one(
+            "SELECT proargnames[1]::text FROM pg_proc WHERE proname = 'credit_emotion_adjustment'",
+            &[],
+        )
+        .await
+        .expect("catalog")
+        .get(0);
+    assert_eq!(arg, "p_user_id");
+}
+
 fn partitions_sql() -> &'static str {
     "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
      WHERE i.inhparent = 'emotional_events'::regclass AND c.relname <> 'emotional_events_default'"
