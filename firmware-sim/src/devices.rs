@@ -23,11 +23,15 @@ pub const FIRMWARE: FirmwareVersion = FirmwareVersion {
 };
 
 /// A wearable speaking `emotion-wire` frames: it numbers them, starts with a
-/// hello, and reports its battery now and then.
+/// hello, and reports its battery now and then. Each boot has its own boot
+/// id, carried in every frame (frame format 2), unless it plays firmware from
+/// before boot ids ([`SerialDevice::without_boot_ids`], format 1).
 #[derive(Debug, Clone)]
 pub struct SerialDevice {
     pub device_id: u64,
     pub wearable: Wearable,
+    /// The current boot's id; `None`: firmware without boot ids.
+    boot_id: Option<u32>,
     seq: u32,
     battery: f64,
     since_battery_s: f64,
@@ -46,15 +50,29 @@ impl SerialDevice {
         Self {
             device_id,
             wearable,
+            boot_id: Some(new_boot_id(None)),
             seq: 0,
             battery: 100.0,
             since_battery_s: f64::INFINITY,
         }
     }
 
+    /// Play firmware from before boot ids: frames in format 1, a reboot shows
+    /// only in the numbering.
+    pub fn without_boot_ids(mut self) -> Self {
+        self.boot_id = None;
+        self
+    }
+
+    /// The current boot's id (`None` without boot ids).
+    pub fn boot_id(&self) -> Option<u32> {
+        self.boot_id
+    }
+
     fn frame(&mut self, payload: Payload) -> Frame {
         let f = Frame {
             device_id: self.device_id,
+            boot_id: self.boot_id,
             seq: self.seq,
             payload,
         };
@@ -83,9 +101,11 @@ impl SerialDevice {
         }))
     }
 
-    /// Restart numbering, as a reboot does; the next frame should be a hello.
+    /// Reboot: numbering starts over at 0 under a new boot id (if the
+    /// firmware has boot ids); the next frame should be a hello.
     pub fn reboot(&mut self) {
         self.seq = 0;
+        self.boot_id = self.boot_id.map(|old| new_boot_id(Some(old)));
     }
 
     /// Advance `dt_s` simulated seconds: the frames to send, plus what they
@@ -132,6 +152,19 @@ impl SerialDevice {
             frames.push(self.frame(p));
         }
         (frames, data)
+    }
+}
+
+/// A boot id for a new boot, other than `previous`. Random, like firmware
+/// drawing one from its RNG at boot, not from the run's seed: a simulator
+/// started again with the same seed is a new boot too.
+fn new_boot_id(previous: Option<u32>) -> u32 {
+    loop {
+        // The low bits of a UUIDv7 are random.
+        let id = uuid::Uuid::now_v7().as_u128() as u32;
+        if Some(id) != previous {
+            return id;
+        }
     }
 }
 

@@ -117,6 +117,18 @@ struct Opts {
     /// …for SECS real seconds.
     #[arg(long, global = true, default_value_t = 2.0)]
     unplug_for: f64,
+    /// The serial devices reboot while unplugged: numbering starts over at
+    /// 0 with a new boot id, the boot hello lost with the other frames made
+    /// while the cable is out.
+    #[arg(long, global = true)]
+    reboot_on_unplug: bool,
+    /// Write every N-th serial frame twice, as a firmware retransmit (same
+    /// boot id, same number): the gateway must store it once.
+    #[arg(long, global = true)]
+    retransmit_every: Option<u64>,
+    /// Serial devices play firmware from before boot ids (frame format 1).
+    #[arg(long, global = true)]
+    no_boot_ids: bool,
     /// Write every serial frame sent (JSON lines) to FILE.
     #[arg(long, global = true)]
     frame_log: Option<PathBuf>,
@@ -329,8 +341,13 @@ async fn run(cli: Cli) -> anyhow::Result<Summary> {
             },
         );
         println!(
-            "serial: {} frames written, {} dropped (nobody reading), {} junk blocks injected, {} unplugs",
-            s.frames_sent, s.frames_dropped, s.corrupt_injected, s.unplugs
+            "serial: {} frames written, {} dropped (nobody reading), {} retransmitted, {} junk blocks injected, {} unplugs, {} reboots",
+            s.frames_sent,
+            s.frames_dropped,
+            s.retransmitted,
+            s.corrupt_injected,
+            s.unplugs,
+            s.reboots
         );
     }
     println!("{summary}");
@@ -357,11 +374,25 @@ fn start_serial(
     }
     let link = |name: &str| o.link_dir.as_ref().map(|d| d.join(name));
     let script = Script::new(o.journey, firmware_sim::secs(duration_s.min(1e9)));
+    let firmware = |d: SerialDevice| {
+        if o.no_boot_ids {
+            d.without_boot_ids()
+        } else {
+            d
+        }
+    };
     let devices = [
-        ("strap", SerialDevice::strap(o.strap_id, script, o.seed)),
+        (
+            "strap",
+            firmware(SerialDevice::strap(o.strap_id, script, o.seed)),
+        ),
         (
             "band",
-            SerialDevice::band(o.band_id, script, o.seed.wrapping_add(1)),
+            firmware(SerialDevice::band(
+                o.band_id,
+                script,
+                o.seed.wrapping_add(1),
+            )),
         ),
     ];
     let log = match &o.frame_log {
@@ -376,6 +407,8 @@ fn start_serial(
         unplug: o
             .unplug_every
             .map(|every| (every, firmware_sim::secs(o.unplug_for))),
+        reboot_on_unplug: o.reboot_on_unplug,
+        retransmit_every: o.retransmit_every,
         write_wait: Duration::from_millis(200),
         seed: o.seed,
     };
@@ -400,9 +433,20 @@ fn start_serial(
             serial::run_device(&mut device, port, &opts, &cancel, |p| match p {
                 SerialProgress::Frame { frame, written } => {
                     if let Some(log) = &log {
-                        log.write(&name, frame, written);
+                        log.write(&name, frame, written, false);
                     }
                 }
+                SerialProgress::Retransmitted(frame) => {
+                    if let Some(log) = &log {
+                        log.write(&name, frame, true, true);
+                    }
+                }
+                SerialProgress::Rebooted { boot_id } => match boot_id {
+                    Some(id) => {
+                        println!("serial {name}: rebooted while unplugged, boot id {id:#010x}")
+                    }
+                    None => println!("serial {name}: rebooted while unplugged"),
+                },
                 SerialProgress::Reopened(path) => {
                     println!("serial {name}: replugged at {}", path.display());
                 }
@@ -422,6 +466,8 @@ fn start_serial(
             total.frames_dropped += s.frames_dropped;
             total.corrupt_injected += s.corrupt_injected;
             total.unplugs += s.unplugs;
+            total.reboots += s.reboots;
+            total.retransmitted += s.retransmitted;
         }
         // Give the reader a moment to drain before the ptys close.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -439,7 +485,8 @@ fn open_frame_log(path: &std::path::Path) -> anyhow::Result<FrameLog> {
 }
 
 impl FrameLog {
-    fn write(&self, device: &str, frame: &emotion_wire::Frame, written: bool) {
+    /// Log `frame`; `retransmit`: a second copy of a frame logged already.
+    fn write(&self, device: &str, frame: &emotion_wire::Frame, written: bool, retransmit: bool) {
         use emotion_wire::Payload;
         let payload = match &frame.payload {
             Payload::Hello(h) => {
@@ -459,8 +506,9 @@ impl FrameLog {
             Payload::SkinTemperature { celsius } => json!({"skin_temperature": celsius}),
             Payload::Battery { percent } => json!({"battery_percent": percent}),
         };
-        let line = json!({"device": device, "device_id": frame.device_id, "seq": frame.seq,
-                          "written": written, "payload": payload});
+        let line = json!({"device": device, "device_id": frame.device_id, "boot_id": frame.boot_id,
+                          "seq": frame.seq, "written": written, "retransmit": retransmit,
+                          "payload": payload});
         if let Ok(mut w) = self.0.lock() {
             let _ = writeln!(w, "{line}");
             let _ = w.flush();

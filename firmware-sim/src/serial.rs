@@ -178,6 +178,13 @@ pub struct SerialRunOptions {
     pub corrupt_every: Option<u64>,
     /// Unplug every `.0` simulated seconds for `.1` real seconds.
     pub unplug: Option<(f64, Duration)>,
+    /// The device reboots while unplugged (its battery ran out, a watchdog
+    /// fired): at each unplug its numbering starts over at 0 with a new boot
+    /// id, and its boot hello is lost with the other frames made meanwhile.
+    pub reboot_on_unplug: bool,
+    /// After every n-th frame written, write it again as firmware retransmits
+    /// a frame (same boot id, same number): the receiver must drop the copy.
+    pub retransmit_every: Option<u64>,
     /// How long a frame may wait for room before it is dropped.
     pub write_wait: Duration,
     pub seed: u64,
@@ -191,6 +198,8 @@ impl Default for SerialRunOptions {
             duration_s: 60.0,
             corrupt_every: None,
             unplug: None,
+            reboot_on_unplug: false,
+            retransmit_every: None,
             write_wait: Duration::from_millis(200),
             seed: 1,
         }
@@ -205,6 +214,10 @@ pub struct SerialStats {
     pub frames_dropped: u64,
     pub corrupt_injected: u64,
     pub unplugs: u64,
+    /// Reboots while unplugged (numbering restarted, new boot id).
+    pub reboots: u64,
+    /// Frames written a second time (not in `frames_sent`).
+    pub retransmitted: u64,
 }
 
 /// Something the run reports as it goes.
@@ -216,6 +229,12 @@ pub enum SerialProgress<'a> {
         written: bool,
     },
     Step(&'a StepData),
+    /// A frame written again, as a retransmit.
+    Retransmitted(&'a Frame),
+    /// The device rebooted (while unplugged); `boot_id` is its new boot's.
+    Rebooted {
+        boot_id: Option<u32>,
+    },
     /// The port was reopened at a new path.
     Reopened(&'a Path),
 }
@@ -286,6 +305,16 @@ pub async fn run_device(
             if let Some(p) = &port
                 && written
                 && opts
+                    .retransmit_every
+                    .is_some_and(|n| n > 0 && stats.frames_sent % n == 0)
+            {
+                p.write_all(&bytes).await?;
+                stats.retransmitted += 1;
+                progress(SerialProgress::Retransmitted(frame));
+            }
+            if let Some(p) = &port
+                && written
+                && opts
                     .corrupt_every
                     .is_some_and(|n| n > 0 && stats.frames_sent % n == 0)
             {
@@ -308,6 +337,20 @@ pub async fn run_device(
             since_unplug_s = 0.0;
             stats.unplugs += 1;
             unplugged = Some((p.unplug(), later(down)));
+            if opts.reboot_on_unplug {
+                // Rebooted on battery, cable out: the boot hello goes nowhere.
+                device.reboot();
+                stats.reboots += 1;
+                progress(SerialProgress::Rebooted {
+                    boot_id: device.boot_id(),
+                });
+                let hello = device.hello();
+                count(&mut stats, false);
+                progress(SerialProgress::Frame {
+                    frame: &hello,
+                    written: false,
+                });
+            }
         }
     }
     let port = match port {

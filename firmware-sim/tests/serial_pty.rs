@@ -2,7 +2,8 @@
 //! tokio-serial on the other end (as the gateway does) and decoded by
 //! emotion-wire: every frame arrives; injected junk is counted and skipped
 //! without losing anything else; an unplugged port is reopened and reading
-//! resumes.
+//! resumes; a device that reboots while unplugged comes back numbering from
+//! 0 under a new boot id, and its retransmits keep boot id and number.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -32,6 +33,8 @@ struct Received {
     errors: Vec<FrameError>,
     opens: u32,
     reopens: u32,
+    /// How many frames had arrived at each (re)open.
+    frames_at_open: Vec<usize>,
 }
 
 /// Read `path` until `stop`, decoding frames; reopen with back-off when the
@@ -54,7 +57,12 @@ async fn reader(path: PathBuf, stop: CancellationToken, out: Arc<Mutex<Received>
         };
         // A reopened port may start mid-frame.
         decoder.reset();
-        out.lock().expect("lock").opens += 1;
+        {
+            let mut o = out.lock().expect("lock");
+            o.opens += 1;
+            let n = o.frames.len();
+            o.frames_at_open.push(n);
+        }
         loop {
             let n = tokio::select! {
                 _ = stop.cancelled() => {
@@ -86,6 +94,8 @@ async fn reader(path: PathBuf, stop: CancellationToken, out: Arc<Mutex<Received>
 
 struct Run {
     sent: Vec<Frame>,
+    /// Retransmitted copies, in order.
+    resent: Vec<Frame>,
     steps: Vec<StepData>,
     received: Received,
     decoder: FrameDecoder,
@@ -93,6 +103,11 @@ struct Run {
 }
 
 async fn run(opts: SerialRunOptions, link: Option<&Path>) -> Run {
+    let script = Script::new(Journey::CalmStressRecovery, Duration::from_secs(60));
+    run_with(SerialDevice::strap(11, script, 3), opts, link).await
+}
+
+async fn run_with(mut strap: SerialDevice, opts: SerialRunOptions, link: Option<&Path>) -> Run {
     let port = PtyPort::open(link).expect("pty");
     let path = port.port_path().to_path_buf();
     let stop = CancellationToken::new();
@@ -110,9 +125,8 @@ async fn run(opts: SerialRunOptions, link: Option<&Path>) -> Run {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 
-    let script = Script::new(Journey::CalmStressRecovery, Duration::from_secs(60));
-    let mut strap = SerialDevice::strap(11, script, 3);
     let mut sent = Vec::new();
+    let mut resent = Vec::new();
     let mut steps = Vec::new();
     let mut unplugged = 0u64;
     let (stats, port) = serial::run_device(
@@ -129,16 +143,30 @@ async fn run(opts: SerialRunOptions, link: Option<&Path>) -> Run {
                 }
             }
             SerialProgress::Step(d) => steps.push(d.clone()),
-            SerialProgress::Reopened(_) => {}
+            SerialProgress::Retransmitted(frame) => resent.push(frame.clone()),
+            SerialProgress::Rebooted { .. } | SerialProgress::Reopened(_) => {}
         },
     )
     .await
     .expect("device runs");
     // Wait until the last frame written has been decoded (junk written after
-    // it is read by the reader's drain on stop).
-    let last_seq = sent.last().map(|f| f.seq);
+    // it is read by the reader's drain on stop; a retransmit of it arrives
+    // right after it).
+    let last = sent
+        .last()
+        .map(|f| (f.boot_id, f.seq, resent.last() == Some(f)));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while received.lock().expect("lock").frames.last().map(|f| f.seq) != last_seq {
+    let arrived = |r: &Received| {
+        let mut tail = r.frames.iter().rev().map(|f| (f.boot_id, f.seq));
+        match last {
+            Some((boot, seq, true)) => {
+                tail.next() == Some((boot, seq)) && tail.next() == Some((boot, seq))
+            }
+            Some((boot, seq, false)) => tail.next() == Some((boot, seq)),
+            None => true,
+        }
+    };
+    while !arrived(&received.lock().expect("lock")) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the last frame written never arrived"
@@ -155,6 +183,7 @@ async fn run(opts: SerialRunOptions, link: Option<&Path>) -> Run {
     let received = std::mem::take(&mut *received.lock().expect("lock"));
     Run {
         sent,
+        resent,
         steps,
         received,
         decoder,
@@ -288,4 +317,98 @@ async fn an_unplugged_port_is_reopened_and_reading_resumes() {
         "gap markers count the loss"
     );
     assert_eq!(s.duplicates, 0);
+}
+
+/// Rebooted while unplugged: the frames after each replug come under a new
+/// boot id, numbered from where the new boot had got to (its hello and first
+/// frames went nowhere), and a tracker that knows boot ids restarts on them
+/// instead of taking them for retransmits. Retransmits keep boot id and
+/// number and are the only duplicates.
+#[tokio::test]
+async fn a_device_rebooted_while_unplugged_numbers_from_0_under_a_new_boot_id() {
+    let dir = std::env::temp_dir().join(format!("fwsim-reboot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let link = dir.join("strap");
+    let r = run(
+        SerialRunOptions {
+            speed: 100.0,
+            duration_s: 60.0,
+            unplug: Some((20.0, Duration::from_millis(100))),
+            reboot_on_unplug: true,
+            retransmit_every: Some(4),
+            ..SerialRunOptions::default()
+        },
+        Some(&link),
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!((r.stats.unplugs, r.stats.reboots), (2, 2));
+    assert!(r.stats.retransmitted > 5, "{:?}", r.stats);
+    assert_eq!(r.resent.len() as u64, r.stats.retransmitted);
+    // Three boots, each numbering from 0 (the first from its hello).
+    let mut boots: Vec<Option<u32>> = r.sent.iter().map(|f| f.boot_id).collect();
+    boots.dedup();
+    assert_eq!(boots.len(), 3, "{boots:?}");
+    assert!(boots.iter().all(Option::is_some));
+    assert_eq!(r.sent[0].seq, 0);
+    for pair in r.sent.windows(2) {
+        if pair[0].boot_id != pair[1].boot_id {
+            // Written after the replug: the new boot's hello and first
+            // frames were lost while unplugged.
+            assert!(pair[1].seq > 0 && pair[1].seq < pair[0].seq, "{pair:?}");
+        }
+    }
+    // A tracker told of each reopen restarts on the new boot ids and drops
+    // exactly the copies: every frame it drops was read before (a
+    // retransmit), every other frame is new.
+    let mut seq = SeqTrackers::new();
+    let mut reopens = r.received.frames_at_open.iter().skip(1).peekable();
+    let mut restarts = 0;
+    let mut read: std::collections::HashSet<(Option<u32>, u32)> = Default::default();
+    for (i, f) in r.received.frames.iter().enumerate() {
+        while reopens.next_if(|&&at| at <= i).is_some() {
+            seq.reconnected();
+        }
+        let copy = !read.insert((f.boot_id, f.seq));
+        let o = seq.observe_frame(f);
+        assert_eq!(o == SeqOutcome::Duplicate, copy, "{o:?} for {f:?}");
+        if copy {
+            assert!(r.resent.contains(f), "only retransmits are copies: {f:?}");
+        }
+        match o {
+            SeqOutcome::Restart { .. } => restarts += 1,
+            o => assert!(
+                matches!(
+                    o,
+                    SeqOutcome::First | SeqOutcome::InOrder | SeqOutcome::Duplicate
+                ),
+                "{o:?} for {f:?}"
+            ),
+        }
+    }
+    assert_eq!(restarts, 2);
+    let s = seq.stats();
+    assert!(s.duplicates > 0, "retransmits arrived: {s:?}");
+    // Every frame made is read, counted missing by a restart (made while
+    // unplugged, or cleared when the reader reopened), or is the end of a
+    // boot that the unplug cut off before the reader got to it.
+    let cut_off = r
+        .sent
+        .iter()
+        .filter(|f| {
+            let newest = r
+                .received
+                .frames
+                .iter()
+                .filter(|g| g.boot_id == f.boot_id)
+                .map(|g| g.seq)
+                .max();
+            newest.is_some_and(|n| f.seq > n)
+        })
+        .count();
+    assert_eq!(
+        read.len() + s.missed as usize + cut_off,
+        r.sent.len() + r.stats.frames_dropped as usize,
+        "every frame made is accounted for: {s:?}, {cut_off} cut off"
+    );
 }

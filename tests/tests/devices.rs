@@ -700,3 +700,95 @@ async fn firmware_sim_all_scenarios_complete_and_the_counts_agree() {
     );
     assert_eq!(health["buffer"]["events"], acked);
 }
+
+/// Issue 14, item 7: the strap reboots every time it is unplugged, so after
+/// each replug its frames carry numbers the gateway saw from the boot
+/// before (its hello went nowhere, the cable was out). The gateway sees each
+/// reboot in the frames' boot ids and keeps every frame; the only frames it
+/// drops as duplicates are the strap's real retransmits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serial_device_rebooted_while_unplugged_loses_nothing_to_duplicate_detection() {
+    let work = tempfile::tempdir().expect("tmp");
+    let links = work.path().join("dev");
+    let log = work.path().join("frames.jsonl");
+    let plugins = plugin_dir(&["physiological"]).expect("plugins");
+    let mut sim_proc = sim(&[
+        "serial",
+        "--quiet",
+        "--link-dir",
+        links.to_str().expect("utf8"),
+        "--frame-log",
+        log.to_str().expect("utf8"),
+        "--duration",
+        "90",
+        "--speed",
+        "4",
+        "--unplug-every",
+        "20",
+        "--unplug-for",
+        "1",
+        "--reboot-on-unplug",
+        "--retransmit-every",
+        "5",
+    ]);
+    wait_for(&links.join("strap"));
+    let dir = data_dir().expect("tmp");
+    let gw = Gateway::start(
+        dir.path(),
+        &serial_options(plugins.path(), &[(links.join("strap"), "strap-1", "s3")]),
+    )
+    .expect("start");
+    eventually(Duration::from_secs(120), "firmware-sim finished", || {
+        let done = matches!(sim_proc.0.try_wait(), Ok(Some(_)));
+        async move { done.then_some(()) }
+    })
+    .await;
+    // The simulator has exited: once the reader has seen the port close for
+    // good, every reading it handed on must have been answered.
+    let strap = eventually(
+        Duration::from_secs(30),
+        "the gateway processed every reading",
+        || async {
+            let d = gw.get_json("/api/devices").await.expect("devices");
+            let strap = d["serial"].as_array()?.first()?["stats"].clone();
+            let read = strap["readings"].as_u64()?;
+            let c = &d["readings"];
+            let n = |k: &str| c[k].as_u64().unwrap_or(0);
+            let answered = n("stored") + n("no_emotion") + n("failed");
+            // Every open ended in a loss (an unplug, or the end of the run).
+            let opens = strap["opens"].as_u64()?;
+            (opens >= 1
+                && strap["losses"].as_u64() == Some(opens)
+                && n("received") == read
+                && answered == read)
+                .then_some(strap)
+        },
+    )
+    .await;
+    let frames: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &Value| v["device"] == "strap")
+        .collect();
+    let mut boots: Vec<&Value> = frames.iter().map(|f| &f["boot_id"]).collect();
+    boots.dedup();
+    let reboots = boots.len() - 1;
+    assert_eq!(reboots, 4, "the strap rebooted at each unplug");
+    let resent = frames.iter().filter(|f| f["retransmit"] == true).count() as u64;
+    let n = |k: &str| strap[k].as_u64().unwrap_or(u64::MAX);
+    // Every reboot after the gateway had the port is seen (it may have
+    // started after the first).
+    assert!(
+        n("restarts") >= 3 && n("restarts") <= 4,
+        "the reboots are seen: {strap}"
+    );
+    // Nothing but retransmits is dropped: without boot ids in the frames,
+    // each replug cost dozens of new frames taken for retransmits.
+    assert!(
+        n("duplicates") >= 1 && n("duplicates") <= resent,
+        "only the {resent} retransmits are dropped: {strap}"
+    );
+    let events = gw.user_events("s3").await.expect("events");
+    assert!(!events.is_empty(), "the readings became events");
+}

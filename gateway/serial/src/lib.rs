@@ -9,7 +9,13 @@
 //!   truncated frames are counted and skipped;
 //! - tracks sequence numbers per device: a gap becomes a
 //!   [`SerialEvent::Gap`] marker, a duplicate after a retransmit is dropped
-//!   (stored once), a hello at 0 restarts the numbering;
+//!   (stored once), and a device that rebooted starts the numbering over
+//!   (a new boot id in its frames; for firmware without boot ids a hello at
+//!   0, or, first thing after a reopen, numbers that went back near 0: a
+//!   device that rebooted while unplugged lost its hello). The trackers live
+//!   as long as the reader, so a device that did *not* reboot keeps its
+//!   numbering across a reopen and its resends stay duplicates; the frames a
+//!   rebooted device made before the reopen are reported as a gap;
 //! - turns measurement frames into physiological [`RawReading`]s for the
 //!   port's bound user (a port with no user binding forwards nothing but
 //!   hellos, battery and gaps: readings of unbound devices are not stored);
@@ -128,6 +134,8 @@ pub struct PortStats {
     pub gaps: u64,
     pub missed: u64,
     pub duplicates: u64,
+    /// Devices seen to start their numbering over (they rebooted).
+    pub restarts: u64,
     /// Measurements dropped because the port has no user binding.
     pub unbound_dropped: u64,
     /// Measurement frames with nothing usable (e.g. no skin contact).
@@ -202,6 +210,9 @@ impl SerialReader {
             delay = self.config.reopen_initial;
             self.stats.lock().opens += 1;
             decoder.reset();
+            // The device may have rebooted while the port was away, its
+            // hello lost (sent while unplugged, or cleared just now).
+            seq.reconnected();
             if !send(
                 &out,
                 &cancel,
@@ -276,23 +287,38 @@ impl SerialReader {
         let path = self.config.path.clone();
         let device_id = self.device_id(&frame);
         let now = Utc::now();
-        match seq.observe_frame(&frame) {
+        let outcome = seq.observe_frame(&frame);
+        match outcome {
             SeqOutcome::Duplicate => {
                 stats.duplicates += 1;
                 return;
             }
-            SeqOutcome::Gap { missed } => {
-                stats.gaps += 1;
-                stats.missed += u64::from(missed);
-                events.push(SerialEvent::Gap {
-                    path: path.clone(),
-                    device_id: device_id.clone(),
-                    user_id: self.config.user_id.clone(),
+            SeqOutcome::Restart { missed } => {
+                stats.restarts += 1;
+                tracing::info!(
+                    path = %path.display(),
+                    %device_id,
+                    boot_id = ?frame.boot_id,
+                    seq = frame.seq,
                     missed,
-                    at: now,
-                });
+                    "serial device restarted its numbering (rebooted)"
+                );
             }
-            SeqOutcome::First | SeqOutcome::InOrder | SeqOutcome::Late | SeqOutcome::Restart => {}
+            SeqOutcome::First | SeqOutcome::InOrder | SeqOutcome::Gap { .. } | SeqOutcome::Late => {
+            }
+        }
+        // A gap, or the start of a new boot that never arrived.
+        let missed = outcome.missed();
+        if missed > 0 {
+            stats.gaps += 1;
+            stats.missed += u64::from(missed);
+            events.push(SerialEvent::Gap {
+                path: path.clone(),
+                device_id: device_id.clone(),
+                user_id: self.config.user_id.clone(),
+                missed,
+                at: now,
+            });
         }
         match &frame.payload {
             Payload::Hello(h) => events.push(SerialEvent::Hello {

@@ -3,11 +3,23 @@
 //! On the wire every frame is
 //!
 //! ```text
-//! 0x00 | COBS( version u8 | postcard(Frame) | CRC-32 LE u32 ) | 0x00
+//! 0x00 | COBS( version u8 | postcard(header, payload) | CRC-32 LE u32 ) | 0x00
+//!
+//! version 2: header = device_id u64, boot_id u32, seq u32
+//! version 1: header = device_id u64, seq u32            (firmware without boot ids)
 //! ```
 //!
-//! - `version` is [`FORMAT_VERSION`]; a receiver rejects (counts and skips)
-//!   frames of a version it does not know.
+//! - `version` is [`FORMAT_VERSION`] (2) for a frame with a boot id and
+//!   [`LEGACY_FORMAT_VERSION`] (1) for one without; a receiver reads both and
+//!   rejects (counts and skips) frames of a version it does not know. A
+//!   frame without a boot id is written exactly as firmware from before boot
+//!   ids writes it, so either kind of firmware works with this receiver.
+//! - `boot_id` names the device's current boot: a value the firmware picks
+//!   at boot that differs from its previous boot's (random, or a boot counter
+//!   kept in flash). It is in every frame, not only in the hello, because the
+//!   hello is exactly the frame a receiver misses when a device reboots while
+//!   unplugged; with the boot id in every frame the first frame read after a
+//!   reopen says whether the numbering started over (see [`crate::seq`]).
 //! - the CRC is CRC-32/ISO-HDLC (the zlib/Ethernet one) over the version byte
 //!   and the postcard bytes.
 //! - the body (version + postcard + CRC) is at most [`MAX_FRAME_LEN`] bytes;
@@ -20,7 +32,7 @@
 //!
 //! [`Payload`] is a postcard enum: its variants are encoded by index, so new
 //! variants are only ever appended (and bump nothing); changing an existing
-//! variant needs a new [`FORMAT_VERSION`].
+//! variant, or the header, needs a new [`FORMAT_VERSION`].
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -28,8 +40,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::cobs::{self, CobsError};
 
-/// The frame format version this crate writes and reads.
-pub const FORMAT_VERSION: u8 = 1;
+/// The frame format version this crate writes for frames with a boot id
+/// (and the newest it reads).
+pub const FORMAT_VERSION: u8 = 2;
+/// The format of firmware without boot ids, written for frames without one
+/// and still read.
+pub const LEGACY_FORMAT_VERSION: u8 = 1;
 /// Largest frame body (version byte + postcard bytes + CRC), in bytes.
 pub const MAX_FRAME_LEN: usize = 512;
 /// Largest COBS block on the wire, without its delimiters.
@@ -37,15 +53,56 @@ pub const MAX_ENCODED_LEN: usize = cobs::max_encoded_len(MAX_FRAME_LEN);
 const CRC_LEN: usize = 4;
 
 /// One frame from one device.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Not `Serialize` itself: its wire form depends on whether it has a boot id
+/// (see the module documentation), which [`encode`] and the decoder handle.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Frame {
     /// The device's serial number. Readings name the device by this number in
     /// decimal unless the gateway's configuration names it otherwise.
     pub device_id: u64,
+    /// The device's current boot (format version 2); `None` for firmware
+    /// without boot ids (format version 1). Differs from one boot to the next;
+    /// a retransmitted frame keeps it.
+    pub boot_id: Option<u32>,
     /// Incremented by one per frame, wrapping; starts at 0 when the device
     /// boots (see [`crate::seq`]). A retransmitted frame keeps its number.
     pub seq: u32,
     pub payload: Payload,
+}
+
+/// The postcard body of a version 1 frame, for encoding (borrows the payload).
+#[derive(Serialize)]
+struct V1Out<'a> {
+    device_id: u64,
+    seq: u32,
+    payload: &'a Payload,
+}
+
+/// The postcard body of a version 2 frame, for encoding.
+#[derive(Serialize)]
+struct V2Out<'a> {
+    device_id: u64,
+    boot_id: u32,
+    seq: u32,
+    payload: &'a Payload,
+}
+
+/// The postcard body of a version 1 frame, for decoding.
+#[derive(Deserialize)]
+struct V1In {
+    device_id: u64,
+    seq: u32,
+    payload: Payload,
+}
+
+/// The postcard body of a version 2 frame, for decoding.
+#[derive(Deserialize)]
+struct V2In {
+    device_id: u64,
+    boot_id: u32,
+    seq: u32,
+    payload: Payload,
 }
 
 /// What a frame carries. Append new variants at the end only.
@@ -135,7 +192,9 @@ pub enum FrameError {
     TooShort { len: usize },
     #[error("CRC mismatch: frame says {expected:#010x}, computed {actual:#010x}")]
     Crc { expected: u32, actual: u32 },
-    #[error("unsupported frame format version {0} (this build reads {FORMAT_VERSION})")]
+    #[error(
+        "unsupported frame format version {0} (this build reads {LEGACY_FORMAT_VERSION} and {FORMAT_VERSION})"
+    )]
     UnsupportedVersion(u8),
     /// The CRC matched but the body is not a `Frame` (e.g. an unknown payload
     /// variant from newer firmware).
@@ -152,8 +211,28 @@ pub enum FrameError {
 /// Encode `frame` and append its wire form (both delimiters included) to `out`.
 pub fn encode_into(frame: &Frame, out: &mut Vec<u8>) -> Result<(), FrameError> {
     let mut body = Vec::with_capacity(64);
-    body.push(FORMAT_VERSION);
-    let mut body = postcard::to_extend(frame, body).map_err(FrameError::Encode)?;
+    let body = match frame.boot_id {
+        Some(boot_id) => {
+            body.push(FORMAT_VERSION);
+            let v2 = V2Out {
+                device_id: frame.device_id,
+                boot_id,
+                seq: frame.seq,
+                payload: &frame.payload,
+            };
+            postcard::to_extend(&v2, body)
+        }
+        None => {
+            body.push(LEGACY_FORMAT_VERSION);
+            let v1 = V1Out {
+                device_id: frame.device_id,
+                seq: frame.seq,
+                payload: &frame.payload,
+            };
+            postcard::to_extend(&v1, body)
+        }
+    };
+    let mut body = body.map_err(FrameError::Encode)?;
     let crc = crc32fast::hash(&body);
     body.extend_from_slice(&crc.to_le_bytes());
     if body.len() > MAX_FRAME_LEN {
@@ -199,11 +278,31 @@ fn decode_block_with(block: &[u8], body: &mut Vec<u8>) -> Result<Frame, FrameErr
     let (&version, rest) = content
         .split_first()
         .ok_or(FrameError::TooShort { len: body.len() })?;
-    if version != FORMAT_VERSION {
-        return Err(FrameError::UnsupportedVersion(version));
-    }
-    let (frame, trailing) =
-        postcard::take_from_bytes::<Frame>(rest).map_err(FrameError::Malformed)?;
+    let (frame, trailing) = match version {
+        FORMAT_VERSION => {
+            let (f, trailing) =
+                postcard::take_from_bytes::<V2In>(rest).map_err(FrameError::Malformed)?;
+            let frame = Frame {
+                device_id: f.device_id,
+                boot_id: Some(f.boot_id),
+                seq: f.seq,
+                payload: f.payload,
+            };
+            (frame, trailing)
+        }
+        LEGACY_FORMAT_VERSION => {
+            let (f, trailing) =
+                postcard::take_from_bytes::<V1In>(rest).map_err(FrameError::Malformed)?;
+            let frame = Frame {
+                device_id: f.device_id,
+                boot_id: None,
+                seq: f.seq,
+                payload: f.payload,
+            };
+            (frame, trailing)
+        }
+        other => return Err(FrameError::UnsupportedVersion(other)),
+    };
     if !trailing.is_empty() {
         return Err(FrameError::TrailingBytes(trailing.len()));
     }
@@ -375,6 +474,7 @@ mod tests {
     fn hr(seq: u32) -> Frame {
         Frame {
             device_id: 7,
+            boot_id: Some(0xB007),
             seq,
             payload: Payload::HeartRateMeasurement(vec![0x16, 72, 0x00, 0x04]),
         }
@@ -401,20 +501,23 @@ mod tests {
             Payload::Battery { percent: 87 },
         ];
         for (i, payload) in payloads.into_iter().enumerate() {
-            let frame = Frame {
-                device_id: u64::MAX - i as u64,
-                seq: u32::MAX - 1,
-                payload,
-            };
-            let bytes = encode(&frame).expect("encodes");
-            assert_eq!(bytes.first(), Some(&0));
-            assert_eq!(bytes.last(), Some(&0));
-            assert!(!bytes[1..bytes.len() - 1].contains(&0));
-            let mut d = FrameDecoder::new();
-            let got = d.push(&bytes);
-            assert_eq!(got, vec![Ok(frame)]);
-            assert_eq!(d.stats().frames, 1);
-            assert_eq!(d.stats().dropped(), 0);
+            for boot_id in [None, Some(0), Some(u32::MAX)] {
+                let frame = Frame {
+                    device_id: u64::MAX - i as u64,
+                    boot_id,
+                    seq: u32::MAX - 1,
+                    payload: payload.clone(),
+                };
+                let bytes = encode(&frame).expect("encodes");
+                assert_eq!(bytes.first(), Some(&0));
+                assert_eq!(bytes.last(), Some(&0));
+                assert!(!bytes[1..bytes.len() - 1].contains(&0));
+                let mut d = FrameDecoder::new();
+                let got = d.push(&bytes);
+                assert_eq!(got, vec![Ok(frame)]);
+                assert_eq!(d.stats().frames, 1);
+                assert_eq!(d.stats().dropped(), 0);
+            }
         }
     }
 
@@ -422,6 +525,7 @@ mod tests {
     fn too_large_frames_are_refused_when_encoding() {
         let frame = Frame {
             device_id: 1,
+            boot_id: Some(1),
             seq: 0,
             payload: Payload::SkinConductance {
                 sample_rate_hz: 32.0,
@@ -499,8 +603,15 @@ mod tests {
 
     #[test]
     fn unknown_versions_are_counted_separately() {
+        let f = hr(0);
         let mut body = vec![FORMAT_VERSION + 1];
-        body = postcard::to_extend(&hr(0), body).expect("encodes");
+        let v2 = V2Out {
+            device_id: f.device_id,
+            boot_id: 1,
+            seq: f.seq,
+            payload: &f.payload,
+        };
+        body = postcard::to_extend(&v2, body).expect("encodes");
         let crc = crc32fast::hash(&body);
         body.extend_from_slice(&crc.to_le_bytes());
         let mut wire = vec![0];
@@ -512,5 +623,64 @@ mod tests {
             vec![Err(FrameError::UnsupportedVersion(FORMAT_VERSION + 1))]
         );
         assert_eq!(d.stats().unsupported_version, 1);
+    }
+
+    /// Firmware from before boot ids writes version 1 frames; these are its
+    /// bytes (taken from the encoder of that time), and they still decode,
+    /// while a frame without a boot id is still written exactly so.
+    #[test]
+    fn version_1_frames_are_what_firmware_without_boot_ids_sends() {
+        let hex = |s: &str| -> Vec<u8> {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+                .collect()
+        };
+        let battery = Frame {
+            device_id: 7,
+            boot_id: None,
+            seq: 300,
+            payload: Payload::Battery { percent: 87 },
+        };
+        let hello = Frame {
+            device_id: 1,
+            boot_id: None,
+            seq: 0,
+            payload: Payload::Hello(Hello {
+                firmware: FirmwareVersion {
+                    major: 1,
+                    minor: 4,
+                    patch: 0,
+                },
+                capabilities: Capabilities(0x13),
+                model: "S".into(),
+            }),
+        };
+        for (frame, wire) in [
+            (battery, "000b0107ac02045796dde45d00"),
+            (hello, "000301010103010408130153484ef6d000"),
+        ] {
+            let wire = hex(wire);
+            assert_eq!(encode(&frame).expect("encodes"), wire);
+            assert_eq!(FrameDecoder::new().push(&wire), vec![Ok(frame)]);
+        }
+    }
+
+    #[test]
+    fn version_2_carries_the_boot_id() {
+        let mut f = hr(3);
+        f.boot_id = Some(0xDEAD_BEEF);
+        let bytes = encode(&f).expect("encodes");
+        let mut body = Vec::new();
+        cobs::decode_into(&bytes[1..bytes.len() - 1], &mut body).expect("cobs");
+        assert_eq!(body[0], FORMAT_VERSION);
+        assert_eq!(FrameDecoder::new().push(&bytes), vec![Ok(f.clone())]);
+        // Without a boot id the same frame is a version 1 frame, and smaller.
+        f.boot_id = None;
+        let legacy = encode(&f).expect("encodes");
+        assert!(legacy.len() < bytes.len());
+        body.clear();
+        cobs::decode_into(&legacy[1..legacy.len() - 1], &mut body).expect("cobs");
+        assert_eq!(body[0], LEGACY_FORMAT_VERSION);
     }
 }

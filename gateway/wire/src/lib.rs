@@ -2,11 +2,13 @@
 //! the gateway, `firmware-sim` and (if they like) real firmware.
 //!
 //! - [`frame`]: serial frames. `0x00 | COBS(version | postcard(Frame) | CRC-32 LE) | 0x00`,
-//!   an [`Encoder`](frame::encode) and a streaming [`FrameDecoder`] that takes
+//!   each naming its device, the device's boot and its sequence number; an
+//!   [`Encoder`](frame::encode) and a streaming [`FrameDecoder`] that takes
 //!   arbitrary byte chunks, counts and skips corrupt or truncated frames and
 //!   resynchronizes at the next delimiter.
 //! - [`seq`]: a pure per-device sequence tracker: gaps (with the number
-//!   missed), duplicates after a retransmit, device restarts.
+//!   missed), duplicates after a retransmit, device restarts (a new boot id,
+//!   or numbering that starts over).
 //! - [`gatt`]: Bluetooth GATT decoders (and encoders, for simulators): Heart
 //!   Rate Measurement 0x2A37 and Battery Level 0x2A19.
 //! - [`vendor`]: the vendor skin-conductance (EDA) service and its

@@ -38,11 +38,14 @@ fn payload() -> impl Strategy<Value = Payload> {
 }
 
 fn frame_strategy() -> impl Strategy<Value = Frame> {
-    (any::<u64>(), any::<u32>(), payload()).prop_map(|(device_id, seq, payload)| Frame {
-        device_id,
-        seq,
-        payload,
-    })
+    (any::<u64>(), any::<Option<u32>>(), any::<u32>(), payload()).prop_map(
+        |(device_id, boot_id, seq, payload)| Frame {
+            device_id,
+            boot_id,
+            seq,
+            payload,
+        },
+    )
 }
 
 /// Frames compare with NaN-safe equality: compare their encodings.
@@ -123,6 +126,8 @@ proptest! {
     ) {
         let frames: Vec<Frame> = (0..n as u32).map(|seq| Frame {
             device_id: 3,
+            // Old and new firmware side by side.
+            boot_id: (seq % 2 == 0).then_some(0xB007),
             seq,
             payload: Payload::HeartRateMeasurement(
                 HeartRateMeasurement {
