@@ -94,14 +94,21 @@ curl -fsS -X POST "http://$addr/api/ble/pair" -H "Authorization: Bearer $token" 
     && log "paired the simulated BLE strap E0:00:00:00:B1:01 with user ble-user (calm -> stress -> recovery; link drops every 100 s)"
 
 # 4. WebSocket clients playing the original scenarios, and beside each user an
-#    MQTT device on the embedded broker (its MQTT 3.1.1 address from /api/mqtt),
-#    looping.
-mqtt_addr="$(curl -fsS -H "Authorization: Bearer $token" "http://$addr/api/mqtt" \
-    | grep -o '"addr":"[^"]*","key":"mqtt.listen_v4"' | sed 's/"addr":"\([^"]*\)".*/\1/')" || true
+#    MQTT device on the embedded broker, looping: MQTT 5 (firmware-sim's
+#    default, refusals come back as PUBACK reason codes) on its MQTT 5
+#    address from /api/mqtt, or MQTT 3.1.1 if only that listener is on.
+mqtt_status="$(curl -fsS -H "Authorization: Bearer $token" "http://$addr/api/mqtt")" || true
+listener() {
+    printf '%s' "$mqtt_status" | grep -o "\"addr\":\"[^\"]*\",\"key\":\"mqtt.$1\"" \
+        | sed 's/"addr":"\([^"]*\)".*/\1/'
+}
+mqtt_addr="$(listener listen_v5)" mqtt_version=5
+[ -n "$mqtt_addr" ] || { mqtt_addr="$(listener listen_v4)"; mqtt_version=3.1.1; }
 mqtt_args=()
 if [ -n "$mqtt_addr" ]; then
-    mqtt_args=(--mqtt "mqtt://$mqtt_addr" --mqtt-username sim-hub --mqtt-password "$mqtt_hub_token")
-    log "MQTT devices publish to the embedded broker on $mqtt_addr"
+    mqtt_args=(--mqtt "mqtt://$mqtt_addr" --mqtt-version "$mqtt_version"
+        --mqtt-username sim-hub --mqtt-password "$mqtt_hub_token")
+    log "MQTT devices publish to the embedded broker on $mqtt_addr (MQTT $mqtt_version)"
 fi
 (
     while kill -0 "$gw" 2>/dev/null; do

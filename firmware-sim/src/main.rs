@@ -7,8 +7,8 @@
 //! firmware-sim stress --users 3 --duration 60 --serial --speed 10
 //! ```
 //!
-//! Exit code: 0 when every event was acknowledged, 1 when any failed, 2 on
-//! a setup error (bad option, no pty).
+//! Exit code: 0 when every event was acknowledged, 1 when any was refused
+//! or failed, 2 on a setup error (bad option, no pty).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -20,6 +20,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use firmware_sim::devices::{Script, SerialDevice, StepData};
 use firmware_sim::journey::Journey;
+use firmware_sim::mqtt::MqttVersion;
 use firmware_sim::scenario::{self, Counter, Counts, Overrides, ScenarioKind, Summary, WsOptions};
 use firmware_sim::serial::{self, PtyPort, SerialProgress, SerialRunOptions, SerialStats};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -143,6 +144,16 @@ struct Opts {
     /// on this broker (mqtt://HOST:PORT), QoS 1.
     #[arg(long, global = true)]
     mqtt: Option<String>,
+    /// MQTT protocol version: 5 (refusals come as PUBACK reason codes) or
+    /// 3.1.1 (refusals come on the device's errors topic). The gateway's
+    /// embedded broker has a port for each (mqtt.listen_v5, mqtt.listen_v4).
+    #[arg(
+        long,
+        global = true,
+        env = "FIRMWARE_SIM_MQTT_VERSION",
+        default_value = "5"
+    )]
+    mqtt_version: MqttVersion,
     /// MQTT username (the device identity the gateway checks).
     #[arg(long, global = true, env = "FIRMWARE_SIM_MQTT_USERNAME")]
     mqtt_username: Option<String>,
@@ -160,7 +171,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
         Ok(summary) => {
-            if summary.failed() > 0 {
+            if summary.not_acknowledged() > 0 {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS
@@ -267,8 +278,8 @@ async fn run(cli: Cli) -> anyhow::Result<Summary> {
         async move {
             loop {
                 let c = counter.snapshot();
-                bar.set_position(c.acknowledged + c.failed);
-                bar.set_message(format!("failed {}", c.failed));
+                bar.set_position(c.done());
+                bar.set_message(format!("refused {}, failed {}", c.refused, c.failed));
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -280,6 +291,7 @@ async fn run(cli: Cli) -> anyhow::Result<Summary> {
                 broker: broker.clone(),
                 username: o.mqtt_username.clone(),
                 password: o.mqtt_password.clone(),
+                version: o.mqtt_version,
             };
             let (plans, ws_opts, counter, cancel) = (
                 plans.clone(),
@@ -314,7 +326,7 @@ async fn run(cli: Cli) -> anyhow::Result<Summary> {
     };
     ticker.abort();
     let c = counter.snapshot();
-    bar.set_position(c.acknowledged + c.failed);
+    bar.set_position(c.done());
     bar.finish_and_clear();
 
     let mut summary = Summary {
@@ -335,9 +347,7 @@ async fn run(cli: Cli) -> anyhow::Result<Summary> {
             "serial".into(),
             Counts {
                 sent: s.frames_sent + s.frames_dropped,
-                acknowledged: 0,
-                failed: 0,
-                duplicates: 0,
+                ..Counts::default()
             },
         );
         println!(

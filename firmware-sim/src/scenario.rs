@@ -13,8 +13,8 @@
 //! simulated seconds and waits for its reply before the next.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::devices::Script;
 use crate::journey::Journey;
+use crate::mqtt::{ErrorReports, MqttVersion};
 use crate::ws::{EventGen, Reply, WsClient, WsError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,28 +114,64 @@ pub fn plans(kind: ScenarioKind, o: Overrides) -> Vec<ScenarioPlan> {
 pub struct Counter {
     pub sent: AtomicU64,
     pub acknowledged: AtomicU64,
+    /// Neither acknowledged nor refused: no answer (connection lost,
+    /// timeout).
     pub failed: AtomicU64,
     /// Acknowledged as duplicates (a resend after a reconnect).
     pub duplicates: AtomicU64,
+    /// Refused by the gateway, by reason (a rejection reply, a negative
+    /// PUBACK, a report on an MQTT device's errors topic).
+    refused: Mutex<BTreeMap<String, u64>>,
 }
 
-/// A snapshot of a [`Counter`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+/// A snapshot of a [`Counter`]. `sent` = `acknowledged` + `refused` +
+/// `failed` once every answer is in.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct Counts {
     pub sent: u64,
     pub acknowledged: u64,
+    /// Refused by the gateway (not acknowledged).
+    pub refused: u64,
+    /// The refusals by reason (the gateway's error kind, or an MQTT 5 reason
+    /// code, e.g. `not authorized (0x87)`).
+    pub refused_reasons: BTreeMap<String, u64>,
+    /// No answer.
     pub failed: u64,
     pub duplicates: u64,
 }
 
 impl Counter {
+    /// Count a refusal for `reason`.
+    pub fn refuse(&self, reason: &str, n: u64) {
+        if n > 0 {
+            *self.refused().entry(reason.to_owned()).or_default() += n;
+        }
+    }
+
+    fn refused(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
+        // The counts stay usable after a panic elsewhere.
+        self.refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     pub fn snapshot(&self) -> Counts {
+        let refused_reasons = self.refused().clone();
         Counts {
             sent: self.sent.load(Ordering::Relaxed),
             acknowledged: self.acknowledged.load(Ordering::Relaxed),
+            refused: refused_reasons.values().sum(),
+            refused_reasons,
             failed: self.failed.load(Ordering::Relaxed),
             duplicates: self.duplicates.load(Ordering::Relaxed),
         }
+    }
+}
+
+impl Counts {
+    /// Events that were answered: acknowledged, refused or given up on.
+    pub fn done(&self) -> u64 {
+        self.acknowledged + self.refused + self.failed
     }
 }
 
@@ -146,35 +183,47 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn failed(&self) -> u64 {
-        self.transports.values().map(|c| c.failed).sum()
+    /// Events not acknowledged: refused or failed (the exit code is 1 when
+    /// there are any).
+    pub fn not_acknowledged(&self) -> u64 {
+        self.transports.values().map(|c| c.refused + c.failed).sum()
     }
 }
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let row = |f: &mut std::fmt::Formatter<'_>, name: &str, c: &Counts| {
+            writeln!(
+                f,
+                "{:<12} {:>10} {:>13} {:>8} {:>8} {:>11}",
+                name, c.sent, c.acknowledged, c.refused, c.failed, c.duplicates
+            )
+        };
         writeln!(
             f,
-            "{:<12} {:>10} {:>13} {:>8} {:>11}",
-            "transport", "sent", "acknowledged", "failed", "duplicates"
+            "{:<12} {:>10} {:>13} {:>8} {:>8} {:>11}",
+            "transport", "sent", "acknowledged", "refused", "failed", "duplicates"
         )?;
         let mut total = Counts::default();
         for (name, c) in &self.transports {
-            writeln!(
-                f,
-                "{:<12} {:>10} {:>13} {:>8} {:>11}",
-                name, c.sent, c.acknowledged, c.failed, c.duplicates
-            )?;
+            row(f, name, c)?;
             total.sent += c.sent;
             total.acknowledged += c.acknowledged;
+            total.refused += c.refused;
             total.failed += c.failed;
             total.duplicates += c.duplicates;
         }
-        writeln!(
-            f,
-            "{:<12} {:>10} {:>13} {:>8} {:>11}",
-            "total", total.sent, total.acknowledged, total.failed, total.duplicates
-        )?;
+        row(f, "total", &total)?;
+        for (name, c) in &self.transports {
+            if !c.refused_reasons.is_empty() {
+                let reasons: Vec<String> = c
+                    .refused_reasons
+                    .iter()
+                    .map(|(reason, n)| format!("{n} {reason}"))
+                    .collect();
+                writeln!(f, "refused ({name}): {}", reasons.join(", "))?;
+            }
+        }
         write!(f, "elapsed {:.1} s", self.elapsed_s)
     }
 }
@@ -250,7 +299,7 @@ pub async fn run_ws(
 /// One user: connect, send each event at its time, wait for its reply.
 /// A lost connection is re-established and the unanswered event resent
 /// (its `event_id` makes that idempotent); an event that still gets no
-/// reply, or is rejected, counts as failed.
+/// reply counts as failed, one rejected as refused (with the reply's error).
 pub async fn run_user(
     user: &UserPlan,
     opts: &WsOptions,
@@ -309,7 +358,7 @@ pub async fn run_user(
                 }
             }
             Ok(Reply::Rejected { error, message }) => {
-                counter.failed.fetch_add(1, Ordering::Relaxed);
+                counter.refuse(&error, 1);
                 eprintln!("user {}: event rejected: {error}: {message}", user.user_id);
             }
             Err(e) => {
@@ -330,13 +379,25 @@ pub struct MqttTarget {
     pub broker: String,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// The protocol version (the gateway's broker has a port for each).
+    pub version: MqttVersion,
 }
+
+/// How long the MQTT 3.1.1 error reports must have been quiet before the
+/// count of refusals is taken (a report may trail its PUBACK a little).
+const REPORTS_QUIET: Duration = Duration::from_millis(500);
 
 /// MQTT devices beside the WebSocket users: per user of each plan one device
 /// (facial camera, voice front end or chat app, in turn) publishing a raw
 /// reading to `sensors/{device_id}/{source}` every event interval, QoS 1.
 /// The device id is `sim-{source}-{user}`, or the MQTT username when one is
 /// given (the gateway's embedded broker allows a device only its own topics).
+///
+/// A reading is acknowledged when the gateway PUBACKs it, refused when the
+/// PUBACK's MQTT 5 reason code says so; on MQTT 3.1.1 (whose PUBACK cannot
+/// refuse) one [`ErrorReports`] per device identity listens on its errors
+/// topic, and the refusals reported there are moved from acknowledged to
+/// refused at the end.
 pub async fn run_mqtt(
     plans: &[ScenarioPlan],
     opts: &WsOptions,
@@ -344,21 +405,62 @@ pub async fn run_mqtt(
     counter: Arc<Counter>,
     cancel: &CancellationToken,
 ) {
-    use crate::mqtt::{MqttDevice, MqttKind, MqttPublisher, Publisher};
+    use crate::mqtt::{Ack, MqttDevice, MqttKind, MqttPublisher, Publisher};
+    let credentials = match (&target.username, &target.password) {
+        (Some(u), p) => Some((u.as_str(), p.as_deref().unwrap_or(""))),
+        (None, _) => None,
+    };
+    // MQTT 3.1.1: the error listeners, by device identity.
+    let mut listeners: BTreeMap<String, ErrorReports> = BTreeMap::new();
     for (i, plan) in plans.iter().enumerate() {
         if cancel.is_cancelled() {
-            return;
+            break;
+        }
+        let devices: Vec<(UserPlan, MqttKind, String)> = plan
+            .users
+            .iter()
+            .enumerate()
+            .map(|(j, user)| {
+                let kind = [MqttKind::Facial, MqttKind::Voice, MqttKind::Text][j % 3];
+                let device_id = format!("sim-{}-{}", kind.source().as_str(), user.user_id);
+                (user.clone(), kind, device_id)
+            })
+            .collect();
+        if target.version == MqttVersion::V311 {
+            for (_, _, device_id) in &devices {
+                // A gateway knows a device by its MQTT username: with
+                // credentials every simulated device is that one device.
+                let identity = target.username.clone().unwrap_or_else(|| device_id.clone());
+                if listeners.contains_key(&identity) {
+                    continue;
+                }
+                match ErrorReports::listen(
+                    &target.broker,
+                    &format!("{identity}-errors"),
+                    credentials,
+                    &identity,
+                    target.version,
+                    opts.timeout,
+                )
+                .await
+                {
+                    Ok(l) => {
+                        listeners.insert(identity, l);
+                    }
+                    Err(e) => eprintln!(
+                        "MQTT device {identity}: cannot listen for refusals ({e}); \
+                         over MQTT 3.1.1 its refused readings count as acknowledged"
+                    ),
+                }
+            }
         }
         let mut tasks = tokio::task::JoinSet::new();
-        for (j, user) in plan.users.iter().enumerate() {
-            let kind = [MqttKind::Facial, MqttKind::Voice, MqttKind::Text][j % 3];
-            let device_id = format!("sim-{}-{}", kind.source().as_str(), user.user_id);
+        for (j, (user, kind, device_id)) in devices.into_iter().enumerate() {
             let seed = opts
                 .seed
                 .wrapping_mul(7_919)
                 .wrapping_add((i * 1000 + j) as u64);
-            let (user, opts, target, counter, cancel) = (
-                user.clone(),
+            let (opts, target, counter, cancel) = (
                 opts.clone(),
                 target.clone(),
                 counter.clone(),
@@ -379,6 +481,7 @@ pub async fn run_mqtt(
                     &target.broker,
                     &device_id,
                     credentials,
+                    target.version,
                     opts.timeout,
                 )
                 .await
@@ -405,6 +508,8 @@ pub async fn run_mqtt(
                 );
                 let topic = device.topic();
                 let start = Instant::now();
+                // Each reason said once per device, not once per message.
+                let mut said: Vec<String> = Vec::new();
                 for k in 0..n {
                     let t_s = k as f64 * opts.event_interval_s;
                     tokio::select! {
@@ -414,8 +519,15 @@ pub async fn run_mqtt(
                     let payload = device.reading_at(t_s).to_string().into_bytes();
                     counter.sent.fetch_add(1, Ordering::Relaxed);
                     match publisher.publish(&topic, payload).await {
-                        Ok(()) => {
+                        Ok(Ack::Accepted) => {
                             counter.acknowledged.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(Ack::Refused(reason)) => {
+                            counter.refuse(&reason, 1);
+                            if !said.contains(&reason) {
+                                eprintln!("MQTT device {device_id}: refused by the gateway: {reason}");
+                                said.push(reason);
+                            }
                         }
                         Err(e) => {
                             counter.failed.fetch_add(1, Ordering::Relaxed);
@@ -426,6 +538,26 @@ pub async fn run_mqtt(
             });
         }
         while tasks.join_next().await.is_some() {}
+    }
+    // MQTT 3.1.1: what was PUBACKed but reported refused is refused.
+    for (identity, listener) in listeners {
+        let reports = listener
+            .settle(REPORTS_QUIET, opts.timeout.max(REPORTS_QUIET))
+            .await;
+        let reported: u64 = reports.values().sum();
+        let acked = counter.acknowledged.load(Ordering::Relaxed);
+        if reported > acked {
+            eprintln!(
+                "MQTT device {identity}: {reported} refusals reported for {acked} acknowledged \
+                 readings: something else publishes as this device too"
+            );
+        }
+        counter
+            .acknowledged
+            .fetch_sub(reported.min(acked), Ordering::Relaxed);
+        for (kind, n) in reports {
+            counter.refuse(&kind, n);
+        }
     }
 }
 
@@ -464,5 +596,34 @@ mod tests {
         );
         let opts = WsOptions::default();
         assert_eq!(opts.total_events(&p), 20);
+    }
+
+    #[test]
+    fn the_summary_shows_refusals_with_their_reasons() {
+        let mqtt = Counter::default();
+        mqtt.sent.store(60, Ordering::Relaxed);
+        mqtt.acknowledged.store(50, Ordering::Relaxed);
+        mqtt.refuse("not authorized (0x87)", 8);
+        mqtt.refuse("quota exceeded (0x97)", 2);
+        mqtt.refuse("quota exceeded (0x97)", 0);
+        let c = mqtt.snapshot();
+        assert_eq!((c.refused, c.done()), (10, 60));
+        let summary = Summary {
+            transports: BTreeMap::from([("mqtt".to_owned(), c)]),
+            elapsed_s: 1.0,
+        };
+        assert_eq!(summary.not_acknowledged(), 10);
+        let text = summary.to_string();
+        assert!(text.contains("refused"), "{text}");
+        assert!(
+            text.contains("refused (mqtt): 8 not authorized (0x87), 2 quota exceeded (0x97)"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&summary).expect("json");
+        assert_eq!(json["transports"]["mqtt"]["refused"], 10);
+        assert_eq!(
+            json["transports"]["mqtt"]["refused_reasons"]["not authorized (0x87)"],
+            8
+        );
     }
 }

@@ -1,12 +1,14 @@
 //! MQTT devices against a real broker (a private Mosquitto; without it the
 //! test fails and names the install script): every reading is published with QoS 1
-//! to sensors/{device_id}/{source}, acknowledged, and parses as a raw reading.
+//! to sensors/{device_id}/{source}, acknowledged, and parses as a raw reading,
+//! over MQTT 5 (the default) and 3.1.1.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use emotion_core::reading::RawReading;
 use firmware_sim::journey::Journey;
+use firmware_sim::mqtt::MqttVersion;
 use firmware_sim::scenario::{self, Counter, MqttTarget, ScenarioPlan, UserPlan, WsOptions};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio_util::sync::CancellationToken;
@@ -22,7 +24,16 @@ fn mosquitto() -> Option<&'static str> {
 }
 
 #[tokio::test]
-async fn mqtt_devices_publish_readings_that_a_subscriber_receives() {
+async fn mqtt_5_devices_publish_readings_that_a_subscriber_receives() {
+    devices_publish_readings_that_a_subscriber_receives(MqttVersion::V5).await;
+}
+
+#[tokio::test]
+async fn mqtt_3_1_1_devices_publish_readings_that_a_subscriber_receives() {
+    devices_publish_readings_that_a_subscriber_receives(MqttVersion::V311).await;
+}
+
+async fn devices_publish_readings_that_a_subscriber_receives(version: MqttVersion) {
     let Some(bin) = mosquitto() else {
         panic!("mosquitto is not installed: run scripts/install-mqtt-test-deps.sh");
     };
@@ -94,6 +105,7 @@ async fn mqtt_devices_publish_readings_that_a_subscriber_receives() {
         broker: format!("mqtt://127.0.0.1:{port}"),
         username: None,
         password: None,
+        version,
     };
     scenario::run_mqtt(
         &plans,
@@ -104,7 +116,10 @@ async fn mqtt_devices_publish_readings_that_a_subscriber_receives() {
     )
     .await;
     let c = counter.snapshot();
-    assert_eq!((c.sent, c.acknowledged, c.failed), (30, 30, 0));
+    assert_eq!(
+        (c.sent, c.acknowledged, c.refused, c.failed),
+        (30, 30, 0, 0)
+    );
     let mut got = Vec::new();
     while got.len() < 30 {
         let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())

@@ -205,8 +205,10 @@ async fn a_dropped_connection_is_reopened_and_the_event_resent_once() {
     assert_eq!(counter.failed.load(Ordering::Relaxed), 0);
 }
 
+/// A rejection reply is a refusal, counted with its reason; an event that
+/// gets no answer at all failed.
 #[tokio::test]
-async fn rejected_and_unreachable_events_count_as_failed() {
+async fn rejected_events_count_as_refused_and_unreachable_ones_as_failed() {
     let (addr, _server) = serve(Server {
         reject_user: Some("5".into()),
         ..Server::default()
@@ -226,7 +228,9 @@ async fn rejected_and_unreachable_events_count_as_failed() {
         &CancellationToken::new(),
     )
     .await;
-    assert_eq!(counter.snapshot().failed, 5);
+    let c = counter.snapshot();
+    assert_eq!((c.sent, c.acknowledged, c.refused, c.failed), (5, 0, 5, 0));
+    assert_eq!(c.refused_reasons["validation_error"], 5);
 
     // A wrong token: the server closes with 1008; every event fails.
     let counter = Counter::default();
@@ -235,7 +239,7 @@ async fn rejected_and_unreachable_events_count_as_failed() {
     o.timeout = Duration::from_millis(500);
     scenario::run_user(&user("6"), &o, 1, &counter, &CancellationToken::new()).await;
     let c = counter.snapshot();
-    assert_eq!((c.sent, c.acknowledged, c.failed), (5, 0, 5));
+    assert_eq!((c.sent, c.acknowledged, c.refused, c.failed), (5, 0, 0, 5));
 }
 
 #[tokio::test]
@@ -269,8 +273,9 @@ async fn the_binary_runs_a_scenario_and_exits_by_its_result() {
         .lines()
         .find(|l| l.starts_with("websocket"))
         .expect("summary line");
+    // sent, acknowledged, refused, failed, duplicates
     let numbers: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(numbers[1..], ["6", "6", "0", "0"], "{line}");
+    assert_eq!(numbers[1..], ["6", "6", "0", "0", "0"], "{line}");
 
     // Against nothing: every event fails and the exit code says so.
     let out = tokio::process::Command::new(bin)

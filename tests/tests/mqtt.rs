@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use emotion_tests::{
     Gateway, GatewayOptions, PrivateMosquitto, data_dir, mqtt_tool, plugin_dir, with_plugins,
+    workspace_bin,
 };
 use rand::Rng;
 use serde_json::{Value, json};
@@ -622,8 +623,9 @@ async fn upstream_survives_kill_9_at_random_moments_while_publishing_continues()
 
 /// firmware-sim's MQTT devices (a facial camera, a voice front end and a chat
 /// app per user, in turn) publish raw readings to the embedded broker as one
-/// hub device; the plugins turn every acknowledged reading into a stored
-/// event, counted under the `mqtt` transport.
+/// hub device, over MQTT 5 (firmware-sim's default); the plugins turn every
+/// acknowledged reading into a stored event, counted under the `mqtt`
+/// transport.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn firmware_sim_mqtt_devices_reach_the_plugins_through_the_embedded_broker() {
     const HUB_TOKEN: &str = "token-of-the-sim-hub-0123";
@@ -635,9 +637,9 @@ async fn firmware_sim_mqtt_devices_reach_the_plugins_through_the_embedded_broker
         format!(r#"[{{device_id = "sim-hub", token = "{HUB_TOKEN}"}}]"#),
     ));
     let gw = Gateway::start(dir.path(), &opts).expect("start");
-    let (v4, _) = mqtt_ports(&gw).await;
+    let (_, v5) = mqtt_ports(&gw).await;
     let gateway = gw.http("");
-    let broker = format!("mqtt://127.0.0.1:{v4}");
+    let broker = format!("mqtt://127.0.0.1:{v5}");
     let s = emotion_tests::firmware_sim_summary([
         "multi-user",
         "--speed",
@@ -659,6 +661,7 @@ async fn firmware_sim_mqtt_devices_reach_the_plugins_through_the_embedded_broker
     let acked = mqtt["acknowledged"].as_u64().unwrap_or(0);
     assert!(acked > 50, "{s}");
     assert_eq!(mqtt["failed"], 0, "{s}");
+    assert_eq!(mqtt["refused"], 0, "{s}");
 
     // A PUBACK is sent once the event is durable: the counts agree at once.
     let status = gw.get_json("/api/mqtt").await.expect("status");
@@ -696,4 +699,105 @@ async fn firmware_sim_mqtt_devices_reach_the_plugins_through_the_embedded_broker
         total, acked,
         "every acknowledged reading became one stored event"
     );
+}
+
+/// firmware-sim with `args`: its exit code, its summary (written whatever the
+/// outcome) and what it printed.
+fn firmware_sim(args: &[&str]) -> (Option<i32>, Value, String) {
+    let work = tempfile::tempdir().expect("tmp");
+    let summary = work.path().join("summary.json");
+    let out = Command::new(workspace_bin("firmware-sim"))
+        .args(args)
+        .arg("--summary-json")
+        .arg(&summary)
+        .output()
+        .expect("firmware-sim runs");
+    let printed = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&summary)
+        .unwrap_or_else(|e| panic!("no summary ({e}):\n{printed}"));
+    let summary = serde_json::from_str(&text).expect("the summary is JSON");
+    (out.status.code(), summary, printed)
+}
+
+/// Issue 14, item 9: a device bound to user 42 (like the README's
+/// development device) publishing firmware-sim's user 1001's readings has
+/// every one refused. firmware-sim must count them refused, with the
+/// reason, not acknowledged: over MQTT 5 from the PUBACK's reason code
+/// (0x99, payload format invalid: the reading names another user), over
+/// MQTT 3.1.1, whose PUBACK cannot refuse, from the reports on the device's
+/// errors topic. Its counts agree with the gateway's, and it exits 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firmware_sim_counts_refused_readings_as_refused_over_mqtt_5_and_3_1_1() {
+    const DEV_TOKEN: &str = "token-of-the-dev-device-0123";
+    let plugins = plugin_dir(&["facial"]).expect("the facial plugin");
+    let dir = data_dir().expect("tmp");
+    let mut opts = with_plugins(plugins.path(), "0s");
+    opts.env.push((
+        "EMOTION_GATEWAY__MQTT__DEVICES".into(),
+        format!(r#"[{{device_id = "dev-device", token = "{DEV_TOKEN}", user_id = "42"}}]"#),
+    ));
+    let gw = Gateway::start(dir.path(), &opts).expect("start");
+    let (v4, v5) = mqtt_ports(&gw).await;
+    let gateway = gw.http("");
+    let mut refused_so_far = 0;
+    for (version, port, reason) in [
+        ("5", v5, "payload format invalid (0x99)"),
+        ("3.1.1", v4, "validation_error"),
+    ] {
+        let broker = format!("mqtt://127.0.0.1:{port}");
+        // single-user: user 1001, one facial camera, 10 readings.
+        let (code, s, printed) = firmware_sim(&[
+            "single-user",
+            "--duration",
+            "30",
+            "--speed",
+            "60",
+            "--quiet",
+            "--token",
+            emotion_tests::TOKEN,
+            "--gateway",
+            &gateway,
+            "--mqtt",
+            &broker,
+            "--mqtt-version",
+            version,
+            "--mqtt-username",
+            "dev-device",
+            "--mqtt-password",
+            DEV_TOKEN,
+        ]);
+        let mqtt = &s["transports"]["mqtt"];
+        assert_eq!(
+            (
+                &mqtt["sent"],
+                &mqtt["acknowledged"],
+                &mqtt["refused"],
+                &mqtt["failed"]
+            ),
+            (&json!(10), &json!(0), &json!(10), &json!(0)),
+            "MQTT {version}: {s}\n{printed}"
+        );
+        assert_eq!(
+            mqtt["refused_reasons"],
+            json!({ reason: 10 }),
+            "MQTT {version}: {s}"
+        );
+        assert!(
+            printed.contains("refused") && printed.contains(reason),
+            "the printed summary names the refusals: {printed}"
+        );
+        assert_eq!(code, Some(1), "refusals are not a success: {printed}");
+        // The WebSocket user beside it was served as ever.
+        assert_eq!(s["transports"]["websocket"]["acknowledged"], 10, "{s}");
+        // The gateway's own counts say the same.
+        refused_so_far += 10;
+        let status = gw.get_json("/api/mqtt").await.expect("status");
+        let device = &status["devices"]["dev-device"];
+        assert_eq!(device["rejected"], refused_so_far, "{status}");
+        assert_eq!(device["stored"], 0, "{status}");
+    }
 }
