@@ -326,7 +326,8 @@ async fn fused_estimates_combine_the_latest_event_of_each_source() {
     ingest(&h, "51", json!({"user_id": "51", "source": "facial", "valence": 0.6, "arousal": 0.4, "confidence": 0.85, "timestamp": now})).await;
     let (status, f) = h.get("/api/users/51/fused").await;
     assert_eq!(status, StatusCode::OK, "{f}");
-    assert_eq!(f["sources"].as_array().map(Vec::len), Some(2), "{f}");
+    assert_eq!(f["sources"], json!(["voice", "facial"]), "{f}");
+    assert_eq!(f["contributions"].as_array().map(Vec::len), Some(2), "{f}");
     let (v, a) = (
         f["valence"].as_f64().expect("v"),
         f["arousal"].as_f64().expect("a"),

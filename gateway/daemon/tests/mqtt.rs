@@ -390,7 +390,7 @@ async fn fused_estimates_reach_the_bound_device_once_two_sources_report() {
         .as_array()
         .expect("sources")
         .iter()
-        .filter_map(|c| c["source"].as_str())
+        .filter_map(|c| c.as_str())
         .collect();
     assert_eq!(sources, ["voice", "facial"], "{fused}");
     let v = fused["valence"].as_f64().expect("valence");

@@ -92,7 +92,9 @@ impl Outbox {
         if let Some(fused) = &outcome.fused {
             let topic = self.topics.fused(&event.user_id);
             if self.wanted(&topic) {
-                self.send(topic, &json!(fused), &self.stats.published_fused);
+                let mut payload = json!(fused);
+                payload["user_id"] = json!(event.user_id);
+                self.send(topic, &payload, &self.stats.published_fused);
             }
         }
     }

@@ -91,7 +91,6 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::codec::opt_ts;
-use super::fusion::Fusion;
 use super::{
     Analyzer, AnalyzerConfig, EvictedUser, SessionState, UserState, UserSummary, credit_horizon,
     global,
@@ -425,8 +424,6 @@ impl Analyzer {
             evicted,
             session_cutoff: body.session_cutoff,
             global: body.global,
-            // Not checkpointed: estimates resume with the next readings.
-            fusion: Fusion::default(),
         })
     }
 
@@ -460,7 +457,6 @@ impl Analyzer {
         drop(leaving);
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            self.fusion.forget(&id);
             let Some(user) = self.users.remove(&id) else {
                 continue;
             };

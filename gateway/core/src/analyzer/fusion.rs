@@ -35,7 +35,6 @@
 //! the same readings twice.
 
 use chrono::{DateTime, Duration, Utc};
-use hashbrown::HashMap;
 use serde::Serialize;
 
 use crate::label::EmotionLabel;
@@ -106,7 +105,7 @@ impl Default for FusionConfig {
 }
 
 /// One source's part in an estimate.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Contribution {
     pub source: Source,
     pub valence: f64,
@@ -119,21 +118,62 @@ pub struct Contribution {
     pub age_ms: i64,
 }
 
-/// A fused estimate (see the module docs).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A fused estimate (see the module docs). Small, `Copy` and allocation-free:
+/// one is made for most events and travels with the event's outcome, so the
+/// analyzer's throughput must not pay for it. Each source's part:
+/// [`FusionSlots::contributions`].
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FusedEstimate {
-    pub user_id: String,
     pub valence: f64,
     pub arousal: f64,
-    /// The label nearest the fused point.
-    pub emotion_label: EmotionLabel,
     pub confidence: f64,
     /// In [0, 1]: 1 when every source says the same.
     pub agreement: f64,
-    pub sources: Vec<Contribution>,
+    /// Bit [`Source::index`] set for each contributing source.
+    sources: u8,
     /// The time of the newest reading.
     pub timestamp: DateTime<Utc>,
 }
+
+impl FusedEstimate {
+    /// The label nearest the fused point (computed when asked: it costs more
+    /// than the estimate itself).
+    pub fn emotion_label(&self) -> EmotionLabel {
+        EmotionLabel::nearest(self.valence, self.arousal)
+    }
+
+    /// The contributing sources, in source order.
+    pub fn sources(&self) -> impl Iterator<Item = Source> + '_ {
+        Source::ALL
+            .into_iter()
+            .filter(|s| self.sources & (1 << s.index()) != 0)
+    }
+}
+
+impl Serialize for FusedEstimate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct Parts<'a>(&'a FusedEstimate);
+        impl Serialize for Parts<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.sources().map(Source::as_str))
+            }
+        }
+        let mut st = s.serialize_struct("FusedEstimate", 7)?;
+        st.serialize_field("valence", &self.valence)?;
+        st.serialize_field("arousal", &self.arousal)?;
+        st.serialize_field("emotion_label", &self.emotion_label())?;
+        st.serialize_field("confidence", &self.confidence)?;
+        st.serialize_field("agreement", &self.agreement)?;
+        st.serialize_field("sources", &Parts(self))?;
+        st.serialize_field("timestamp", &self.timestamp)?;
+        st.end()
+    }
+}
+
+/// A reading's part in an estimate being made: the reading, its valence and
+/// arousal weights, its chance of being right, its age in milliseconds.
+type Part = (Reading, f64, f64, f64, i64);
 
 /// A source's latest reading.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -141,32 +181,26 @@ struct Reading {
     valence: f64,
     arousal: f64,
     confidence: f64,
-    at: DateTime<Utc>,
+    /// Microseconds since the epoch: integer arithmetic, where chrono's date
+    /// arithmetic cost more than the rest of the estimate.
+    at_us: i64,
 }
 
-/// One user's latest reading per source and latest estimate.
-#[derive(Debug, Clone, Default, PartialEq)]
-struct UserFusion {
+/// One user's latest reading per source. Short-lived by nature (a window of
+/// seconds), so it is not checkpointed nor kept for evicted users: estimates
+/// resume with the next readings.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FusionSlots {
     latest: [Option<Reading>; SOURCES],
-    estimate: Option<FusedEstimate>,
 }
 
-/// Every user's fusion state. Short-lived by nature (a window of seconds), so
-/// it is not checkpointed: after a restart estimates resume with the next
-/// readings.
-#[derive(Debug, Clone, Default)]
-pub struct Fusion {
-    users: HashMap<String, UserFusion>,
-}
-
-impl Fusion {
+impl FusionSlots {
     /// Take one event's reading (at `at`, the event's time) and return the new
     /// estimate, if two or more sources contribute.
     #[allow(clippy::too_many_arguments)]
     pub fn update(
         &mut self,
         cfg: &FusionConfig,
-        user_id: &str,
         source: Source,
         valence: f64,
         arousal: f64,
@@ -176,128 +210,125 @@ impl Fusion {
         if !cfg.enabled {
             return None;
         }
-        let u = self.users.entry_ref(user_id).or_default();
-        let slot = &mut u.latest[source.index()];
+        let slot = &mut self.latest[source.index()];
+        let at_us = at.timestamp_micros();
         // A late reading does not replace a newer one of the same source.
-        if slot.is_none_or(|r| r.at <= at) {
+        if slot.is_none_or(|r| r.at_us <= at_us) {
             *slot = Some(Reading {
                 valence,
                 arousal,
                 confidence,
-                at,
+                at_us,
             });
         }
-        let estimate = estimate(cfg, user_id, &u.latest)?;
-        u.estimate = Some(estimate.clone());
-        Some(estimate)
+        // A single-source user (a strap alone, say) is the common case: skip
+        // the weighing.
+        self.latest.iter().flatten().nth(1)?;
+        self.estimate(cfg)
     }
 
-    /// A user's latest estimate.
-    pub fn latest(&self, user_id: &str) -> Option<&FusedEstimate> {
-        self.users.get(user_id)?.estimate.as_ref()
-    }
-
-    /// Forget a user (evicted or erased).
-    pub fn forget(&mut self, user_id: &str) {
-        self.users.remove(user_id);
-    }
-
-    /// Users with state.
-    pub fn len(&self) -> usize {
-        self.users.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
-    }
-}
-
-/// The estimate from each source's latest reading, newest reading's time as
-/// "now"; `None` with fewer than two sources within the window.
-fn estimate(
-    cfg: &FusionConfig,
-    user_id: &str,
-    latest: &[Option<Reading>; SOURCES],
-) -> Option<FusedEstimate> {
-    let now = latest.iter().flatten().map(|r| r.at).max()?;
-    let window_ms = cfg.window.num_milliseconds().max(1) as f64;
-    struct Part {
-        source: Source,
-        r: Reading,
-        wv: f64,
-        wa: f64,
-        right: f64,
-        age_ms: i64,
-    }
-    let parts: Vec<Part> = Source::ALL
-        .iter()
-        .filter_map(|s| {
-            let r = latest[s.index()]?;
-            let age_ms = (now - r.at).num_milliseconds();
+    /// Each fresh source's part, and the weight sums; `None` with fewer than
+    /// two sources within the window.
+    fn weigh(&self, cfg: &FusionConfig) -> Option<Weighed> {
+        if !cfg.enabled {
+            return None;
+        }
+        let now_us = self.latest.iter().flatten().map(|r| r.at_us).max()?;
+        let window_ms = cfg.window.num_milliseconds().max(1) as f64;
+        let mut w = Weighed {
+            now_us,
+            parts: [None; SOURCES],
+            n: 0,
+            sv: 0.0,
+            sa: 0.0,
+        };
+        for s in Source::ALL {
+            let Some(r) = self.latest[s.index()] else {
+                continue;
+            };
+            let age_ms = (now_us - r.at_us) / 1000;
             let fresh = 1.0 - age_ms as f64 / window_ms;
             if fresh <= 0.0 {
-                return None;
+                continue;
             }
             let c = r.confidence.clamp(0.0, MAX_CONFIDENCE);
             let odds = c / (1.0 - c);
             let (rv, ra) = cfg.reliability[s.index()];
-            Some(Part {
-                source: *s,
-                r,
-                wv: rv * odds * fresh,
-                wa: ra * odds * fresh,
-                right: c * (rv + ra) / 2.0 * fresh,
-                age_ms,
-            })
-        })
-        .collect();
-    if parts.len() < 2 {
-        return None;
+            let (wv, wa) = (rv * odds * fresh, ra * odds * fresh);
+            w.parts[s.index()] = Some((r, wv, wa, c * (rv + ra) / 2.0 * fresh, age_ms));
+            w.n += 1;
+            w.sv += wv;
+            w.sa += wa;
+        }
+        (w.n >= 2 && w.sv > 0.0 && w.sa > 0.0).then_some(w)
     }
-    let (sv, sa): (f64, f64) = parts
-        .iter()
-        .fold((0.0, 0.0), |(v, a), p| (v + p.wv, a + p.wa));
-    if sv <= 0.0 || sa <= 0.0 {
-        return None;
-    }
-    let valence = parts.iter().map(|p| p.wv * p.r.valence).sum::<f64>() / sv;
-    let arousal = parts.iter().map(|p| p.wa * p.r.arousal).sum::<f64>() / sa;
-    let spread_v = (parts
-        .iter()
-        .map(|p| p.wv * (p.r.valence - valence).powi(2))
-        .sum::<f64>()
-        / sv)
-        .sqrt();
-    let spread_a = (parts
-        .iter()
-        .map(|p| p.wa * (p.r.arousal - arousal).powi(2))
-        .sum::<f64>()
-        / sa)
-        .sqrt();
-    let agreement = (1.0 - (spread_v / 1.0 + spread_a / 0.5) / 2.0).clamp(0.0, 1.0);
-    let all_wrong: f64 = parts.iter().map(|p| 1.0 - p.right).product();
-    let confidence = ((1.0 - all_wrong) * agreement).min(MAX_CONFIDENCE);
-    Some(FusedEstimate {
-        user_id: user_id.to_owned(),
-        valence: round3(valence.clamp(-1.0, 1.0)),
-        arousal: round3(arousal.clamp(0.0, 1.0)),
-        emotion_label: EmotionLabel::nearest(valence, arousal),
-        confidence: round3(confidence),
-        agreement: round3(agreement),
-        sources: parts
+
+    /// The estimate from each source's latest reading, the newest reading's
+    /// time as "now"; `None` with fewer than two sources within the window.
+    pub fn estimate(&self, cfg: &FusionConfig) -> Option<FusedEstimate> {
+        let w = self.weigh(cfg)?;
+        let (sv, sa) = (w.sv, w.sa);
+        // One pass: weighted sums of values and squares (the spread is
+        // E[x²] − E[x]²), and the chance that every reading is wrong.
+        let (mut v1, mut v2, mut a1, mut a2, mut all_wrong) = (0.0, 0.0, 0.0, 0.0, 1.0);
+        for (r, wv, wa, right, _) in w.parts.iter().flatten() {
+            v1 += wv * r.valence;
+            v2 += wv * r.valence * r.valence;
+            a1 += wa * r.arousal;
+            a2 += wa * r.arousal * r.arousal;
+            all_wrong *= 1.0 - right;
+        }
+        let (valence, arousal) = (v1 / sv, a1 / sa);
+        let spread_v = (v2 / sv - valence * valence).max(0.0).sqrt();
+        let spread_a = (a2 / sa - arousal * arousal).max(0.0).sqrt();
+        let agreement = (1.0 - (spread_v / 1.0 + spread_a / 0.5) / 2.0).clamp(0.0, 1.0);
+        let confidence = ((1.0 - all_wrong) * agreement).min(MAX_CONFIDENCE);
+        let sources = Source::ALL
             .iter()
-            .map(|p| Contribution {
-                source: p.source,
-                valence: p.r.valence,
-                arousal: p.r.arousal,
-                confidence: p.r.confidence,
-                valence_share: round3(p.wv / sv),
-                arousal_share: round3(p.wa / sa),
-                age_ms: p.age_ms,
+            .filter(|s| w.parts[s.index()].is_some())
+            .fold(0u8, |m, s| m | (1 << s.index()));
+        Some(FusedEstimate {
+            valence: round3(valence.clamp(-1.0, 1.0)),
+            arousal: round3(arousal.clamp(0.0, 1.0)),
+            confidence: round3(confidence),
+            agreement: round3(agreement),
+            sources,
+            timestamp: DateTime::from_timestamp_micros(w.now_us).unwrap_or_default(),
+        })
+    }
+
+    /// Each contributing source's part in [`FusionSlots::estimate`], in
+    /// source order (empty when there is no estimate).
+    pub fn contributions(&self, cfg: &FusionConfig) -> Vec<Contribution> {
+        let Some(w) = self.weigh(cfg) else {
+            return Vec::new();
+        };
+        Source::ALL
+            .iter()
+            .filter_map(|s| {
+                let (r, wv, wa, _, age_ms) = w.parts[s.index()]?;
+                Some(Contribution {
+                    source: *s,
+                    valence: r.valence,
+                    arousal: r.arousal,
+                    confidence: r.confidence,
+                    valence_share: round3(wv / w.sv),
+                    arousal_share: round3(wa / w.sa),
+                    age_ms,
+                })
             })
-            .collect(),
-        timestamp: now,
-    })
+            .collect()
+    }
+}
+
+/// The weighing of an estimate: each fresh source's part and the sums.
+#[derive(Debug, Clone, Copy)]
+struct Weighed {
+    now_us: i64,
+    parts: [Option<Part>; SOURCES],
+    n: usize,
+    sv: f64,
+    sa: f64,
 }
 
 #[cfg(test)]
@@ -311,72 +342,76 @@ mod tests {
     #[test]
     fn one_source_is_not_fused_and_two_agreeing_sources_are() {
         let cfg = FusionConfig::default();
-        let mut f = Fusion::default();
+        let mut f = FusionSlots::default();
         assert!(
-            f.update(&cfg, "u", Source::Facial, 0.6, 0.4, 0.9, t(0))
+            f.update(&cfg, Source::Facial, 0.6, 0.4, 0.9, t(0))
                 .is_none()
         );
         assert!(
-            f.update(&cfg, "u", Source::Facial, 0.6, 0.4, 0.9, t(1))
+            f.update(&cfg, Source::Facial, 0.6, 0.4, 0.9, t(1))
                 .is_none(),
             "still one source"
         );
         let e = f
-            .update(&cfg, "u", Source::Voice, 0.6, 0.4, 0.9, t(2))
+            .update(&cfg, Source::Voice, 0.6, 0.4, 0.9, t(2))
             .expect("two sources");
         assert_eq!((e.valence, e.arousal), (0.6, 0.4));
         assert_eq!(e.agreement, 1.0);
-        assert_eq!(e.sources.len(), 2);
+        assert_eq!(
+            e.sources().collect::<Vec<_>>(),
+            [Source::Voice, Source::Facial]
+        );
         // At equal confidence, face weighs more on valence, voice on arousal.
-        let share = |s: Source| {
-            e.sources
-                .iter()
-                .find(|c| c.source == s)
-                .expect("part")
-                .clone()
-        };
+        let parts = f.contributions(&cfg);
+        let share = |s: Source| *parts.iter().find(|c| c.source == s).expect("part");
         assert!(share(Source::Facial).valence_share > share(Source::Voice).valence_share);
         assert!(share(Source::Voice).arousal_share > share(Source::Facial).arousal_share);
         assert!(
             e.confidence > 0.9,
             "two agreeing sources beat either: {e:?}"
         );
-        assert_eq!(f.latest("u"), Some(&e));
+        assert_eq!(f.estimate(&cfg), Some(e));
+        let json = serde_json::to_value(e).expect("json");
+        assert_eq!(
+            json["sources"],
+            serde_json::json!(["voice", "facial"]),
+            "{json}"
+        );
+        assert_eq!(json["sources"].as_array().map(Vec::len), Some(2));
     }
 
     #[test]
     fn disagreement_lowers_confidence_and_old_readings_drop_out() {
         let cfg = FusionConfig::default();
-        let mut f = Fusion::default();
-        f.update(&cfg, "u", Source::Facial, 0.8, 0.3, 0.9, t(0));
+        let mut f = FusionSlots::default();
+        f.update(&cfg, Source::Facial, 0.8, 0.3, 0.9, t(0));
         let agree = f
-            .update(&cfg, "u", Source::Survey, 0.7, 0.3, 0.9, t(1))
+            .update(&cfg, Source::Survey, 0.7, 0.3, 0.9, t(1))
             .expect("fused");
-        let mut g = Fusion::default();
-        g.update(&cfg, "u", Source::Facial, 0.8, 0.3, 0.9, t(0));
+        let mut g = FusionSlots::default();
+        g.update(&cfg, Source::Facial, 0.8, 0.3, 0.9, t(0));
         let clash = g
-            .update(&cfg, "u", Source::Survey, -0.8, 0.9, 0.9, t(1))
+            .update(&cfg, Source::Survey, -0.8, 0.9, 0.9, t(1))
             .expect("fused");
         assert!(clash.agreement < agree.agreement, "{clash:?} {agree:?}");
         assert!(clash.confidence < agree.confidence);
         // 40 s later the face reading is outside the 30 s window.
         assert!(
-            f.update(&cfg, "u", Source::Survey, 0.7, 0.3, 0.9, t(41))
+            f.update(&cfg, Source::Survey, 0.7, 0.3, 0.9, t(41))
                 .is_none()
         );
         // Late readings do not replace newer ones.
-        f.update(&cfg, "u", Source::Facial, 0.1, 0.1, 0.9, t(40));
+        f.update(&cfg, Source::Facial, 0.1, 0.1, 0.9, t(40));
         let e = f
-            .update(&cfg, "u", Source::Facial, -0.9, 0.9, 0.9, t(5))
+            .update(&cfg, Source::Facial, -0.9, 0.9, 0.9, t(5))
             .expect("fused");
-        let face = e
-            .sources
+        assert!(e.sources().any(|s| s == Source::Facial));
+        let parts = f.contributions(&cfg);
+        let face = parts
             .iter()
             .find(|c| c.source == Source::Facial)
             .expect("face");
         assert_eq!(face.valence, 0.1);
-        f.forget("u");
-        assert!(f.latest("u").is_none());
     }
 
     #[test]
@@ -385,12 +420,9 @@ mod tests {
             enabled: false,
             ..FusionConfig::default()
         };
-        let mut f = Fusion::default();
-        f.update(&cfg, "u", Source::Facial, 0.6, 0.4, 0.9, t(0));
-        assert!(
-            f.update(&cfg, "u", Source::Voice, 0.6, 0.4, 0.9, t(0))
-                .is_none()
-        );
-        assert!(f.is_empty());
+        let mut f = FusionSlots::default();
+        f.update(&cfg, Source::Facial, 0.6, 0.4, 0.9, t(0));
+        assert!(f.update(&cfg, Source::Voice, 0.6, 0.4, 0.9, t(0)).is_none());
+        assert_eq!(f, FusionSlots::default(), "nothing kept");
     }
 }

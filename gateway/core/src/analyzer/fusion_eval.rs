@@ -31,7 +31,7 @@
 use chrono::{DateTime, Duration, Utc};
 use emotion_common::SplitMix64;
 
-use super::fusion::{Fusion, FusionConfig};
+use super::fusion::{FusionConfig, FusionSlots};
 use crate::source::Source;
 
 /// Length of the session, seconds.
@@ -123,7 +123,7 @@ pub fn evaluate(cfg: &FusionConfig, seed: u64) -> Evaluation {
     ];
     let mut rng = SplitMix64::new(seed);
     let start: DateTime<Utc> = DateTime::UNIX_EPOCH + Duration::days(20_000);
-    let mut fusion = Fusion::default();
+    let mut fusion = FusionSlots::default();
     let mut latest: [Option<(f64, f64)>; 4] = [None; 4];
     let mut fused_sums = Sums::default();
     let mut single_sums = [Sums::default(); 4];
@@ -139,7 +139,7 @@ pub fn evaluate(cfg: &FusionConfig, seed: u64) -> Evaluation {
             let a = (ta + rng.normal() * (1.0 - c) / 2.0).clamp(0.0, 1.0);
             latest[k] = Some((v, a));
             let at = start + Duration::seconds(t);
-            let estimate = fusion.update(cfg, "eval", *source, v, a, c, at);
+            let estimate = fusion.update(cfg, *source, v, a, c, at);
             if t < WARM_UP_S {
                 continue;
             }

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 pub use anomaly::{Anomaly, AnomalyRule, Severity};
 pub use checkpoint::{CHECKPOINT_VERSION, CheckpointError};
-pub use fusion::{Contribution, FusedEstimate, Fusion, FusionConfig};
+pub use fusion::{Contribution, FusedEstimate, FusionConfig, FusionSlots};
 pub use global::GlobalMetrics;
 pub use report::{EmotionShare, ReportAverages, ReportCounts, UserReport};
 pub use risk::{FLAG_THRESHOLD, RiskInputs, RiskScore, risk_from_aggregates, risk_score};
@@ -161,6 +161,10 @@ struct UserState {
     last_seen: DateTime<Utc>,
     /// Daily aggregates of the last 30 days, for credit/risk summaries.
     credit: CreditHistory,
+    /// Latest reading per source, for fused estimates. Not encoded: it spans
+    /// seconds, so checkpoints and evicted states leave it out.
+    #[serde(skip)]
+    fusion: FusionSlots,
 }
 
 impl UserState {
@@ -315,9 +319,6 @@ pub struct Analyzer {
     /// The latest cutoff of [`Analyzer::evict_sessions_idle_since`].
     session_cutoff: Option<DateTime<Utc>>,
     global: global::GlobalState,
-    /// Latest reading per user and source, for fused estimates (not
-    /// checkpointed: it spans seconds).
-    fusion: Fusion,
 }
 
 impl Analyzer {
@@ -359,6 +360,7 @@ impl Analyzer {
                 first_seen: e.ingested_at,
                 last_seen: e.ingested_at,
                 credit: CreditHistory::new(),
+                fusion: FusionSlots::default(),
             }
         });
         let anomaly = anomaly::detect(&user.baseline, &p, e.event_id, e.timestamp, &cfg.anomaly);
@@ -386,9 +388,8 @@ impl Analyzer {
         user.last_seen = e.ingested_at;
         let spread = user.spread();
         let risk = user.risk(cfg);
-        let fused = self.fusion.update(
+        let fused = user.fusion.update(
             &cfg.fusion,
-            &e.user_id,
             e.source,
             e.valence,
             e.arousal,
@@ -453,9 +454,16 @@ impl Analyzer {
         }
     }
 
-    /// A user's latest fused estimate (see [`fusion`]).
-    pub fn fused(&self, user_id: &str) -> Option<&FusedEstimate> {
-        self.fusion.latest(user_id)
+    /// A resident user's latest fused estimate (see [`fusion`]).
+    pub fn fused(&self, user_id: &str) -> Option<FusedEstimate> {
+        self.users.get(user_id)?.fusion.estimate(&self.cfg.fusion)
+    }
+
+    /// [`Analyzer::fused`] with each source's part in it.
+    pub fn fused_detail(&self, user_id: &str) -> Option<(FusedEstimate, Vec<Contribution>)> {
+        let slots = &self.users.get(user_id)?.fusion;
+        let estimate = slots.estimate(&self.cfg.fusion)?;
+        Some((estimate, slots.contributions(&self.cfg.fusion)))
     }
 
     /// The summary of a resident user; `None` for an unknown or evicted user
@@ -528,7 +536,6 @@ impl Analyzer {
     /// (resident or evicted; the caller deletes an evicted user's stored state).
     pub fn erase_user(&mut self, user_id: &str) -> bool {
         self.sessions.retain(|_, s| s.user_id != user_id);
-        self.fusion.forget(user_id);
         let evicted = self.evicted.remove(user_id).is_some();
         self.users.remove(user_id).is_some() || evicted
     }

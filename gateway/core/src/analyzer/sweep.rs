@@ -99,7 +99,7 @@ fn pct(k: usize, n: usize) -> f64 {
     if n == 0 {
         0.0
     } else {
-        (100.0 * k as f64 / n as f64).round()
+        crate::num::round(100.0 * k as f64 / n as f64)
     }
 }
 

@@ -155,8 +155,8 @@ pub fn trajectory(w: &Window, k: usize) -> Option<Trajectory> {
         arousal: trend(sa, "increasing", "decreasing"),
         stability_score: round3(stability(std_v, std_a)),
         patterns,
-        emotional_velocity: (per_minute * 1e4).round() / 1e4,
-        velocity_per_step: (per_step * 1e4).round() / 1e4,
+        emotional_velocity: crate::num::round(per_minute * 1e4) / 1e4,
+        velocity_per_step: crate::num::round(per_step * 1e4) / 1e4,
         window: n,
     })
 }

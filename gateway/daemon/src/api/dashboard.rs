@@ -450,10 +450,10 @@ fn compact(le: &LiveEvent) -> Value {
         "fused": le.outcome.fused.as_ref().map(|f| json!({
             "valence": f.valence,
             "arousal": f.arousal,
-            "label": f.emotion_label,
+            "label": f.emotion_label(),
             "confidence": f.confidence,
             "agreement": f.agreement,
-            "sources": f.sources.iter().map(|c| c.source).collect::<Vec<_>>(),
+            "sources": f.sources().collect::<Vec<_>>(),
         })),
     })
 }

@@ -167,7 +167,7 @@ pub async fn report(
     params(("id" = String, Path, description = "User id")),
     security(("token" = []), ("bearer" = [])),
     responses(
-        (status = 200, description = "{user_id, valence, arousal, emotion_label, confidence, agreement, sources: [{source, valence, arousal, confidence, valence_share, arousal_share, age_ms}], timestamp}", body = serde_json::Value),
+        (status = 200, description = "{user_id, valence, arousal, emotion_label, confidence, agreement, sources: [source names], timestamp, contributions: [{source, valence, arousal, confidence, valence_share, arousal_share, age_ms}]}", body = serde_json::Value),
         (status = 400, description = "Bad user id", body = super::error::ErrorBody),
         (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
         (status = 403, description = "The token lacks the needed scope", body = super::error::ErrorBody),
@@ -179,12 +179,15 @@ pub async fn fused(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     checked_id("user", &id)?;
-    let fused = state.analyzer.lock().fused(&id).cloned();
-    let fused = fused.ok_or_else(|| {
+    let fused = state.analyzer.lock().fused_detail(&id);
+    let (fused, parts) = fused.ok_or_else(|| {
         ApiError::NotFound(format!(
             "no fused estimate for user `{id}`: it needs events from two or more sources within {}",
             state.config.fusion.window
         ))
     })?;
-    Ok(Json(json!(fused)))
+    let mut body = json!(fused);
+    body["user_id"] = json!(id);
+    body["contributions"] = json!(parts);
+    Ok(Json(body))
 }
