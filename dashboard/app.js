@@ -645,6 +645,28 @@
     tr.appendChild(td);
   }
 
+  function pct(rate) {
+    return typeof rate === 'number' && isFinite(rate) ? (100 * rate).toFixed(1) + '%' : '–';
+  }
+
+  // A replacement's canary, under the plugin's state: on trial (readings
+  // compared so far and both rates), or how it ended and why.
+  function canaryLine(c) {
+    const div = document.createElement('div');
+    div.className = 'canary canary-' + c.state;
+    const who = 'canary ' + c.candidate.producer;
+    if (c.state === 'shadowing') {
+      div.textContent = who + ': shadowing, ' + c.readings + '/' + c.min_readings
+        + ' readings, errors ' + pct(c.candidate.error_rate) + ' vs ' + pct(c.current.error_rate)
+        + ', deadline misses ' + pct(c.candidate.deadline_miss_rate) + ' vs '
+        + pct(c.current.deadline_miss_rate);
+    } else {
+      const when = c.decided_at ? ' ' + new Date(c.decided_at).toLocaleString() : '';
+      div.textContent = who + ' ' + c.state.replace('_', ' ') + when + ': ' + (c.reason || '');
+    }
+    return div;
+  }
+
   function renderPlugins(p) {
     const tbody = document.querySelector('#plugins tbody');
     tbody.replaceChildren();
@@ -660,6 +682,7 @@
       tr.dataset.plugin = pl.name;
       cell(tr, pl.producer || pl.name);
       cell(tr, pl.state + (pl.reason ? ': ' + pl.reason : ''), 'state-' + pl.state);
+      if (pl.canary) tr.lastChild.appendChild(canaryLine(pl.canary));
       cell(tr, (pl.sources || []).join(', '));
       cell(tr, String(pl.stats ? pl.stats.calls : 0));
       cell(tr, String(pl.stats ? pl.stats.errors : 0));

@@ -1,6 +1,6 @@
 //! Plugins inside the real gateway: raw readings over `/ws/readings`,
-//! containment of broken plugins, hot swap under load, and the vendor's
-//! command-line steps from sdk-plugin/README.md.
+//! containment of broken plugins, hot swap under load, a replacement's
+//! canary, and the vendor's command-line steps from sdk-plugin/README.md.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -16,6 +16,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 fn reading(user: &str, source: &str, payload: Value) -> Value {
     json!({"user_id": user, "source": source, "payload": payload})
@@ -343,6 +344,111 @@ async fn hot_swap_under_load_loses_nothing_and_refuses_a_broken_replacement() {
     )
     .await;
     assert_eq!(r["event"]["producer"], "echo@2.0.0", "{r}");
+}
+
+/// A replacement that traps on some live readings shadows the serving
+/// version, is rolled back, and says why in `/api/plugins`, in the log and
+/// in the dashboard's status frame; every reading was answered by the
+/// serving version meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_faulty_replacement_is_rolled_back_and_shown_in_the_api_and_dashboard() {
+    let plugins = plugin_dir(&["echo"]).expect("plugins");
+    let dir = data_dir().expect("tmp");
+    let mut opts = with_plugins(plugins.path(), "100ms");
+    opts.env.push((
+        "EMOTION_GATEWAY__PLUGINS__CANARY__MIN_READINGS".into(),
+        "200".into(),
+    ));
+    let gw = Gateway::start(dir.path(), &opts).expect("start");
+    let mut ws = gw.readings().await.expect("connect");
+
+    let faulty = emotion_tests::built_plugin("echo-faulty").expect("echo-faulty");
+    let staging = plugins.path().join("echo.wasm.part");
+    std::fs::copy(&faulty, &staging).expect("copy");
+    std::fs::rename(&staging, plugins.path().join("echo.wasm")).expect("rename");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = gw.get_json("/api/plugins").await.expect("plugins");
+        if s["plugins"][0]["canary"]["state"] == "shadowing" {
+            assert_eq!(s["plugins"][0]["version"], "1.0.0", "{s}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the canary never started: {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // One reading in ten makes the candidate trap; the serving version
+    // answers every one.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut i = 0usize;
+    let plugin = loop {
+        for _ in 0..50 {
+            i += 1;
+            let text = if i.is_multiple_of(10) {
+                format!("0.2 0.4 boom {i}")
+            } else {
+                format!("0.25 0.5 {i}")
+            };
+            let r = ask(&mut ws, &reading("canary", "text", json!({"text": text}))).await;
+            assert_eq!(r["status"], "processed", "{r}");
+            assert_eq!(r["event"]["producer"], "echo@1.0.0", "{r}");
+        }
+        let s = gw.get_json("/api/plugins").await.expect("plugins");
+        let p = s["plugins"][0].clone();
+        if p["canary"]["state"] != "shadowing" {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "no decision: {p}");
+    };
+    let c = &plugin["canary"];
+    assert_eq!(c["state"], "rolled_back", "{plugin}");
+    assert_eq!(c["candidate"]["producer"], "echo@3.0.0-faulty");
+    assert_eq!(c["current"]["producer"], "echo@1.0.0");
+    assert!(c["readings"].as_u64() >= Some(200), "{c}");
+    assert!(c["candidate"]["error_rate"].as_f64() > Some(0.05), "{c}");
+    assert_eq!(c["current"]["error_rate"], 0.0, "{c}");
+    assert!(c["decided_at"].is_string(), "{c}");
+    let reason = c["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("error rate worse by more than the margin of 1.0%"),
+        "{reason}"
+    );
+    assert_eq!(plugin["version"], "1.0.0");
+    assert_eq!(plugin["state"], "running");
+    let stored = gw.user_events("canary").await.expect("events");
+    assert_eq!(stored.len(), i, "every reading answered and stored once");
+    assert!(
+        gw.logs()
+            .contains("rolled back echo@3.0.0-faulty, echo@1.0.0 keeps serving"),
+        "not in the log:\n{}",
+        gw.logs()
+    );
+
+    // The dashboard's status frame carries the same.
+    let mut req = gw
+        .ws_url("/ws/dashboard")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut()
+        .insert("x-auth-token", TOKEN.parse().expect("header"));
+    let (mut dash, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("connect");
+    let status = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(20), dash.next())
+            .await
+            .expect("a status frame");
+        if let Some(Ok(Message::Text(t))) = frame {
+            let v: Value = serde_json::from_str(&t).expect("json");
+            if v["type"] == "status" {
+                break v;
+            }
+        }
+    };
+    assert_eq!(
+        status["plugins"]["plugins"][0]["canary"]["state"], "rolled_back",
+        "{status}"
+    );
 }
 
 fn gateway_cmd(args: &[&str]) -> std::process::Output {

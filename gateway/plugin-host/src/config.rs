@@ -19,6 +19,12 @@
 //! initial_backoff = "1s"
 //! max_backoff = "5m"
 //!
+//! [plugins.canary]                  # a replacement shadows the serving version first
+//! enabled = true
+//! min_readings = 500
+//! max_duration = "5m"
+//! margin = 0.01
+//!
 //! [plugins.per_plugin.lexicon]      # keyed by file name without .wasm
 //! deadline = "20ms"
 //! memory_limit = "16MiB"
@@ -69,6 +75,7 @@ pub struct HostConfig {
     /// Granularity of deadlines: the epoch ticker's period.
     pub epoch_tick: Dur,
     pub quarantine: QuarantineConfig,
+    pub canary: CanaryConfig,
     /// Per-plugin limits and settings, keyed by plugin (file) name.
     pub per_plugin: BTreeMap<String, PluginConfig>,
 }
@@ -88,6 +95,7 @@ impl Default for HostConfig {
             watch_interval: Dur(Duration::from_secs(1)),
             epoch_tick: Dur(Duration::from_millis(5)),
             quarantine: QuarantineConfig::default(),
+            canary: CanaryConfig::default(),
             per_plugin: BTreeMap::new(),
         }
     }
@@ -111,6 +119,47 @@ impl Default for QuarantineConfig {
             after_failures: 3,
             initial_backoff: Dur(Duration::from_secs(1)),
             max_backoff: Dur(Duration::from_secs(300)),
+        }
+    }
+}
+
+/// How a replacement version earns its place: it first shadows the serving
+/// version on live readings (both run, the serving one's answers are used)
+/// and is promoted only if it fails no more often, or rolled back.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CanaryConfig {
+    /// Off: a replacement that loads replaces the serving version at once.
+    pub enabled: bool,
+    /// Readings both versions must have run before the rates are compared.
+    /// 500 keeps the decision from hanging on chance: one failed batch of a
+    /// few readings is not a verdict, a failure on 1 % of readings shows.
+    pub min_readings: u64,
+    /// Longest a candidate shadows. If fewer than `min_readings` were
+    /// compared by then, it is promoted only if it ran at least
+    /// [`MIN_READINGS_AT_TIME_LIMIT`] readings with no more errors and no more
+    /// deadline misses than the serving version had on them, and otherwise
+    /// rolled back: too little evidence keeps what works.
+    pub max_duration: Dur,
+    /// How much worse (as a share of readings, 0.01 = one percentage point)
+    /// the candidate's error rate and its deadline-miss rate may each be
+    /// than the serving version's on the same readings.
+    pub margin: f64,
+}
+
+/// Compared readings a candidate needs to be promoted when `max_duration`
+/// ends before `min_readings` were compared (and then it must not have
+/// failed more often than the serving version at all): a handful of clean
+/// readings, fewer would be no evidence.
+pub const MIN_READINGS_AT_TIME_LIMIT: u64 = 10;
+
+impl Default for CanaryConfig {
+    fn default() -> Self {
+        CanaryConfig {
+            enabled: true,
+            min_readings: 500,
+            max_duration: Dur(Duration::from_secs(300)),
+            margin: 0.01,
         }
     }
 }
@@ -204,6 +253,27 @@ impl HostConfig {
             problems.push(format!(
                 "quarantine.initial_backoff ({}) must be positive and at most max_backoff ({})",
                 q.initial_backoff, q.max_backoff
+            ));
+        }
+        let c = &self.canary;
+        if !(1..=10_000_000).contains(&c.min_readings) {
+            problems.push(format!(
+                "canary.min_readings must be between 1 and 10000000, got {}",
+                c.min_readings
+            ));
+        }
+        if c.max_duration.0 < Duration::from_secs(1)
+            || c.max_duration.0 > Duration::from_secs(86_400)
+        {
+            problems.push(format!(
+                "canary.max_duration must be between 1s and 1d, got {}",
+                c.max_duration
+            ));
+        }
+        if !(0.0..=1.0).contains(&c.margin) {
+            problems.push(format!(
+                "canary.margin must be between 0 and 1 (a share of readings), got {}",
+                c.margin
             ));
         }
         for (name, p) in &self.per_plugin {
@@ -311,6 +381,11 @@ mod tests {
             after_failures = 2
             initial_backoff = "500ms"
             max_backoff = "1m"
+            [canary]
+            enabled = true
+            min_readings = 200
+            max_duration = "2m"
+            margin = 0.02
             [per_plugin.lexicon]
             deadline = "20ms"
             memory_limit = 16777216
@@ -338,6 +413,15 @@ mod tests {
         );
         assert_eq!(c.settings("other"), "{}");
         assert_eq!(c.cache_dir(), PathBuf::from("/var/cache/plugins"));
+        assert_eq!(
+            c.canary,
+            CanaryConfig {
+                enabled: true,
+                min_readings: 200,
+                max_duration: Dur(Duration::from_secs(120)),
+                margin: 0.02
+            }
+        );
     }
 
     #[test]
@@ -352,6 +436,7 @@ mod tests {
     fn unknown_keys_and_bad_values_are_errors_not_panics() {
         assert!(toml::from_str::<HostConfig>("dirr = \"x\"").is_err());
         assert!(toml::from_str::<HostConfig>("[per_plugin.x]\ndeadlin = \"1s\"").is_err());
+        assert!(toml::from_str::<HostConfig>("[canary]\nmin_reading = 5").is_err());
         assert!(toml::from_str::<HostConfig>("deadline = \"soon\"").is_err());
         assert!(toml::from_str::<HostConfig>("memory_limit = \"12 parsecs\"").is_err());
         let c: HostConfig = toml::from_str(
@@ -364,6 +449,10 @@ mod tests {
             [quarantine]
             after_failures = 0
             max_backoff = "9999d"
+            [canary]
+            min_readings = 0
+            max_duration = "10ms"
+            margin = -0.5
             [per_plugin."../evil"]
             deadline = "2m"
             "#,
@@ -378,6 +467,9 @@ mod tests {
             "batch_max_size",
             "after_failures",
             "max_backoff must be at most 1d",
+            "canary.min_readings",
+            "canary.max_duration",
+            "canary.margin",
             "per_plugin.../evil",
             "per_plugin.../evil.deadline",
         ] {

@@ -72,6 +72,8 @@ pub enum LoadError {
     NameChanged { old: String, new: String },
     #[error("source `{source_name}` is already handled by plugin `{other}`")]
     SourceConflict { source_name: Source, other: String },
+    #[error("its canary could not start: {0}")]
+    Canary(String),
 }
 
 /// Why one call into a plugin failed as a whole. Every reading of the batch

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::batcher::{PendingReading, Queues, RunBatch};
 use crate::cache::{Cache, hex};
+use crate::canary::{Canary, CanaryState, CanaryStatus, Shadow, Verdict};
 use crate::config::{HostConfig, QuarantineConfig, check_plugin_name};
 use crate::convert;
 use crate::error::{CallFailure, HostError, LoadError, ReadingError, ReadingResult};
@@ -31,6 +32,8 @@ pub struct PluginHost {
 }
 
 pub(crate) struct Inner {
+    /// Itself, for the threads it starts (canaries) to hold weakly.
+    me: Weak<Inner>,
     pub(crate) config: HostConfig,
     trusted: Vec<TrustedKey>,
     gateway_id: String,
@@ -115,8 +118,13 @@ struct SlotState {
     last_failure: Option<Event>,
     last_reload: Option<Event>,
     /// Hash of the bytes and signature last tried, so an unchanged (or an
-    /// unchanged broken) file is not loaded again on every poll.
+    /// unchanged broken, or rolled back) file is not loaded again on every
+    /// poll.
     attempted: Option<[u8; 32]>,
+    /// The replacement shadowing the current version, while it does.
+    shadow: Option<Arc<Shadow>>,
+    /// How the last trial ended.
+    last_canary: Option<CanaryStatus>,
 }
 
 struct Quarantine {
@@ -213,6 +221,8 @@ pub struct PluginStatus {
     pub from_cache: bool,
     pub loaded_at: Option<DateTime<Utc>>,
     pub load_ms: Option<f64>,
+    /// The replacement on trial, or how the last trial ended.
+    pub canary: Option<CanaryStatus>,
 }
 
 /// What one reload did to one plugin.
@@ -230,6 +240,9 @@ pub enum ReloadOutcome {
     Loaded { producer: String },
     /// A new version replaced the old one.
     Replaced { old: String, new: String },
+    /// A new version loaded and now shadows the serving one, which keeps
+    /// serving until the trial is decided (see `canary` in the status).
+    Canary { serving: String, candidate: String },
     /// Same bytes and signature as before: nothing to do.
     Unchanged,
     /// The new file was refused; `serving` is the version that keeps
@@ -265,7 +278,8 @@ impl PluginHost {
             }
         };
         let queues = Queues::new();
-        let inner = Arc::new(Inner {
+        let inner = Arc::new_cyclic(|me| Inner {
+            me: me.clone(),
             trusted,
             gateway_id: gateway_id.into(),
             runtime,
@@ -569,8 +583,10 @@ impl Inner {
         Ok(plugin)
     }
 
-    /// Swap a checked version in. Calls that already hold the old version
-    /// finish on it; the next batch gets the new one.
+    /// Install a checked version: as a candidate shadowing the serving
+    /// version when canaries are on and one serves, otherwise by swapping
+    /// it in. Calls that already hold the old version finish on it; the
+    /// next batch gets the new one.
     fn install(
         &self,
         name: &str,
@@ -585,6 +601,22 @@ impl Inner {
             .entry(name.to_owned())
             .or_insert_with(|| Arc::new(Slot::new(name, path, &self.config.quarantine)))
             .clone();
+        let serving = slot.current.read().clone();
+        // A quarantined version serves nothing to protect (its readings are
+        // refused) and gives no answers to compare with: replace it at once.
+        let quarantined = slot
+            .state
+            .lock()
+            .quarantine
+            .as_ref()
+            .is_some_and(|q| Instant::now() < q.until);
+        if self.config.canary.enabled
+            && let Some(serving) = serving
+            && !quarantined
+        {
+            drop(reg);
+            return self.start_canary(&slot, &serving, plugin, attempt);
+        }
         let old = slot.current.write().replace(Arc::new(plugin));
         reg.rebuild_routes();
         drop(reg);
@@ -594,6 +626,13 @@ impl Inner {
         st.consecutive_failures = 0;
         st.backoff = self.config.quarantine.initial_backoff.0;
         st.attempted = Some(attempt);
+        if let Some(abandoned) = st.shadow.take() {
+            tracing::info!(
+                plugin = name,
+                "canary of {} abandoned: replaced directly",
+                abandoned.canary.candidate.producer
+            );
+        }
         let outcome = match old {
             Some(old) => ReloadOutcome::Replaced {
                 old: old.producer.clone(),
@@ -610,6 +649,139 @@ impl Inner {
         tracing::info!(plugin = name, "{message}");
         st.last_reload = Some(Event::now(message));
         outcome
+    }
+
+    /// Let `candidate` shadow `serving` on live readings, on a thread of
+    /// its own that decides the trial (see `canary`).
+    fn start_canary(
+        &self,
+        slot: &Arc<Slot>,
+        serving: &LoadedPlugin,
+        candidate: LoadedPlugin,
+        attempt: [u8; 32],
+    ) -> ReloadOutcome {
+        let name = slot.name.as_str();
+        let candidate_producer = candidate.producer.clone();
+        let (shadow, canary, rx) = Canary::start(
+            name,
+            Arc::new(candidate),
+            serving.producer.clone(),
+            self.config.canary.clone(),
+            self.config.batch_max_size,
+        );
+        let weak_inner = self.me.clone();
+        let weak_slot = Arc::downgrade(slot);
+        let gateway_id = self.gateway_id.clone();
+        let thread_canary = canary.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("plugin-canary-{name}"))
+            .spawn(move || {
+                thread_canary.shadow(&rx, &gateway_id, |verdict| {
+                    if let (Some(inner), Some(slot)) = (weak_inner.upgrade(), weak_slot.upgrade()) {
+                        inner.conclude(&slot, &thread_canary, verdict);
+                    }
+                });
+            });
+        if let Err(e) = spawned {
+            // Without its thread nothing would decide the trial: refuse the
+            // candidate, the serving version goes on.
+            return self.refuse(
+                name,
+                &slot.path,
+                Some(attempt),
+                LoadError::Canary(format!("cannot start its shadow thread: {e}")),
+            );
+        }
+        let c = &self.config.canary;
+        let message = format!(
+            "{candidate_producer} shadows {} on live readings: promoted after {} compared readings if its error and deadline-miss rates are within {:.1}% of the serving version's, rolled back otherwise (decided within {})",
+            serving.producer,
+            c.min_readings,
+            c.margin * 100.0,
+            c.max_duration,
+        );
+        tracing::info!(plugin = name, "{message}");
+        let mut st = slot.state.lock();
+        st.attempted = Some(attempt);
+        if let Some(abandoned) = st.shadow.replace(Arc::new(shadow)) {
+            tracing::info!(
+                plugin = name,
+                "canary of {} abandoned: a newer file arrived",
+                abandoned.canary.candidate.producer
+            );
+        }
+        st.last_reload = Some(Event::now(message));
+        ReloadOutcome::Canary {
+            serving: serving.producer.clone(),
+            candidate: candidate_producer,
+        }
+    }
+
+    /// Apply a trial's verdict, if the trial is still the plugin's (a newer
+    /// file or the plugin's removal ends it without one).
+    fn conclude(&self, slot: &Arc<Slot>, canary: &Arc<Canary>, verdict: Verdict) {
+        let _guard = self.reload_lock.lock();
+        let mut reg = self.registry.write();
+        let ours = reg
+            .slots
+            .get(&slot.name)
+            .is_some_and(|s| Arc::ptr_eq(s, slot))
+            && slot
+                .state
+                .lock()
+                .shadow
+                .as_ref()
+                .is_some_and(|s| Arc::ptr_eq(&s.canary, canary));
+        if !ours {
+            return;
+        }
+        let candidate = &canary.candidate;
+        let mut verdict = verdict;
+        // Sources are checked against other plugins at load; one may have
+        // claimed a source of the candidate since.
+        if verdict.promote
+            && let Some((source, other)) = candidate
+                .info
+                .sources
+                .iter()
+                .find_map(|s| reg.owner_other_than(*s, &slot.name).map(|o| (*s, o)))
+        {
+            verdict = Verdict {
+                promote: false,
+                reason: format!(
+                    "{}; but source `{source}` is now handled by plugin `{other}`",
+                    verdict.reason
+                ),
+            };
+        }
+        if verdict.promote {
+            slot.current.write().replace(candidate.clone());
+            reg.rebuild_routes();
+        }
+        drop(reg);
+        let now = Utc::now();
+        let mut st = slot.state.lock();
+        st.shadow = None;
+        let (state, message) = if verdict.promote {
+            st.quarantine = None;
+            st.consecutive_failures = 0;
+            st.backoff = self.config.quarantine.initial_backoff.0;
+            let message = format!(
+                "promoted {} over {}: {}",
+                candidate.producer, canary.current, verdict.reason
+            );
+            tracing::info!(plugin = %slot.name, "{message}");
+            (CanaryState::Promoted, message)
+        } else {
+            let message = format!(
+                "rolled back {}, {} keeps serving: {}",
+                candidate.producer, canary.current, verdict.reason
+            );
+            tracing::warn!(plugin = %slot.name, "{message}");
+            (CanaryState::RolledBack, message)
+        };
+        st.last_canary = Some(canary.status(state, Some((now, verdict.reason))));
+        st.last_reload = Some(Event { at: now, message });
     }
 
     /// Record a refused load. A version that was serving keeps serving.
@@ -661,7 +833,7 @@ impl Inner {
         }
         let slot = self.registry.read().routes[source.index()].clone();
         match slot {
-            Some(slot) => slot.run(readings, &self.gateway_id, &self.config.quarantine),
+            Some(slot) => slot.run(source, readings, &self.gateway_id, &self.config.quarantine),
             None => readings
                 .iter()
                 .map(|_| Err(ReadingError::NoPlugin(source)))
@@ -684,6 +856,8 @@ impl Slot {
                 last_failure: None,
                 last_reload: None,
                 attempted: None,
+                shadow: None,
+                last_canary: None,
             }),
             stats: Stats::default(),
         }
@@ -691,6 +865,7 @@ impl Slot {
 
     fn run(
         &self,
+        source: Source,
         readings: &[wit::Reading],
         gateway_id: &str,
         q: &QuarantineConfig,
@@ -700,7 +875,7 @@ impl Slot {
         let all = |e: ReadingError| -> Vec<ReadingResult> {
             readings.iter().map(|_| Err(e.clone())).collect()
         };
-        {
+        let shadow = {
             let mut st = self.state.lock();
             if let Some(qu) = &st.quarantine {
                 if Instant::now() < qu.until {
@@ -716,7 +891,8 @@ impl Slot {
                 // (for twice as long) and one success clears it.
                 st.quarantine = None;
             }
-        }
+            st.shadow.clone()
+        };
         // The Arc keeps this version alive until the call ends, even if a
         // hot swap replaces it meanwhile.
         let plugin = self.current.read().clone();
@@ -734,14 +910,12 @@ impl Slot {
             });
         };
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
-        let result = plugin.call(readings);
-        let elapsed = started.elapsed();
-        match result {
-            Ok(results) => {
+        let answer = plugin.answer(&self.name, readings, gateway_id);
+        match &answer.failure {
+            None => {
                 self.stats.ok_readings.fetch_add(n, Ordering::Relaxed);
                 self.stats.busy_nanos.fetch_add(
-                    u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+                    u64::try_from(answer.elapsed.as_nanos()).unwrap_or(u64::MAX),
                     Ordering::Relaxed,
                 );
                 {
@@ -749,40 +923,23 @@ impl Slot {
                     st.consecutive_failures = 0;
                     st.backoff = q.initial_backoff.0;
                 }
-                let now = Utc::now();
-                let out: Vec<ReadingResult> = readings
-                    .iter()
-                    .zip(results)
-                    .map(|(reading, result)| match result {
-                        wit::NormalizeResult::Emotion(e) => {
-                            convert::to_event(reading, e, &plugin.producer, gateway_id, now)
-                                .map(Some)
-                                .map_err(|message| ReadingError::InvalidEmotion {
-                                    plugin: self.name.clone(),
-                                    message,
-                                })
-                        }
-                        wit::NormalizeResult::None => Ok(None),
-                        wit::NormalizeResult::Error(message) => Err(ReadingError::Plugin {
-                            plugin: self.name.clone(),
-                            message,
-                        }),
-                    })
-                    .collect();
-                let errors = out.iter().filter(|r| r.is_err()).count() as u64;
+                let errors = answer.results.iter().filter(|r| r.is_err()).count() as u64;
                 self.stats.errors.fetch_add(errors, Ordering::Relaxed);
-                out
             }
-            Err(failure) => {
+            Some(failure) => {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
                 self.stats.errors.fetch_add(n, Ordering::Relaxed);
-                self.on_failure(&plugin.producer, &failure, q);
-                all(ReadingError::PluginFailed {
-                    plugin: self.name.clone(),
-                    failure,
-                })
+                self.on_failure(&plugin.producer, failure, q);
             }
         }
+        // Only batches the version on trial shadows (not one that was
+        // promoted while this call ran) are compared.
+        if let Some(shadow) = shadow
+            && !Arc::ptr_eq(&shadow.canary.candidate, &plugin)
+        {
+            shadow.offer(source, readings, &answer.results);
+        }
+        answer.results
     }
 
     fn on_failure(&self, producer: &str, failure: &CallFailure, q: &QuarantineConfig) {
@@ -863,6 +1020,10 @@ impl Slot {
             from_cache: current.as_ref().is_some_and(|p| p.from_cache),
             loaded_at: current.as_ref().map(|p| p.loaded_at),
             load_ms: current.as_ref().map(|p| p.load_time.as_secs_f64() * 1000.0),
+            canary: match &st.shadow {
+                Some(s) => Some(s.canary.status(CanaryState::Shadowing, None)),
+                None => st.last_canary.clone(),
+            },
         }
     }
 }

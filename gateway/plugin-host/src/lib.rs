@@ -18,7 +18,11 @@
 //!   every other plugin keeps serving;
 //! * swaps in new versions at run time after a self-check, keeping the old
 //!   version when the new one fails, with batches in flight finishing on the
-//!   version they started with.
+//!   version they started with;
+//! * lets a new version replacing a serving one first shadow it on live
+//!   readings (a canary: both run, the serving one's answers are used), and
+//!   promotes it only if its error and deadline-miss rates are no worse,
+//!   rolling it back otherwise.
 //!
 //! ```no_run
 //! use emotion_plugin_host::{HostConfig, PluginHost};
@@ -48,6 +52,7 @@
 pub mod abi;
 mod batcher;
 mod cache;
+mod canary;
 pub mod config;
 mod convert;
 mod error;
@@ -60,7 +65,10 @@ pub mod wit;
 
 pub use abi::{ABI_SECTION, AbiError, SUPPORTED_ABI, read_abi_version};
 pub use batcher::PendingReading;
-pub use config::{ByteSize, ConfigError, Dur, HostConfig, Limits, PluginConfig, QuarantineConfig};
+pub use canary::{CanaryState, CanaryStatus, CanaryVersion};
+pub use config::{
+    ByteSize, CanaryConfig, ConfigError, Dur, HostConfig, Limits, PluginConfig, QuarantineConfig,
+};
 pub use convert::{to_event, to_wit};
 pub use error::{CallFailure, HostError, LoadError, ReadingError, ReadingResult};
 pub use host::{

@@ -17,7 +17,8 @@ use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 use crate::abi::{SUPPORTED_ABI, read_abi_version};
 use crate::cache::{Cache, Origin};
 use crate::config::Limits;
-use crate::error::{CallFailure, LoadError};
+use crate::convert;
+use crate::error::{CallFailure, LoadError, ReadingError, ReadingResult};
 use crate::wit;
 
 /// Idle instances kept per plugin. More are created under concurrency and
@@ -460,6 +461,75 @@ impl LoadedPlugin {
             pool.push(instance);
         }
         Ok(results)
+    }
+}
+
+/// One batch's answers from one version, as the readings' results: the
+/// serving version's go to the readings' senders, a canary's only into its
+/// comparison. One function for both, so both are judged alike.
+pub(crate) struct Answer {
+    /// One per reading, in order.
+    pub(crate) results: Vec<ReadingResult>,
+    /// Why the call failed as a whole, if it did (every result is then an
+    /// error).
+    pub(crate) failure: Option<CallFailure>,
+    pub(crate) elapsed: Duration,
+}
+
+impl LoadedPlugin {
+    /// [`LoadedPlugin::call`] one batch and turn the answers into events
+    /// stamped with this version, or errors naming `plugin` (the slot).
+    pub(crate) fn answer(
+        &self,
+        plugin: &str,
+        readings: &[wit::Reading],
+        gateway_id: &str,
+    ) -> Answer {
+        let started = Instant::now();
+        let result = self.call(readings);
+        let elapsed = started.elapsed();
+        match result {
+            Ok(results) => {
+                let now = Utc::now();
+                let results = readings
+                    .iter()
+                    .zip(results)
+                    .map(|(reading, result)| match result {
+                        wit::NormalizeResult::Emotion(e) => {
+                            convert::to_event(reading, e, &self.producer, gateway_id, now)
+                                .map(Some)
+                                .map_err(|message| ReadingError::InvalidEmotion {
+                                    plugin: plugin.to_owned(),
+                                    message,
+                                })
+                        }
+                        wit::NormalizeResult::None => Ok(None),
+                        wit::NormalizeResult::Error(message) => Err(ReadingError::Plugin {
+                            plugin: plugin.to_owned(),
+                            message,
+                        }),
+                    })
+                    .collect();
+                Answer {
+                    results,
+                    failure: None,
+                    elapsed,
+                }
+            }
+            Err(failure) => Answer {
+                results: readings
+                    .iter()
+                    .map(|_| {
+                        Err(ReadingError::PluginFailed {
+                            plugin: plugin.to_owned(),
+                            failure: failure.clone(),
+                        })
+                    })
+                    .collect(),
+                failure: Some(failure),
+                elapsed,
+            },
+        }
     }
 }
 

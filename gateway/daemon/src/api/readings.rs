@@ -101,12 +101,12 @@ fn handle_reading(state: &AppState, principal: &Principal, text: &str) -> ReplyF
 }
 
 /// `GET /api/plugins`: every plugin with version, sources, state, counters,
-/// and which plugin serves each source.
+/// its replacement's canary, and which plugin serves each source.
 #[utoipa::path(
     get,
     path = "/api/plugins",
     tag = "plugins",
-    summary = "Every plugin: version, sources, state, counters; routes per source",
+    summary = "Every plugin: version, sources, state, counters, canary of a replacement; routes per source",
     security(("token" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "{plugins, routes}", body = serde_json::Value),

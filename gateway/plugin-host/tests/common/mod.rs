@@ -11,10 +11,11 @@ use emotion_core::reading::RawReading;
 use emotion_plugin_host::HostConfig;
 
 /// Every component the tests use, as `scripts/build-plugins.sh` names them.
-pub const PLUGINS: [&str; 11] = [
+pub const PLUGINS: [&str; 12] = [
     "template",
     "echo",
     "echo-v2",
+    "echo-faulty",
     "lexicon",
     "infinite-loop",
     "memory-hog",

@@ -2,3 +2,5 @@
 #[path = "../../echo/src/echo.rs"]
 mod echo;
 pub use echo::Echo;
+
+emotion_plugin_sdk::export_plugin!(Echo);

@@ -8,6 +8,8 @@
 //! * `"none"`: no emotion; `"error MESSAGE"`: an error answer.
 //!
 //! Every emotion carries the content back as the extra field `echo`.
+//!
+//! Each crate exports it (or a wrapper, as `echo-faulty` does) itself.
 
 use emotion_plugin_sdk::{Emotion, Info, Outcome, Payload, Plugin, Reading, Source};
 
@@ -46,5 +48,3 @@ impl Plugin for Echo {
         Outcome::Emotion(emotion.with_extra("echo", quoted))
     }
 }
-
-emotion_plugin_sdk::export_plugin!(Echo);
