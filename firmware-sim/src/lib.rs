@@ -20,8 +20,12 @@
 //! - [`mqtt`]: MQTT devices (facial action units, voice features, chat text)
 //!   and a rumqttc publisher (QoS 1).
 //! - [`scenario`]: the original producer's scenarios and the run summary.
+//! - [`load`]: the load tool (`firmware-sim load`): WebSocket or MQTT
+//!   connections in closed or open loop, acknowledged events per second,
+//!   ack latency percentiles, the gateway's CPU and memory.
 
 pub mod devices;
+pub mod load;
 pub mod mqtt;
 pub mod scenario;
 pub mod serial;

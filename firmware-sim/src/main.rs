@@ -5,10 +5,12 @@
 //! firmware-sim single-user --gateway ws://127.0.0.1:8080 --token T
 //! firmware-sim serial --link-dir /tmp/emo          # a strap and a band on ptys (/tmp/emo/strap, /tmp/emo/band)
 //! firmware-sim stress --users 3 --duration 60 --serial --speed 10
+//! firmware-sim load --connections 32 --depth 32 --duration 20   # size a box (README: Sizing a box)
 //! ```
 //!
 //! Exit code: 0 when every event was acknowledged, 1 when any was refused
-//! or failed, 2 on a setup error (bad option, no pty).
+//! or failed (or a load connection broke), 2 on a setup error (bad option,
+//! no pty, gateway unreachable).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -20,6 +22,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use firmware_sim::devices::{Script, SerialDevice, StepData};
 use firmware_sim::journey::Journey;
+use firmware_sim::load;
 use firmware_sim::mqtt::MqttVersion;
 use firmware_sim::scenario::{self, Counter, Counts, Overrides, ScenarioKind, Summary, WsOptions};
 use firmware_sim::serial::{self, PtyPort, SerialProgress, SerialRunOptions, SerialStats};
@@ -40,7 +43,7 @@ struct Cli {
     opts: Opts,
 }
 
-#[derive(Subcommand, Debug, Clone, Copy)]
+#[derive(Subcommand, Debug, Clone)]
 enum Command {
     /// 1 user, 3 minutes, calm → stress → recovery.
     SingleUser,
@@ -54,6 +57,46 @@ enum Command {
     All,
     /// Only serial devices: a heart-rate strap and an EDA band on ptys.
     Serial,
+    /// Saturate the gateway and measure: acknowledged events/s, ack latency
+    /// percentiles, the gateway's CPU and memory (--duration: measured
+    /// seconds, default 10; --users: distinct users, default one per
+    /// connection).
+    Load(LoadArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct LoadArgs {
+    /// ws (the event stream) or mqtt (ready events on emotions/{user}/events).
+    #[arg(long, default_value = "ws")]
+    transport: load::Transport,
+    /// Connections (WebSocket streams or MQTT clients).
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Closed loop: messages in flight per connection (default 1).
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Open loop: events per second in total, evenly paced; latency counts
+    /// from when each event was due.
+    #[arg(long, conflicts_with = "depth")]
+    rate: Option<f64>,
+    /// MQTT QoS: 1 (PUBACK once durable) or 0 (no acknowledgement).
+    #[arg(long, default_value_t = 1)]
+    qos: u8,
+    /// Seconds sent but not measured before the measured interval.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// The gateway's process id, for its CPU and memory (default: the
+    /// process listening on the gateway's port, when on this machine).
+    #[arg(long)]
+    gateway_pid: Option<u32>,
+    /// MQTT: the user the device is bound to (may contain {i}, like
+    /// --mqtt-username and --mqtt-password: the connection's identity
+    /// index, 0-based). Without --mqtt-username: dev-device, user 42.
+    #[arg(long)]
+    mqtt_user: Option<String>,
+    /// Print the report as JSON (stdout) instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -169,6 +212,16 @@ struct Opts {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Load(args) = &cli.command {
+        return match run_load(&cli.opts, args).await {
+            Ok(report) if report.problems() > 0 => ExitCode::from(1),
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("firmware-sim load: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match run(cli).await {
         Ok(summary) => {
             if summary.not_acknowledged() > 0 {
@@ -223,6 +276,7 @@ async fn run(cli: Cli) -> anyhow::Result<Summary> {
         Command::Stress => Some(ScenarioKind::Stress),
         Command::All => Some(ScenarioKind::All),
         Command::Serial => None,
+        Command::Load(_) => anyhow::bail!("load runs on its own"),
     };
     let plans = kind
         .map(|k| {
@@ -370,6 +424,73 @@ async fn run(cli: Cli) -> anyhow::Result<Summary> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(summary)
+}
+
+/// `firmware-sim load`: run, print the report (text or JSON), write it to
+/// --summary-json too.
+async fn run_load(o: &Opts, a: &LoadArgs) -> anyhow::Result<load::LoadReport> {
+    let num = |name: &str, v: f64| -> anyhow::Result<Duration> {
+        anyhow::ensure!(
+            v.is_finite() && (0.0..1e9).contains(&v),
+            "{name} must be a number of seconds, got {v}"
+        );
+        Ok(firmware_sim::secs(v))
+    };
+    let connections = a.connections;
+    let options = load::LoadOptions {
+        transport: a.transport,
+        gateway: o.gateway.clone(),
+        token: o.token.clone(),
+        connections,
+        depth: a.depth.unwrap_or(1),
+        rate: a.rate,
+        duration: num("--duration", o.duration.unwrap_or(10.0))?,
+        warmup: num("--warmup", a.warmup)?,
+        users: o.users.unwrap_or(connections),
+        timeout: num("--timeout", o.timeout.max(0.1))?,
+        seed: o.seed,
+        gateway_pid: a.gateway_pid,
+        mqtt: load::MqttLoad {
+            broker: o.mqtt.clone(),
+            version: o.mqtt_version,
+            qos: a.qos,
+            username: o.mqtt_username.clone(),
+            password: o.mqtt_password.clone(),
+            user: a.mqtt_user.clone(),
+        },
+    };
+    let cancel = CancellationToken::new();
+    tokio::spawn({
+        let cancel = cancel.clone();
+        async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("interrupted: stopping, collecting the answers in flight");
+                cancel.cancel();
+            }
+        }
+    });
+    let bar = if o.quiet {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::with_draw_target(Some(1), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(250));
+        bar
+    };
+    let report = load::run(&options, &bar, &cancel).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{report}");
+    }
+    if let Some(path) = &o.summary_json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(report)
 }
 
 type SerialTask = tokio::task::JoinHandle<anyhow::Result<SerialStats>>;
