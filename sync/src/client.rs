@@ -198,6 +198,7 @@ impl Prepared {
                                    WHERE k.user_id = s.user_id AND k.purpose = 'credit' AND k.granted) \
                        AND NOT EXISTS (SELECT 1 FROM erasure_requests r \
                                        WHERE r.user_id = s.user_id AND r.requested_at >= s.computed_at) \
+                     ORDER BY s.user_id, s.window_days \
                      ON CONFLICT (user_id, window_days, gateway_id) DO UPDATE SET \
                        event_count = excluded.event_count, avg_valence = excluded.avg_valence, \
                        avg_arousal = excluded.avg_arousal, stability_score = excluded.stability_score, \
@@ -239,6 +240,7 @@ impl Prepared {
                        SELECT s.user_id, s.purpose, s.granted, s.updated_at, $1 FROM s \
                        WHERE NOT EXISTS (SELECT 1 FROM erasure_requests r \
                                          WHERE r.user_id = s.user_id AND r.requested_at >= s.updated_at) \
+                       ORDER BY s.user_id, s.purpose \
                        ON CONFLICT (user_id, purpose) DO UPDATE SET \
                          granted = excluded.granted, updated_at = excluded.updated_at, \
                          gateway_id = excluded.gateway_id \
@@ -664,7 +666,12 @@ impl SyncClient {
                 *slot = s;
             }
         }
-        let rows: Vec<&CreditSummary> = newest.into_values().collect();
+        // In key order, as the statement inserts them: gateways that touch
+        // the same rows then lock them in the same order and cannot deadlock.
+        let mut rows: Vec<&CreditSummary> = newest.into_values().collect();
+        rows.sort_unstable_by(|a, b| {
+            (a.user_id.as_bytes(), a.window_days).cmp(&(b.user_id.as_bytes(), b.window_days))
+        });
         let n = rows.len();
         let mut user = Vec::with_capacity(n);
         let mut window = Vec::with_capacity(n);
@@ -773,7 +780,14 @@ impl SyncClient {
                 *slot = c;
             }
         }
-        let rows: Vec<&Consent> = newest.into_values().collect();
+        // In key order (the statement inserts in it too): two gateways
+        // upserting consents of the same users (people who move between
+        // sites) lock the rows in one order instead of deadlocking.
+        let mut rows: Vec<&Consent> = newest.into_values().collect();
+        rows.sort_unstable_by(|a, b| {
+            (a.user_id.as_bytes(), a.purpose.as_str())
+                .cmp(&(b.user_id.as_bytes(), b.purpose.as_str()))
+        });
         let user: Vec<&str> = rows.iter().map(|c| c.user_id.as_str()).collect();
         let purpose: Vec<&str> = rows.iter().map(|c| c.purpose.as_str()).collect();
         let granted: Vec<bool> = rows.iter().map(|c| c.granted).collect();

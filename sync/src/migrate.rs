@@ -37,6 +37,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "audit_log",
         sql: include_str!("../migrations/0003_audit_log.sql"),
     },
+    Migration {
+        version: 4,
+        name: "combined_summaries",
+        sql: include_str!("../migrations/0004_combined_summaries.sql"),
+    },
 ];
 
 /// Advisory lock keys (one namespace, so they are easy to find in `pg_locks`).

@@ -237,6 +237,8 @@ async fn the_credit_systems_queries_touch_one_user_so_citus_routes_them_to_one_s
     let queries = [
         "SELECT * FROM credit_emotion_adjustment('u-42')",
         "SELECT * FROM credit_emotion_adjustment('u-42', 7)",
+        // The summary combined over gateways (migration 4), read directly.
+        "SELECT * FROM credit_risk_summaries_combined WHERE user_id = 'u-42'",
         "SELECT event_id, valence, arousal, timestamp FROM emotional_events
          WHERE user_id = 'u-42' AND ingested_at >= now() - interval '30 days' ORDER BY ingested_at",
     ];

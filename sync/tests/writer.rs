@@ -526,7 +526,9 @@ async fn the_credit_function_returns_the_latest_consented_adjustment() {
     c.upsert_summaries("gw-1", &summaries(t))
         .await
         .expect("gw-1");
-    // A second gateway reports the same user later: its summary is the current one.
+    // A second gateway reports the same user later (a user at two sites,
+    // the same pattern at both): one row per window combines the two
+    // (migration 4; the rule is tested in combined.rs).
     c.upsert_summaries("gw-2", &summaries(t + Duration::hours(1)))
         .await
         .expect("gw-2");
@@ -535,7 +537,7 @@ async fn the_credit_function_returns_the_latest_consented_adjustment() {
         .await
         .expect("connection")
         .query(
-            "SELECT window_days, risk_premium_adjustment_pct, action, reasons, gateway_id
+            "SELECT window_days, risk_premium_adjustment_pct, action, reasons, gateway_id, gateways, event_count
              FROM credit_emotion_adjustment('stressed') ORDER BY window_days",
             &[],
         )
@@ -550,10 +552,20 @@ async fn the_credit_function_returns_the_latest_consented_adjustment() {
         assert!(
             reasons[0]
                 .as_str()
-                .is_some_and(|s| s.starts_with("chronic stress")),
+                .is_some_and(|s| s.starts_with("combined over 2 gateways")),
             "{reasons}"
         );
-        assert_eq!(r.get::<_, String>(4), "gw-2");
+        for gw in ["gw-1", "gw-2"] {
+            assert!(
+                reasons.as_array().is_some_and(|a| a.iter().any(|x| x
+                    .as_str()
+                    .is_some_and(|s| s.starts_with(&format!("{gw}: chronic stress"))))),
+                "{reasons}"
+            );
+        }
+        assert_eq!(r.get::<_, String>(4), "gw-2", "the newest row's gateway");
+        assert_eq!(r.get::<_, Vec<String>>(5), ["gw-1", "gw-2"]);
+        assert_eq!(r.get::<_, i64>(6), 2 * 42, "both sites' events");
     }
     assert_eq!(
         text(&mut c, "SELECT action || ' ' || risk_premium_adjustment_pct FROM credit_emotion_adjustment('stable', 7)").await.as_deref(),
