@@ -18,6 +18,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub mod fleet;
+
 /// The token the test gateways accept for every scope.
 pub const TOKEN: &str = "test-token-0123456789";
 /// A token with only the `read` scope.
