@@ -45,8 +45,8 @@ pub const SETTINGS_SCHEMA: &str = r#"{
   "additionalProperties": false,
   "properties": {
     "scr_min_amplitude_us": {
-      "type": "number", "minimum": 0.005, "maximum": 1, "default": 0.02,
-      "description": "Smallest skin-conductance response counted, µS (0.01 in the lab, 0.02-0.05 for wrist sensors)."
+      "type": "number", "minimum": 0.005, "maximum": 1, "default": 0.01,
+      "description": "Floor of the skin-conductance response threshold, µS (0.01 is the classic laboratory criterion); the threshold rises above it with the signal's own noise (5 SD of the smoothed signal)."
     },
     "max_users": {
       "type": "integer", "minimum": 1, "maximum": 100000, "default": 4096,
@@ -712,6 +712,8 @@ impl Assessment {
                 .num("scr_count", f.scrs.len() as f64, 0)
                 .num("scr_per_min", f.scr_rate_per_min(), 2)
                 .opt("scr_mean_amplitude_us", f.mean_amplitude_us(), 3)
+                .num("scr_threshold_us", f.threshold_us, 4)
+                .num("noise_us", f.noise_us, 4)
                 .num("duration_s", f.duration_s, 1);
             e.extra.push(("eda".into(), o.done()));
         }

@@ -36,6 +36,8 @@ pub struct Trace {
     pub samples: Vec<f64>,
     /// Peak time of each response above the threshold, s.
     pub peaks_s: Vec<f64>,
+    /// Motion spikes added (not responses).
+    pub spikes: usize,
 }
 
 /// Responses at `onsets_s` with `amplitudes` (µS) on a constant tonic level,
@@ -69,7 +71,11 @@ pub fn scr_trace(
         .zip(&decays)
         .map(|(&o, &d)| o + bateman(1.0, d).1)
         .collect();
-    Trace { samples, peaks_s }
+    Trace {
+        samples,
+        peaks_s,
+        spikes: 0,
+    }
 }
 
 /// A random window for the detection benchmark: 0–8 responses (amplitude
@@ -129,7 +135,173 @@ pub fn random_scr_trace(seed: u64, rate_hz: f64, duration_s: f64, noise_us: (f64
         .map(|(p, _)| *p)
         .collect();
     peaks_s.sort_by(f64::total_cmp);
-    Trace { samples, peaks_s }
+    Trace {
+        samples,
+        peaks_s,
+        spikes: 0,
+    }
+}
+
+/// Rise time constant of a Bateman response whose peak comes `rise_s`
+/// after its onset, for a recovery time constant `tau_decay` (the time to
+/// peak grows with the rise constant; bisection on it).
+fn tau_rise_for(rise_s: f64, tau_decay: f64) -> f64 {
+    let t_peak = |tr: f64| (tau_decay / tr).ln() * tr * tau_decay / (tau_decay - tr);
+    let (mut lo, mut hi) = (1e-3, tau_decay * 0.999);
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if t_peak(mid) < rise_s {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
+/// Bateman response of peak 1 with the given time constants.
+fn bateman_with(t: f64, tau_rise: f64, tau_decay: f64) -> f64 {
+    if t <= 0.0 {
+        return 0.0;
+    }
+    let t_peak = (tau_decay / tau_rise).ln() * tau_rise * tau_decay / (tau_decay - tau_rise);
+    let shape = |t: f64| (-t / tau_decay).exp() - (-t / tau_rise).exp();
+    shape(t) / shape(t_peak)
+}
+
+/// How a wrist-worn sensor's skin conductance is simulated by
+/// [`wrist_scr_trace`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Wrist {
+    /// Response amplitudes, µS, log-uniform in this range (equal bounds: all
+    /// responses of that amplitude).
+    pub amplitude_us: (f64, f64),
+    /// Mean responses per minute (placed at random, at least 5 s apart).
+    pub responses_per_min: f64,
+    /// White sensor noise, SD in µS, uniform in this range.
+    pub noise_us: (f64, f64),
+    /// Motion spikes per minute.
+    pub spikes_per_min: f64,
+    /// Tonic level, µS, log-uniform in this range.
+    pub tonic_us: (f64, f64),
+    /// Largest linear drift of the tonic level, µS per minute (uniform in
+    /// ± this).
+    pub drift_us_per_min: f64,
+}
+
+impl Wrist {
+    /// Realistic wrist conditions: tonic 1–20 µS, white noise 0.005–0.01
+    /// µS, a motion spike every 40 s on average, 3 responses per minute.
+    pub const fn at(amplitude_us: f64) -> Wrist {
+        Wrist {
+            amplitude_us: (amplitude_us, amplitude_us),
+            responses_per_min: 3.0,
+            noise_us: (0.005, 0.01),
+            spikes_per_min: 1.5,
+            tonic_us: (1.0, 20.0),
+            drift_us_per_min: 0.3,
+        }
+    }
+}
+
+/// Skin conductance as a wrist sensor records it, with known responses:
+///
+/// * responses: Bateman shapes with a rise (onset to peak) of 1–3 s and a
+///   recovery time constant of 3–10 s (half recovery 2–7 s; Boucsein 2012),
+///   placed as a Poisson process at `w.responses_per_min`, at least 5 s
+///   apart, none peaking in the last 6 s (still rising at the end);
+/// * tonic level from `w.tonic_us`, drifting linearly by up to
+///   ±`w.drift_us_per_min` (0.3 µS/min in [`Wrist::at`])
+///   plus a slow wander (period 60–180 s, up to 0.05 µS);
+/// * white noise from `w.noise_us`, then quantization to a step of
+///   0.001–0.01 µS (ADC resolution);
+/// * motion spikes: fast symmetric excursions (triangles of 0.1–1 s, 0.05–1
+///   µS, two in three upwards) that are not responses and must not count.
+///
+/// `peaks_s` lists the responses to be found.
+pub fn wrist_scr_trace(seed: u64, rate_hz: f64, duration_s: f64, w: &Wrist) -> Trace {
+    let mut rng = Rng::new(seed);
+    wrist_render(&mut rng, rate_hz, duration_s, w, |_| w.responses_per_min)
+}
+
+/// [`wrist_scr_trace`] with a response rate that changes with time
+/// (`per_min(t)`, responses per minute at `t` s).
+pub fn wrist_render(
+    rng: &mut Rng,
+    rate_hz: f64,
+    duration_s: f64,
+    w: &Wrist,
+    per_min: impl Fn(f64) -> f64,
+) -> Trace {
+    // Poisson process by thinning against the fastest rate.
+    let max_rate = (0..=(duration_s as usize))
+        .map(|t| per_min(t as f64))
+        .fold(0.0f64, f64::max);
+    let mut responses: Vec<(f64, f64, f64, f64)> = Vec::new(); // onset, amplitude, tau_rise, tau_decay
+    if max_rate > 0.0 {
+        let mut t = 0.0;
+        loop {
+            t += rng.exponential(60.0 / max_rate);
+            if t > duration_s - 9.0 {
+                break;
+            }
+            let last_ok = responses.last().is_none_or(|r| t - r.0 >= 5.0);
+            if rng.uniform() * max_rate < per_min(t) && last_ok {
+                let amplitude = rng
+                    .range(w.amplitude_us.0.ln(), w.amplitude_us.1.ln())
+                    .exp();
+                let tau_decay = rng.range(3.0, 10.0);
+                let tau_rise = tau_rise_for(rng.range(1.0, 3.0), tau_decay);
+                responses.push((t, amplitude, tau_rise, tau_decay));
+            }
+        }
+    }
+    let spike_count = (rng.range(0.0, 2.0) * w.spikes_per_min * duration_s / 60.0) as usize;
+    let spikes: Vec<(f64, f64, f64)> = (0..spike_count)
+        .map(|_| {
+            let sign = if rng.uniform() < 2.0 / 3.0 { 1.0 } else { -1.0 };
+            (
+                rng.range(0.0, duration_s),
+                rng.range(0.1, 1.0),
+                sign * rng.range(0.05f64.ln(), 1.0f64.ln()).exp(),
+            )
+        })
+        .collect();
+    let tonic = rng.range(w.tonic_us.0.ln(), w.tonic_us.1.ln()).exp();
+    let drift_per_s = rng.range(-w.drift_us_per_min, w.drift_us_per_min) / 60.0;
+    let wander = rng.range(0.0, 0.05);
+    let wander_period = rng.range(60.0, 180.0);
+    let wander_phase = rng.range(0.0, std::f64::consts::TAU);
+    let noise = rng.range(w.noise_us.0, w.noise_us.1);
+    let step = [0.001, 0.002, 0.005, 0.01][(rng.uniform() * 4.0) as usize];
+    let n = (duration_s * rate_hz) as usize;
+    let samples = (0..n)
+        .map(|i| {
+            let t = i as f64 / rate_hz;
+            let phasic: f64 = responses
+                .iter()
+                .filter(|r| r.0 < t && t - r.0 < 20.0 * r.3)
+                .map(|&(o, a, tr, td)| a * bateman_with(t - o, tr, td))
+                .sum();
+            let spike: f64 = spikes
+                .iter()
+                .map(|&(at, width, a)| a * (1.0 - 2.0 * (t - at).abs() / width).max(0.0))
+                .sum();
+            let drift = drift_per_s * t
+                + wander * (std::f64::consts::TAU * t / wander_period + wander_phase).sin();
+            let v = tonic + drift + phasic + spike + noise * rng.normal();
+            ((v / step).round() * step).max(0.0)
+        })
+        .collect();
+    let peaks_s = responses
+        .iter()
+        .map(|&(o, _, tr, td)| o + (td / tr).ln() * tr * td / (td - tr))
+        .collect();
+    Trace {
+        samples,
+        peaks_s,
+        spikes: spike_count,
+    }
 }
 
 /// RR intervals (ms) for `duration_s`: mean HR, respiratory sinus arrhythmia
@@ -295,4 +467,70 @@ pub fn scripted_session(seed: u64, start_ms: i64) -> Vec<(Phase, i64, Physiologi
         out.push((phase, end_ms, payload));
     }
     out
+}
+
+/// A session of a wrist sensor that records skin conductance only (4 Hz,
+/// [`Wrist`] noise, a slow drift and motion spikes), every response of
+/// `amplitude_us`: 5 min calm (1.5 non-specific responses per minute), 5 min
+/// of stress (7 per minute before the 5-s spacing thins them, reached
+/// within a minute), 5 min of recovery (back towards calm with a 90-s time
+/// constant). The tonic level does not follow the phases, so only the
+/// response rate tells stress from calm. One reading per 15-s window of the
+/// continuous trace: (phase, timestamp ms at the window's end, payload,
+/// responses peaking in the window).
+pub fn wrist_eda_session(
+    seed: u64,
+    start_ms: i64,
+    amplitude_us: f64,
+) -> Vec<(Phase, i64, Physiological, usize)> {
+    let mut rng = Rng::new(seed);
+    let rate = 4.0;
+    let calm = State::CALM.scr_per_min;
+    let stress = State::STRESS.scr_per_min;
+    let per_min = |t: f64| {
+        if t < 300.0 {
+            calm
+        } else if t < 600.0 {
+            calm + (stress - calm) * ((t - 300.0) / 60.0).min(1.0)
+        } else {
+            calm + (stress - calm) * (-(t - 600.0) / 90.0).exp()
+        }
+    };
+    // A tonic level that holds over the quarter hour (drift up to 0.05
+    // µS/min): 0.3 µS/min for 15 min would move a low level severalfold and
+    // rank the phases by drift, not by responses.
+    let w = Wrist {
+        drift_us_per_min: 0.05,
+        ..Wrist::at(amplitude_us)
+    };
+    let trace = wrist_render(&mut rng, rate, 909.0, &w, per_min);
+    let per_window = (SESSION_WINDOW_S * rate) as usize;
+    (0..(900.0 / SESSION_WINDOW_S) as usize)
+        .map(|k| {
+            let t = k as f64 * SESSION_WINDOW_S;
+            let phase = if t < 300.0 {
+                Phase::Calm
+            } else if t < 600.0 {
+                Phase::Stress
+            } else {
+                Phase::Recovery
+            };
+            let samples = trace.samples[k * per_window..(k + 1) * per_window].to_vec();
+            let truth = trace
+                .peaks_s
+                .iter()
+                .filter(|p| (t..t + SESSION_WINDOW_S).contains(*p))
+                .count();
+            let payload = Physiological {
+                heart_rate_bpm: None,
+                rr_intervals_ms: Vec::new(),
+                skin_conductance_us: samples,
+                eda_sample_rate_hz: Some(rate),
+                breathing_rate_bpm: None,
+                skin_temperature_c: None,
+            };
+            let end_ms = start_ms + ((t + SESSION_WINDOW_S) * 1000.0) as i64;
+            (phase, end_ms, payload, truth)
+        })
+        .collect()
 }
