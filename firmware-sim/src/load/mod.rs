@@ -1670,6 +1670,13 @@ impl std::fmt::Display for LoadReport {
         for (reason, n) in &self.refused_reasons {
             writeln!(f, "refused          {n} {reason}")?;
         }
+        if self.refused_reasons.keys().any(|r| r.contains("(0x97)")) {
+            writeln!(
+                f,
+                "                 (quota exceeded: the per-device rate limit, \
+                 mqtt.limits.device_rate_per_second, not the box; see README, Sizing a box)"
+            )?;
+        }
         for e in &self.errors {
             writeln!(f, "error            {e}")?;
         }
