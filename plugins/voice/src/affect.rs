@@ -4,7 +4,8 @@
 //! speaker's reference ([`crate::baseline`]), squashed by a logistic:
 //!
 //! ```text
-//! s       = Σ w_c · clip(z_c, ±3) / Σ w_c        (over the cues present)
+//! s       = Σ w_c · limit(z_c) / Σ w_c         (over the cues present; limit:
+//!           z up to ±2, then bending softly towards ±3)
 //! arousal = 1 / (1 + e^(−1.5·s))
 //! ```
 //!
@@ -52,8 +53,25 @@ pub const CONFIDENCE_MAX: f64 = 0.90;
 pub const AROUSAL_GAIN: f64 = 1.5;
 /// Largest |valence|.
 pub const VALENCE_MAX: f64 = 0.35;
-/// z-scores are clipped to ±this.
+/// z-scores are limited to ±this...
 const Z_CLIP: f64 = 3.0;
+/// ...softly: unchanged up to ±this, then bending towards ±[`Z_CLIP`].
+const Z_KNEE: f64 = 2.0;
+
+/// Limit a z-score to ±[`Z_CLIP`] without flattening it: a hard clip makes
+/// a cue stop counting beyond the limit, so that a faster (or louder, or
+/// higher) reading could score lower than a slightly slower one when another
+/// cue drifts down a little. Past the knee, `knee + (clip − knee)·tanh(…)`
+/// keeps rising, with slope 1 at the knee.
+fn limit_z(z: f64) -> f64 {
+    let a = z.abs();
+    if a <= Z_KNEE {
+        z
+    } else {
+        let room = Z_CLIP - Z_KNEE;
+        z.signum() * (Z_KNEE + room * ((a - Z_KNEE) / room).tanh())
+    }
+}
 
 /// A cue's weight in the arousal score.
 pub fn arousal_weight(cue: Cue) -> f64 {
@@ -161,7 +179,7 @@ pub fn estimate(
     let z: Vec<(Cue, f64)> = cues
         .iter()
         .filter(|(_, v)| v.is_finite())
-        .map(|&(c, v)| (c, refer(c).z(v).clamp(-Z_CLIP, Z_CLIP)))
+        .map(|&(c, v)| (c, limit_z(refer(c).z(v))))
         .collect();
     let get = |cue: Cue| z.iter().find(|(c, _)| *c == cue).map(|&(_, v)| v);
 

@@ -16,8 +16,9 @@
 //!    than 30 ms are dropped and the contour is median-filtered over five
 //!    frames, which removes isolated octave jumps.
 //! 4. Syllable nuclei (after de Jong & Wempe 2009): peaks of the smoothed
-//!    level contour at most 25 dB below its 99th percentile, each more than
-//!    2 dB above the dip that separates it from the next peak, and voiced.
+//!    level contour in the vowel band (300–2500 Hz) at most 25 dB below its
+//!    99th percentile, each more than 2 dB above the dip that separates it
+//!    from the next peak, and voiced (or periodic and low-band dominated).
 //!    Speech rate = nuclei per second of speaking time (pauses of 0.3 s and
 //!    more excluded: an articulation rate).
 //! 5. Spectral balance: energy above 1 kHz over energy below it in voiced
@@ -216,7 +217,7 @@ pub fn analyze(samples: &[i16], rate: u32, max_seconds: f64) -> Result<Analysis,
     let active_frames = active.iter().filter(|&&a| a).count();
 
     // 3. Pitch on the active frames.
-    let pitch = track_pitch(&low, &active);
+    let (pitch, aperiodicity) = track_pitch(&low, &active);
     let mut f0: Vec<f64> = pitch.iter().map(|p| p.map_or(0.0, |p| p.f0)).collect();
     clean_track(&mut f0);
     let voiced: Vec<usize> = (0..frames).filter(|&i| f0[i] > 0.0).collect();
@@ -253,7 +254,27 @@ pub fn analyze(samples: &[i16], rate: u32, max_seconds: f64) -> Result<Analysis,
     let hnr_low_band_db = dsp::median(&hnr).unwrap_or(0.0);
 
     // 4. Syllable nuclei and speaking time.
-    let nuclei = syllable_nuclei(&p_full, &f0, threshold);
+    // The nuclei are read on the vowel band (300–2500 Hz, F1 and F2): nasals,
+    // laterals and voiced fricatives have little energy there, so the dips
+    // between fast syllables stay deep where the full-band level merges them.
+    let mut vowel_band = x.clone();
+    let bp_lo = Biquad::highpass(fs, 300.0, std::f64::consts::FRAC_1_SQRT_2);
+    let bp_hi = Biquad::lowpass(fs, 2500.0, std::f64::consts::FRAC_1_SQRT_2);
+    bp_lo.apply(&mut vowel_band);
+    bp_lo.apply(&mut vowel_band);
+    bp_hi.apply(&mut vowel_band);
+    bp_hi.apply(&mut vowel_band);
+    let p_vowel = frame_powers(&vowel_band, frames);
+    let nuclei = syllable_nuclei(
+        &Contours {
+            vowel: &p_vowel,
+            low: &p_low,
+            high: &p_high,
+            f0: &f0,
+            aperiodicity: &aperiodicity,
+        },
+        threshold,
+    );
     let speaking = speaking_frames(&active);
     let speaking_s = speaking as f64 * FRAME_S;
     let speech_rate = (speaking >= MIN_PAUSE_FRAMES).then(|| nuclei as f64 / speaking_s);
@@ -308,8 +329,9 @@ struct Pitch {
     periodicity: f64,
 }
 
-/// YIN on the active frames of the low band; `None` for unvoiced frames.
-fn track_pitch(low: &[f32], active: &[bool]) -> Vec<Option<Pitch>> {
+/// YIN on the active frames of the low band: the pitch (`None` for unvoiced
+/// frames) and the aperiodicity of YIN's pick (∞ where it did not run).
+fn track_pitch(low: &[f32], active: &[bool]) -> (Vec<Option<Pitch>>, Vec<f64>) {
     // Zero-padded low band at 8 kHz and its 2:1 decimation (the band is
     // below 1 kHz, so 4 kHz sampling aliases little).
     let tail = PAD8 + W8 + 2 * TAU_MAX4 + 16;
@@ -323,6 +345,7 @@ fn track_pitch(low: &[f32], active: &[bool]) -> Vec<Option<Pitch>> {
     let mut d8 = [f64::INFINITY; 2 * TAU_MAX4 + 8];
     let tau_max8 = d8.len() - 2;
     let mut out = vec![None; active.len()];
+    let mut aper = vec![f64::INFINITY; active.len()];
     for (i, slot) in out.iter_mut().enumerate() {
         if !active[i] {
             continue;
@@ -334,6 +357,7 @@ fn track_pitch(low: &[f32], active: &[bool]) -> Vec<Option<Pitch>> {
         let Some(pick) = dsp::yin_pick(&d4, TAU_MIN4, TAU_MAX4, YIN_THRESHOLD, &mut cmnd) else {
             continue;
         };
+        aper[i] = pick.aperiodicity;
         if pick.aperiodicity > VOICED_MAX_APERIODICITY {
             continue;
         }
@@ -376,7 +400,7 @@ fn track_pitch(low: &[f32], active: &[bool]) -> Vec<Option<Pitch>> {
         };
         *slot = Some(Pitch { f0, periodicity });
     }
-    out
+    (out, aper)
 }
 
 fn argmin(d: &[f64], lo: usize, hi: usize) -> usize {
@@ -419,12 +443,37 @@ fn clean_track(f0: &mut [f64]) {
     }
 }
 
-/// Syllable nuclei after de Jong & Wempe (2009): peaks of the level contour
-/// (smoothed over ±20 ms), within 25 dB of its 99th percentile and above the
-/// active-speech threshold, each more than 2 dB above the lowest point
-/// between it and the next peak, and voiced (within ±1 frame).
-fn syllable_nuclei(power: &[f64], f0: &[f64], active_threshold: f64) -> usize {
-    let n = power.len();
+/// Per-frame contours the nucleus detector reads.
+struct Contours<'a> {
+    /// Power in the vowel band (300–2500 Hz).
+    vowel: &'a [f64],
+    /// Power below and above 1 kHz.
+    low: &'a [f64],
+    high: &'a [f64],
+    /// Cleaned F0 track (0 = unvoiced).
+    f0: &'a [f64],
+    /// YIN's aperiodicity d′ at its pick, before the voicing decision
+    /// (∞ where it did not run).
+    aperiodicity: &'a [f64],
+}
+
+/// Aperiodicity up to which a level peak counts as voiced for the nucleus
+/// test (looser than [`VOICED_MAX_APERIODICITY`]).
+const NUCLEUS_MAX_APERIODICITY: f64 = 0.5;
+
+/// Syllable nuclei after de Jong & Wempe (2009): peaks of the vowel-band
+/// level contour (smoothed over ±20 ms), within 25 dB of its 99th percentile
+/// and above the active-speech threshold, each more than 2 dB above the
+/// lowest point between it and the next peak, and voiced.
+///
+/// Voiced means: a voiced frame of the F0 track within ±1 frame, or — for
+/// short vowels of fast speech, where the track's 30 ms minimum run and its
+/// 0.35 aperiodicity limit lose many nuclei, above all in low voices — YIN
+/// finding some periodicity (d′ ≤ 0.5) within ±2 frames while most of the
+/// peak's energy lies below 1 kHz (a vowel or sonorant, not a fricative or
+/// burst).
+fn syllable_nuclei(c: &Contours<'_>, active_threshold: f64) -> usize {
+    let n = c.vowel.len();
     if n < 3 {
         return 0;
     }
@@ -432,10 +481,10 @@ fn syllable_nuclei(power: &[f64], f0: &[f64], active_threshold: f64) -> usize {
     let smooth: Vec<f64> = (0..n)
         .map(|i| {
             let (mut s, mut w) = (0.0, 0.0);
-            for (k, &c) in KERNEL.iter().enumerate() {
+            for (k, &k_w) in KERNEL.iter().enumerate() {
                 if let Some(j) = (i + k).checked_sub(2).filter(|&j| j < n) {
-                    s += c * power[j];
-                    w += c;
+                    s += k_w * c.vowel[j];
+                    w += k_w;
                 }
             }
             dsp::db(s / w)
@@ -447,7 +496,12 @@ fn syllable_nuclei(power: &[f64], f0: &[f64], active_threshold: f64) -> usize {
         .filter(|&i| smooth[i] > smooth[i - 1] && smooth[i] >= smooth[i + 1])
         .filter(|&i| smooth[i] >= threshold)
         .collect();
-    let voiced_near = |i: usize| (i.saturating_sub(1)..=(i + 1).min(n - 1)).any(|j| f0[j] > 0.0);
+    let voiced_near = |i: usize| {
+        (i.saturating_sub(1)..=(i + 1).min(n - 1)).any(|j| c.f0[j] > 0.0)
+            || (c.low[i] > c.high[i]
+                && (i.saturating_sub(2)..=(i + 2).min(n - 1))
+                    .any(|j| c.aperiodicity[j] <= NUCLEUS_MAX_APERIODICITY))
+    };
     let mut count = 0;
     for (k, &p) in peaks.iter().enumerate() {
         let end = peaks.get(k + 1).copied().unwrap_or(n);

@@ -157,3 +157,142 @@ fn the_same_speech_reads_alike_at_every_rate() {
         assert!((s.confidence - reference.confidence).abs() < 0.03);
     }
 }
+
+/// Arousal of one rendering (fresh instance) and its measured syllable rate.
+fn arousal_and_rate(
+    dir: &std::path::Path,
+    sentence: &str,
+    style: &render::Style,
+    voice: &str,
+) -> (f64, f64) {
+    let pcm = render::render(dir, sentence, style, voice, 16000);
+    let rate = emotion_plugin_voice::features::analyze(&pcm, 16000, 30.0)
+        .unwrap_or_else(|e| panic!("{voice} {style:?}: {e}"))
+        .speech_rate
+        .unwrap_or_else(|| panic!("{voice} {style:?}: no speech rate"));
+    (
+        score(&mut Voice::default(), voice, pcm, 16000).arousal,
+        rate,
+    )
+}
+
+/// How far arousal may dip when one factor rises: espeak-ng narrows its F0
+/// excursions as it speaks faster, and that real narrowing (measured F0
+/// range down by up to ~1 semitone per step) can outweigh a small rise in
+/// rate by a few thousandths. Anything larger is a failure of the cues.
+const FALL_TOLERANCE: f64 = 0.01;
+
+#[test]
+fn arousal_never_falls_when_speed_range_or_amplitude_rises() {
+    // Issue 16, item 3: espeak-ng at speed 240 used to measure slower than
+    // at 175 (syllable nuclei merged and short low-voiced vowels failed the
+    // voicing test), so arousal fell when speech got faster.
+    render::require_tools();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let style = |prosody: &'static str, pitch, speed, amplitude| render::Style {
+        name: "grid",
+        prosody,
+        pitch,
+        speed,
+        amplitude,
+    };
+    let mut failures = Vec::new();
+    let mut check = |what: String, steps: &[(String, f64)]| {
+        for w in steps.windows(2) {
+            if w[1].1 < w[0].1 - FALL_TOLERANCE {
+                failures.push(format!(
+                    "{what}: {} {:.3} -> {} {:.3}",
+                    w[0].0, w[0].1, w[1].0, w[1].1
+                ));
+            }
+        }
+    };
+    let mut rate_failures = Vec::new();
+    for voice in VOICES {
+        for sentence in [render::SENTENCES[0], render::SENTENCES[3]] {
+            for pitch in [20, 50, 80] {
+                // Speed, 120 to 300 words per minute.
+                let (mut by_speed, mut rates) = (Vec::new(), Vec::new());
+                for speed in [120, 180, 240, 300] {
+                    let (a, r) = arousal_and_rate(
+                        dir.path(),
+                        sentence,
+                        &style("", pitch, speed, 100),
+                        voice,
+                    );
+                    by_speed.push((format!("-s {speed}"), a));
+                    rates.push((speed, r));
+                }
+                for w in rates.windows(2) {
+                    if w[1].1 <= w[0].1 {
+                        rate_failures.push(format!(
+                            "{voice} -p {pitch} {sentence:?}: -s {} {:.2}/s -> -s {} {:.2}/s",
+                            w[0].0, w[0].1, w[1].0, w[1].1
+                        ));
+                    }
+                }
+                check(format!("{voice} -p {pitch} {sentence:?}, speed"), &by_speed);
+                // Pitch range (SSML: espeak-ng has no option for it).
+                let by_range: Vec<(String, f64)> =
+                    [r#"range="x-low""#, r#"range="medium""#, r#"range="x-high""#]
+                        .into_iter()
+                        .map(|r| {
+                            (
+                                r.to_string(),
+                                arousal_and_rate(
+                                    dir.path(),
+                                    sentence,
+                                    &style(r, pitch, 175, 100),
+                                    voice,
+                                )
+                                .0,
+                            )
+                        })
+                        .collect();
+                check(format!("{voice} -p {pitch} {sentence:?}, range"), &by_range);
+                // Amplitude.
+                let by_amplitude: Vec<(String, f64)> = [25, 100, 200]
+                    .into_iter()
+                    .map(|a| {
+                        (
+                            format!("-a {a}"),
+                            arousal_and_rate(
+                                dir.path(),
+                                sentence,
+                                &style("", pitch, 175, a),
+                                voice,
+                            )
+                            .0,
+                        )
+                    })
+                    .collect();
+                check(
+                    format!("{voice} -p {pitch} {sentence:?}, amplitude"),
+                    &by_amplitude,
+                );
+                // And each factor's whole span moves arousal up clearly.
+                for (name, seq) in [
+                    ("speed", &by_speed),
+                    ("range", &by_range),
+                    ("amplitude", &by_amplitude),
+                ] {
+                    let gain = seq[seq.len() - 1].1 - seq[0].1;
+                    assert!(
+                        gain > 0.03,
+                        "{voice} -p {pitch} {sentence:?}: {name} span raises arousal by {gain:.3}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(
+        rate_failures.is_empty(),
+        "measured rate did not rise with speed:\n{}",
+        rate_failures.join("\n")
+    );
+    assert!(
+        failures.is_empty(),
+        "arousal fell as a factor rose:\n{}",
+        failures.join("\n")
+    );
+}
