@@ -74,6 +74,42 @@ fn main() {
         confs.iter().sum::<f64>() / confs.len().max(1) as f64
     );
 
+    // 1b. Configurations outside PROTOTYPES.md that were misread (issue 16,
+    // item 4): contempt with AU14 and lower-face units, disgust with the
+    // brow and lid units a nose wrinkle brings.
+    let extra = [
+        ("contempt", "14+15+17"),
+        ("contempt", "R14A+15+17"),
+        ("disgust", "4+7+9"),
+    ];
+    let (mut ok, mut n) = (0, 0);
+    for (emotion, units) in extra {
+        let case = Case {
+            emotion,
+            units: reference::parse_units(units).unwrap_or_default(),
+            description: format!("{emotion} {units}"),
+            ambiguous_with: Vec::new(),
+        };
+        for enc in Encoding::ALL {
+            let (label, _) = run(&case, enc);
+            n += 1;
+            if label == Some(emotion) {
+                ok += 1;
+            } else {
+                println!(
+                    "  MISS {} [{}] -> {:?}",
+                    case.description,
+                    enc.name(),
+                    label
+                );
+            }
+        }
+    }
+    println!(
+        "   contempt 14+15+17 (also R14A), disgust 4+7+9 (CK+ criteria): {ok}/{n} (x {} encodings)",
+        Encoding::ALL.len()
+    );
+
     // 2. Near-misses.
     let near = reference::near_miss_cases();
     let (mut ok, mut n, mut amb_n, mut amb_low, mut amb_one_of) = (0, 0, 0, 0, 0);

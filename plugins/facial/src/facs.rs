@@ -132,6 +132,7 @@ use Emotion::*;
 const EMFACS: &str = "EMFACS-7";
 const IG: &str = "FACS 2002 Investigator's Guide";
 const DU: &str = "Du, Tao & Martinez 2014";
+const CKPLUS: &str = "CK+ criteria (Lucey et al. 2010)";
 
 /// The prototype table. Where EMFACS and the Investigator's Guide give the
 /// same configuration it appears once.
@@ -196,10 +197,23 @@ pub const VARIANTS: &[Variant] = &[
     v(Disgust, "9(+16/17)", IG, &[9], &[16, 17, 25]),
     v(Disgust, "10(+16/17)", IG, &[10], &[16, 17, 25]),
     v(Disgust, "9+10+17", DU, &[9, 10, 17], &[4, 24]),
+    // AU9 itself lowers the inner brows and narrows the eyes from below
+    // (FACS 2002 Manual, AU9's appearance changes), so coders and detectors
+    // often add AU4 and AU7 to a nose wrinkle; with AU9 and without AU23/24
+    // it is disgust, not anger (the CK+ criteria, Lucey et al. 2010: disgust
+    // needs AU9 or AU10, anger needs AU23 and AU24).
+    v(Disgust, "4+7+9", CKPLUS, &[4, 7, 9], &[10, 16, 17, 25]),
     // Contempt: R12A+R14A, unilateral. Laterality is not in the wire form, so
     // the dimpler (AU14) carries it, with a slight lip-corner pull.
     v(Contempt, "12A+14A", EMFACS, &[12, 14], &[]),
     v(Contempt, "14", EMFACS, &[14], &[12]),
+    // AU14 belongs to contempt alone; with the lower-face units often seen
+    // with it (AU15, AU17) it stays contempt, as in the CK+ criteria (Lucey
+    // et al. 2010: contempt needs AU14, unilateral or bilateral; sadness
+    // needs 1+4+15, 11 or 6+15), not the sadness of AU15. A variant of its
+    // own (rather than 15 and 17 optional to "14") keeps sadness with an
+    // extra AU14 (6+15+14) sadness.
+    v(Contempt, "14+15+17", CKPLUS, &[14, 15, 17], &[12, 24]),
 ];
 
 /// Diagnostic weight of an action unit: how much its presence or absence

@@ -28,6 +28,7 @@ use emotion_plugin_sdk::{
     Source, json,
 };
 use serde_json::{Map, Value};
+use std::f64::consts::PI;
 
 use facs::{MAX_AU, Match, Units};
 
@@ -267,8 +268,9 @@ pub fn analyze(frame: &Facial, settings: &Settings) -> Result<Option<Analysis>, 
             }
             AuValue::Intensity(x) => {
                 return Err(format!(
-                    "AU{number} intensity must be between 0 and {}, got {x}",
-                    settings.intensity_max
+                    "AU{number} intensity must be between 0 and {}, got {}",
+                    show(settings.intensity_max),
+                    show(x)
                 ));
             }
             AuValue::Presence(true) => facs::PRESENCE_INTENSITY,
@@ -495,9 +497,16 @@ pub fn openface_row(text: &str) -> Result<Option<Facial>, String> {
             else {
                 continue;
             };
+            // OpenFace writes intensities 0–5 and presences 0/1; anything
+            // else is a broken front end, not a strong or absent unit.
             match kind {
-                "r" => intensities[n] = Some(number(k, value)?),
-                "c" => presences[n] = Some(number(k, value)? >= 0.5),
+                "r" => {
+                    intensities[n] = Some(within(k, number(k, value)?, 0.0, 5.0, "an intensity")?)
+                }
+                "c" => {
+                    presences[n] =
+                        Some(within(k, number(k, value)?, 0.0, 1.0, "a presence")? >= 0.5);
+                }
                 _ => {}
             }
         } else if let Some(i) = k.strip_prefix("x_").and_then(|i| i.parse::<usize>().ok()) {
@@ -510,11 +519,22 @@ pub fn openface_row(text: &str) -> Result<Option<Facial>, String> {
             }
         } else {
             match k {
-                "confidence" => frame.detection_quality = Some(number(k, value)?),
-                "success" => success = Some(number(k, value)? >= 0.5),
-                "pose_Rx" => pose[0] = Some(number(k, value)?),
-                "pose_Ry" => pose[1] = Some(number(k, value)?),
-                "pose_Rz" => pose[2] = Some(number(k, value)?),
+                "confidence" => {
+                    frame.detection_quality =
+                        Some(within(k, number(k, value)?, 0.0, 1.0, "a confidence")?);
+                }
+                "success" => {
+                    success = Some(within(k, number(k, value)?, 0.0, 1.0, "a flag")? >= 0.5)
+                }
+                "pose_Rx" | "pose_Ry" | "pose_Rz" => {
+                    let x = within(k, number(k, value)?, -PI, PI, "an angle in radians")?;
+                    let axis = match k {
+                        "pose_Rx" => 0,
+                        "pose_Ry" => 1,
+                        _ => 2,
+                    };
+                    pose[axis] = Some(x);
+                }
                 _ => {}
             }
         }
@@ -524,7 +544,7 @@ pub fn openface_row(text: &str) -> Result<Option<Facial>, String> {
     }
     for n in 1..MAX_AU {
         let value = match (intensities[n], presences[n]) {
-            (Some(x), _) => AuValue::Intensity(x.clamp(0.0, 5.0)),
+            (Some(x), _) => AuValue::Intensity(x),
             (None, Some(p)) => AuValue::Presence(p),
             (None, None) => continue,
         };
@@ -557,6 +577,33 @@ pub fn openface_row(text: &str) -> Result<Option<Facial>, String> {
         );
     }
     Ok(Some(frame))
+}
+
+/// `x` when it lies in `lo..=hi`, else an error naming the OpenFace column.
+fn within(column: &str, x: f64, lo: f64, hi: f64, what: &str) -> Result<f64, String> {
+    if (lo..=hi).contains(&x) {
+        Ok(x)
+    } else {
+        Err(format!(
+            "OpenFace `{column}` must be {what} between {} and {}, got {}",
+            show(lo),
+            show(hi),
+            show(x)
+        ))
+    }
+}
+
+/// A number for an error message: plain when it reads well, in scientific
+/// notation when it is huge or tiny (1e308 is not 309 digits long).
+fn show(x: f64) -> String {
+    let a = x.abs();
+    if a != 0.0 && !(1e-4..1e7).contains(&a) {
+        format!("{x:e}")
+    } else {
+        let s = format!("{x:.4}");
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        s.to_owned()
+    }
 }
 
 #[cfg(test)]

@@ -94,6 +94,40 @@ fn near_misses_still_give_their_emotion() {
 }
 
 #[test]
+fn contempt_with_lower_face_units_and_disgust_with_brow_units_keep_their_labels() {
+    // Issue 16, item 4: 14+15+17 was read as sadness (AU15) and 4+7+9 as
+    // anger (4+7). AU14 is contempt's own unit and AU9 disgust's; the CK+
+    // criteria (Lucey et al. 2010) name them so, and neither frame has what
+    // sadness (1+4+15, 11, 6+15) or anger (23 and 24) needs.
+    for (units, emotion) in [
+        ("14+15+17", "contempt"),
+        ("R14+15+17", "contempt"),
+        ("R14A+15+17", "contempt"),
+        ("4+7+9", "disgust"),
+        ("4+7+9+25", "disgust"),
+    ] {
+        let parsed = reference::parse_units(units).expect(units);
+        for enc in Encoding::ALL {
+            let a = analysis(&frame(&parsed, enc));
+            assert_eq!(a.label, Some(emotion), "{units} [{}]: {a:?}", enc.name());
+        }
+    }
+    // Their neighbours keep theirs: sadness with an extra AU14, anger with
+    // its lip units and an extra AU9.
+    for (list, emotion) in [
+        (vec![(6, 3.0), (15, 3.0), (14, 3.0)], "sadness"),
+        (vec![(1, 3.0), (4, 3.0), (15, 3.0), (17, 3.0)], "sadness"),
+        (
+            vec![(4, 3.0), (5, 3.0), (7, 3.0), (23, 3.0), (9, 3.0)],
+            "anger",
+        ),
+        (vec![(4, 3.0), (7, 3.0), (23, 3.0), (24, 3.0)], "anger"),
+    ] {
+        assert_eq!(analysis(&units(&list)).label, Some(emotion), "{list:?}");
+    }
+}
+
+#[test]
 fn ambiguous_frames_get_low_confidence() {
     let clean = analysis(&units(&[(6, 3.0), (12, 3.0)])).confidence;
     for list in [
@@ -339,6 +373,58 @@ fn openface_rows_are_read() {
         normalize_with(&s, reading(Payload::Json(lost.into()))),
         Outcome::None
     ));
+}
+
+#[test]
+fn openface_values_out_of_range_are_errors_not_clamped() {
+    // OpenFace writes AUxx_r in 0–5, AUxx_c and success as 0/1, confidence
+    // in 0–1 and pose in radians: a value outside is a broken front end, and
+    // clamping it would read 9 as a full smile and drop −3 without a word.
+    let s = Settings::default();
+    let outcome = |row: &str| normalize_with(&s, reading(Payload::Json(row.into())));
+    let error = |row: &str| match outcome(row) {
+        Outcome::Error(m) => m,
+        other => panic!("{row}: expected an error, got {other:?}"),
+    };
+    for (value, shown) in [
+        ("9", "9"),
+        ("1e308", "1e308"),
+        ("-3", "-3"),
+        ("5.0001", "5.0001"),
+        ("-0.01", "-0.01"),
+    ] {
+        let m = error(&format!(r#"{{"AU06_r": 2.8, " AU12_r": {value}}}"#));
+        assert!(
+            m.contains("AU12_r") && m.contains("between 0 and 5") && m.contains(shown),
+            "{value}: {m}"
+        );
+    }
+    // NaN is not JSON, and as a string it is not a number: both are errors.
+    assert!(error(r#"{"AU12_r": NaN}"#).contains("OpenFace row"));
+    assert!(error(r#"{"AU12_r": "NaN"}"#).contains("finite number"));
+    assert!(error(r#"{"AU12_r": 3.0, "AU12_c": 2}"#).contains("AU12_c"));
+    assert!(error(r#"{"AU12_r": 3.0, "AU04_c": -1}"#).contains("AU04_c"));
+    assert!(error(r#"{"AU12_r": 3.0, "confidence": 1.5}"#).contains("confidence"));
+    assert!(error(r#"{"AU12_r": 3.0, "success": 7}"#).contains("success"));
+    assert!(
+        error(r#"{"AU12_r": 3.0, "pose_Rx": 0, "pose_Ry": 4, "pose_Rz": 0}"#).contains("pose_Ry")
+    );
+    // The ends of the scale are fine, and read as what they are.
+    let Outcome::Emotion(e) = outcome(r#"{"AU06_r": 5, "AU12_r": 5, "AU04_r": 0}"#) else {
+        panic!("the ends of the scale must be accepted");
+    };
+    assert_eq!(e.label.as_deref(), Some("joy"));
+    let Outcome::Emotion(e) = outcome(r#"{"AU06_r": 0, "AU12_r": 0}"#) else {
+        panic!("zero intensities are a face at rest");
+    };
+    assert_eq!(e.label.as_deref(), Some("neutral"));
+    // The wire form says the same about a huge intensity, briefly.
+    let mut f = units(&[(6, 3.0), (12, 3.0)]);
+    f.action_units[1].value = AuValue::Intensity(1e308);
+    match normalize_with(&s, reading(Payload::Facial(f))) {
+        Outcome::Error(m) => assert!(m.contains("AU12") && m.contains("1e308"), "{m}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
 }
 
 #[test]
