@@ -911,6 +911,16 @@ enum Conns {
 /// Open every connection, at most 64 handshakes at a time; the first
 /// failure (after all have been tried) is the error.
 async fn connect_all(o: &LoadOptions, broker: Option<&str>) -> Result<Conns, LoadError> {
+    // A descriptor per connection, and some for the rest.
+    let want = o.connections as u64 + 64;
+    if let Some(limit) = procfs::raise_open_files(want)
+        && limit < want
+    {
+        return Err(LoadError::Options(format!(
+            "--connections {} needs about {want} open files, the limit is {limit} (ulimit -n)",
+            o.connections
+        )));
+    }
     let gate = Arc::new(Semaphore::new(64));
     let nonce = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1007,7 +1017,15 @@ async fn ws_connect(url: &str, shown: &str, timeout: Duration) -> Result<WsStrea
     )
     .await
     .map_err(|_| format!("connecting to {shown}: no answer within {timeout:?}"))?
-    .map_err(|e| format!("connecting to {shown}: {e}"))?;
+    .map_err(|e| {
+        let hint = if e.to_string().contains("503") {
+            " (over the gateway's connection limits: http.limits.max_connections, \
+             and max_connections_per_source per client address, 1024 by default)"
+        } else {
+            ""
+        };
+        format!("connecting to {shown}: {e}{hint}")
+    })?;
     let welcome = tokio::time::timeout(timeout, ws.next())
         .await
         .map_err(|_| format!("{shown}: no welcome within {timeout:?}"))?;

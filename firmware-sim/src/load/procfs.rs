@@ -131,6 +131,22 @@ fn listening_inodes(table: &str, port: u16) -> Vec<u64> {
         .collect()
 }
 
+/// Raise this process's soft open-files limit to at least `want` (up to
+/// the hard limit), so many connections do not run out of descriptors at
+/// the usual soft limit of 1024. Returns the soft limit in force after.
+pub fn raise_open_files(want: u64) -> Option<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft >= want {
+        return Some(soft);
+    }
+    let target = want.min(hard);
+    match setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
+        Ok(()) => Some(target),
+        Err(_) => Some(soft),
+    }
+}
+
 /// `/proc/loadavg`'s first three fields (1, 5 and 15 minute load averages).
 pub fn load_average() -> Option<[f64; 3]> {
     let text = std::fs::read_to_string("/proc/loadavg").ok()?;
