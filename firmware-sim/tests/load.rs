@@ -411,6 +411,36 @@ fn refusals_and_bad_setups_show_in_the_exit_code() {
         "refused events are not stored"
     );
 
+    // MQTT 3.1.1 cannot refuse in a PUBACK: a device publishing for a user
+    // it is not bound to gets its messages PUBACKed and dropped; the stored
+    // count falling short is what says so.
+    let (code, r, stderr) = load(
+        &gw,
+        &[
+            "--transport",
+            "mqtt",
+            "--mqtt-version",
+            "3.1.1",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0",
+            "--mqtt-username",
+            "d0",
+            "--mqtt-password",
+            "tok-0-0123456789",
+            "--mqtt-user",
+            "mu1",
+        ],
+    );
+    assert_eq!(code, Some(1), "{stderr}\n{r:#}");
+    let acked = u(&r["acknowledged"]);
+    assert!(acked > 0, "{r:#}");
+    let g = &r["gateway"];
+    assert_eq!(u(&g["stored_after"]), u(&g["stored_before"]), "{r:#}");
+    assert_eq!((u(&r["refused"]), u(&r["failed"])), (0, 0), "{r:#}");
+    assert_eq!(r["errors"], serde_json::json!([]), "{r:#}");
+
     // A wrong token: the connection is refused before the run.
     let out = Command::new(env!("CARGO_BIN_EXE_firmware-sim"))
         .args(["load", "--quiet", "--duration", "1", "--timeout", "5"])

@@ -258,7 +258,23 @@ pub struct LoadReport {
 impl LoadReport {
     /// Events that went wrong (refused, unanswered) or connections lost.
     pub fn problems(&self) -> u64 {
-        self.refused + self.failed + self.errors.len() as u64
+        self.refused + self.failed + self.errors.len() as u64 + self.unstored()
+    }
+
+    /// Acknowledged events the gateway's stored count does not account
+    /// for: refusals over MQTT 3.1.1 (PUBACKed like any other), or events
+    /// lost. 0 for QoS 0 and when `/health` could not be read; more stored
+    /// than acknowledged (another writer) is no problem.
+    pub fn unstored(&self) -> u64 {
+        match (
+            self.mqtt_qos,
+            self.gateway.stored_before,
+            self.gateway.stored_after,
+        ) {
+            (Some(0), _, _) => 0,
+            (_, Some(a), Some(b)) => self.acknowledged.saturating_sub(b.saturating_sub(a)),
+            _ => 0,
+        }
     }
 }
 
@@ -1673,8 +1689,13 @@ impl std::fmt::Display for LoadReport {
                     format!("{} published", self.sent)
                 } else if d == self.acknowledged {
                     "= acknowledged".into()
+                } else if d > self.acknowledged {
+                    format!("> {} acknowledged: another writer?", self.acknowledged)
                 } else {
-                    format!("≠ {} acknowledged (another writer?)", self.acknowledged)
+                    format!(
+                        "{} short of the acknowledged: refused over MQTT 3.1.1, or lost",
+                        self.unstored()
+                    )
                 };
                 format!(", gateway stored +{d} ({check})")
             }
