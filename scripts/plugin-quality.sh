@@ -6,6 +6,7 @@
 #   ./scripts/plugin-quality.sh
 #
 #   text           Pearson r of valence and arousal on EmoBank's dev split
+#   text-encoder   the same for the sentence-encoder text plugin
 #   facial         accuracy on every FACS prototype, and on near-misses
 #   voice          ranking agreement of excited over calm renderings
 #   physiological  the HRV example exactly, SCR detection, calm/stress/recovery order
@@ -17,4 +18,9 @@ ensure_apt espeak-ng sox
 for p in text facial voice physiological; do
     log "plugin $p"
     cargo run --quiet --release -p "emotion-plugin-$p" --example "${p}_quality"
+    if [ "$p" = text ]; then
+        log "plugin text-encoder"
+        scripts/fetch-text-model.sh >/dev/null
+        cargo run --quiet --release -p emotion-plugin-text-encoder --example text_encoder_quality
+    fi
 done

@@ -1,0 +1,178 @@
+//! EmoBank dev correlation and sentences per second of the text-encoder
+//! plugin through the gateway's plugin host, and the same for the `text`
+//! (lexicon) plugin beside it:
+//!
+//!     scripts/build-plugins.sh
+//!     cargo run --release --manifest-path plugins/text-encoder/host-bench/Cargo.toml [-- COMPONENT_DIR]
+//!
+//! COMPONENT_DIR defaults to `$CARGO_TARGET_DIR/plugins` (or `target/plugins`).
+//! Every dev sentence goes through `PluginHost::normalize_prepared` (copy into
+//! the sandbox, call under the deadline and memory limit, copy out, check,
+//! convert to events) in batches of 100 (the host's default batch size), one
+//! host thread; r is computed from the events' valence and arousal.
+//! `EMOBANK_CSV` overrides the data path.
+
+#[path = "../../examples/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use emotion_core::Source;
+use emotion_plugin_host::{Dur, HostConfig, PluginHost, wit};
+
+fn component_dir() -> PathBuf {
+    if let Some(dir) = std::env::args().nth(1) {
+        return PathBuf::from(dir);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../..");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let target = if target.is_absolute() {
+        target
+    } else {
+        root.join(target)
+    };
+    target.join("plugins")
+}
+
+fn reading(i: usize, text: &str) -> wit::Reading {
+    wit::Reading {
+        user_id: format!("user-{}", i % 50),
+        session_id: "bench".into(),
+        device_id: None,
+        timestamp_ms: 1_723_732_200_000 + i as i64,
+        source: wit::Source::Text,
+        payload: wit::Payload::Text(wit::Text {
+            content: text.into(),
+            language: Some("en".into()),
+        }),
+    }
+}
+
+struct Run {
+    valence_r: f64,
+    arousal_r: f64,
+    per_second: f64,
+    batch_ms: f64,
+    start_ms: f64,
+    size: u64,
+}
+
+/// One plugin alone in a host: every dev sentence, batches of 100.
+fn run(name: &str, rows: &[&common::Row]) -> Run {
+    let from = component_dir().join(format!("{name}.wasm"));
+    let size = std::fs::metadata(&from)
+        .unwrap_or_else(|e| {
+            common::fail(&format!(
+                "{}: {e} (run scripts/build-plugins.sh first)",
+                from.display()
+            ))
+        })
+        .len();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(&from, dir.path().join(format!("{name}.wasm"))).expect("copy component");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let config = HostConfig {
+        dir: dir.path().to_owned(),
+        cache_dir: Some(cache.path().to_owned()),
+        // A batch of 100 sentences through the encoder takes seconds on this
+        // machine, not the lexicon's 100 ms.
+        deadline: Dur(Duration::from_secs(30)),
+        watch_interval: Dur(Duration::ZERO),
+        ..HostConfig::default()
+    };
+    let started = Instant::now();
+    let host = PluginHost::new(config, "bench").unwrap_or_else(|e| common::fail(&e.to_string()));
+    // The first call loads the embedded model; not counted.
+    let warm = host.normalize_prepared(Source::Text, &[reading(0, "warming up")]);
+    if !matches!(warm.first(), Some(Ok(Some(_)))) {
+        common::fail(&format!(
+            "{name}: warm-up reading failed: {warm:?}; plugins: {:?}",
+            host.status()
+        ));
+    }
+    let start_ms = started.elapsed().as_secs_f64() * 1e3;
+
+    let readings: Vec<wit::Reading> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| reading(i, &r.text))
+        .collect();
+    let (mut pv, mut pa, mut yv, mut ya) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut slowest = Duration::ZERO;
+    let t0 = Instant::now();
+    for (batch, rows) in readings.chunks(100).zip(rows.chunks(100)) {
+        let t = Instant::now();
+        let results = host.normalize_prepared(Source::Text, batch);
+        slowest = slowest.max(t.elapsed());
+        for (res, row) in results.iter().zip(rows) {
+            match res {
+                Ok(Some(e)) => {
+                    pv.push(e.valence);
+                    pa.push(e.arousal);
+                    yv.push(row.v);
+                    ya.push(row.a);
+                }
+                // Sentences with nothing to read ("..") count as neutral.
+                Ok(None) => {
+                    pv.push(0.0);
+                    pa.push(0.5);
+                    yv.push(row.v);
+                    ya.push(row.a);
+                }
+                Err(e) => common::fail(&format!("{name}: {:?}: {e}", row.text)),
+            }
+        }
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    Run {
+        valence_r: common::pearson(&pv, &yv),
+        arousal_r: common::pearson(&pa, &ya),
+        per_second: rows.len() as f64 / elapsed,
+        batch_ms: slowest.as_secs_f64() * 1e3,
+        start_ms,
+        size,
+    }
+}
+
+fn main() {
+    let (path, rows) = common::load_emobank();
+    let dev: Vec<&common::Row> = rows.iter().filter(|r| r.split == "dev").collect();
+    println!(
+        "EmoBank dev ({} sentences, {}) through the plugin host, batches of 100, one thread",
+        dev.len(),
+        path.display()
+    );
+    println!();
+    println!(
+        "{:<13} | {:>10} | {:>10} | {:>12} | {:>16} | {:>9} | {:>8}",
+        "plugin",
+        "valence r",
+        "arousal r",
+        "sentences/s",
+        "slowest batch ms",
+        "size MiB",
+        "start ms"
+    );
+    println!(
+        "{:-<13}-+-{:-<10}-+-{:-<10}-+-{:-<12}-+-{:-<16}-+-{:-<9}-+-{:-<8}",
+        "", "", "", "", "", "", ""
+    );
+    for name in ["text", "text-encoder"] {
+        let r = run(name, &dev);
+        println!(
+            "{:<13} | {:>10.3} | {:>10.3} | {:>12.0} | {:>16.0} | {:>9.1} | {:>8.0}",
+            name,
+            r.valence_r,
+            r.arousal_r,
+            r.per_second,
+            r.batch_ms,
+            r.size as f64 / (1 << 20) as f64,
+            r.start_ms
+        );
+    }
+    println!();
+    println!("targets for text-encoder: valence r >= 0.70, arousal r >= 0.54, >= 200 sentences/s");
+}

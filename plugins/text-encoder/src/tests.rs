@@ -1,0 +1,192 @@
+//! Native tests. The encoder runs unoptimized here, so each test makes as few
+//! encoder passes as it can (one batch for many sentences).
+
+use emotion_plugin_sdk::{Payload, Reading, Source, Text};
+use serde_json::Value;
+
+use super::*;
+use crate::encoder::{Encoder, HIDDEN};
+
+/// `src/testdata/reference.json`: ids from Hugging Face `tokenizers` and
+/// embeddings from an independent numpy forward pass (tools/reference.py).
+fn reference() -> Vec<(String, Vec<u32>, Vec<f32>)> {
+    let json: Value = serde_json::from_str(include_str!("testdata/reference.json"))
+        .expect("reference.json parses");
+    json.as_array()
+        .expect("an array")
+        .iter()
+        .map(|r| {
+            let ids = r["ids"].as_array().expect("ids");
+            let emb = r["embedding"].as_array().expect("embedding");
+            (
+                r["text"].as_str().expect("text").to_owned(),
+                ids.iter().map(|v| v.as_u64().expect("id") as u32).collect(),
+                emb.iter()
+                    .map(|v| v.as_f64().expect("value") as f32)
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn tokenizer_matches_hugging_face() {
+    let model = Model::shipped().expect("model loads");
+    for (text, ids, _) in reference() {
+        assert_eq!(model.tokenize(&text).ids, ids, "{text}");
+    }
+}
+
+#[test]
+fn tokenizer_counts_and_truncates() {
+    let t = Tokenizer::new(VOCAB);
+    let e = t.encode_counted("Hello, wörld!! qzxqzxqzxqzxqzxqzx", 256);
+    assert_eq!(e.words, 3);
+    assert!(!e.truncated);
+    assert_eq!(e.ids.first(), Some(&tokenizer::CLS));
+    assert_eq!(e.ids.last(), Some(&tokenizer::SEP));
+    let long = "word ".repeat(1000);
+    let e = t.encode_counted(&long, 256);
+    assert_eq!(e.ids.len(), 256);
+    assert!(e.truncated);
+    assert_eq!(e.ids.last(), Some(&tokenizer::SEP));
+    // Nothing but punctuation and symbols: no words.
+    assert_eq!(t.encode_counted("?!… :-) 😍", 256).words, 0);
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn f32_encoder_matches_the_reference_and_int8_stays_close() {
+    let reference = reference();
+    let ids: Vec<Vec<u32>> = reference.iter().map(|r| r.1.clone()).collect();
+    let blob = std::fs::read(ENCODER_F32_PATH).expect("build.rs wrote the f32 blob");
+    let f32_encoder = Encoder::new(&blob).expect("f32 blob loads");
+    let int8 = &Model::shipped().expect("model loads").encoder;
+    let exact = f32_encoder.embed(&ids);
+    let quantized = int8.embed(&ids);
+    for ((r, e), q) in reference.iter().zip(&exact).zip(&quantized) {
+        assert_eq!(r.2.len(), HIDDEN);
+        let d = max_diff(e, &r.2);
+        assert!(d < 1e-3, "{}: f32 differs from the reference by {d}", r.0);
+        let cos: f32 = q.iter().zip(&r.2).map(|(a, b)| a * b).sum();
+        assert!(cos > 0.999, "{}: int8 cosine {cos}", r.0);
+    }
+}
+
+fn text_reading(text: &str, language: Option<&str>) -> Reading {
+    Reading {
+        user_id: "u".into(),
+        session_id: "s".into(),
+        device_id: None,
+        timestamp_ms: 0,
+        source: Source::Text,
+        payload: Payload::Text(Text {
+            content: text.into(),
+            language: language.map(Into::into),
+        }),
+    }
+}
+
+fn emotion(o: &Outcome) -> &emotion_plugin_sdk::Emotion {
+    match o {
+        Outcome::Emotion(e) => e,
+        other => panic!("expected an emotion, got {other:?}"),
+    }
+}
+
+#[test]
+fn batch_reads_feelings_and_refuses_bad_input() {
+    let texts = [
+        "I am so happy today, everything went really well at work!",
+        "This is the worst day ever, I feel terrible and tired.",
+        "The train leaves at 8:15 from platform 3.",
+        "We won the match!!! Absolutely amazing, I love this team!",
+        "I feel calm and relaxed, sitting quietly by the lake.",
+        "Ich bin heute sehr glücklich.",
+    ];
+    let mut readings: Vec<Reading> = texts.iter().map(|t| text_reading(t, None)).collect();
+    readings.push(text_reading("Ich bin heute sehr glücklich.", Some("de")));
+    readings.push(text_reading("   ", None));
+    readings.push(text_reading("?!?! ...", None));
+    readings.push(Reading {
+        payload: Payload::Json("{}".into()),
+        ..text_reading("", None)
+    });
+    readings.push(text_reading(&"a".repeat(DEFAULT_MAX_BYTES + 1), None));
+    let out = normalize_batch(&Settings::default(), readings);
+    assert_eq!(out.len(), 11);
+    let e: Vec<_> = out[..7].iter().map(emotion).collect();
+    let (happy, sad, neutral, won, calm) = (e[0], e[1], e[2], e[3], e[4]);
+    assert!(
+        happy.valence > neutral.valence + 0.1,
+        "{happy:?} vs {neutral:?}"
+    );
+    assert!(
+        sad.valence < neutral.valence - 0.1,
+        "{sad:?} vs {neutral:?}"
+    );
+    assert!(won.arousal > calm.arousal + 0.05, "{won:?} vs {calm:?}");
+    for e in &e {
+        assert!((-1.0..=1.0).contains(&e.valence));
+        assert!((0.0..=1.0).contains(&e.arousal));
+        assert!((CONFIDENCE_RANGE.0..=CONFIDENCE_RANGE.1).contains(&e.confidence));
+    }
+    // A declared foreign language lowers the confidence.
+    assert!(e[6].confidence < e[5].confidence);
+    assert!(happy.confidence > 0.75);
+    assert!(matches!(&out[7], Outcome::Error(m) if m.contains("empty")));
+    assert!(matches!(&out[8], Outcome::None));
+    assert!(matches!(&out[9], Outcome::Error(m) if m.contains("json payload")));
+    assert!(matches!(&out[10], Outcome::Error(m) if m.contains("max_bytes")));
+    // The same text alone reads the same as in the batch.
+    let alone = TextEncoderPlugin::normalize_one(text_reading(texts[0], None));
+    let alone = emotion(&alone);
+    assert!((alone.valence - happy.valence).abs() < 1e-9);
+    assert!((alone.arousal - happy.arousal).abs() < 1e-9);
+}
+
+#[test]
+fn passes_bound_the_tokens_of_one_encoder_call() {
+    let texts: Vec<Vec<u32>> = [10, 300, 250, 400, 200, 5]
+        .iter()
+        .map(|&n| vec![1; n])
+        .collect();
+    let groups: Vec<usize> = passes(&texts).map(<[_]>::len).collect();
+    assert_eq!(groups, vec![2, 1, 1, 2]);
+    assert_eq!(passes(&[]).count(), 0);
+}
+
+#[test]
+fn settings_fall_back_with_a_warning() {
+    assert_eq!(Settings::parse("{}"), (Settings::default(), None));
+    let (s, w) = Settings::parse(r#"{"max_bytes": 100}"#);
+    assert_eq!(s.max_bytes, 100);
+    assert!(w.is_none());
+    let (s, w) = Settings::parse(r#"{"max_bytes": 0, "colour": 1}"#);
+    assert_eq!(s, Settings::default());
+    let w = w.expect("warning");
+    assert!(w.contains("max_bytes") && w.contains("colour"), "{w}");
+    assert!(Settings::parse("not json").1.is_some());
+}
+
+#[test]
+fn head_parse_rejects_malformed_files() {
+    assert!(Head::parse(HEAD).is_ok());
+    assert!(Head::parse("intercept 3 3\n1 2\n").is_err());
+    assert!(Head::parse("1 2\n").is_err());
+    assert!(Head::parse("intercept 3 x\n").is_err());
+    let nan = format!("intercept 3 3\n{}", "NaN 0\n".repeat(head::FEATURES));
+    assert!(Head::parse(&nan).is_err());
+}
+
+#[test]
+fn blob_errors_are_reported_not_panicked() {
+    assert!(Encoder::new(b"nonsense").is_err());
+    assert!(Encoder::new(&ENCODER_BLOB[..1000]).is_err());
+}
