@@ -271,16 +271,110 @@ fn despike(x: &[f64], half: usize, limit: f64, shoulder: f64) -> Vec<f64> {
 /// of the SCR threshold; the threshold used is the larger of it and
 /// [`NOISE_FACTOR`] times the noise of the smoothed signal.
 pub fn analyze(samples: &[f64], rate_hz: f64, min_amplitude_us: f64) -> Features {
+    analyze_from(samples, rate_hz, min_amplitude_us, 0, 0).0
+}
+
+/// Seconds of a wearer's skin conductance carried into their next reading:
+/// enough to see the foot of a response that was still rising when the
+/// last reading ended (rises of 1–3 s) and the tonic slope before it.
+pub const CARRY_S: f64 = 6.0;
+/// At most this many samples are carried (a fast sensor keeps less than
+/// [`CARRY_S`]; the state per wearer stays small).
+pub const CARRY_MAX_SAMPLES: usize = 256;
+
+/// The end of a wearer's last window of skin conductance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Carry {
+    pub rate_hz: f64,
+    /// Timestamp of the last window's end, ms.
+    pub end_ms: i64,
+    /// Its last samples, raw.
+    pub samples: Vec<f64>,
+    /// Samples from the last response counted to the end of `samples`, when
+    /// that response peaked within them.
+    pub since_peak: Option<usize>,
+}
+
+/// [`analyze`] for a reading that may continue the wearer's last one: when
+/// `carry` has the same rate and ends where this window begins (`start_ms`,
+/// within two samples or 1 s), its samples are analysed in front of this
+/// window's, so a response that straddles the boundary is measured from its
+/// foot and counted once — in this reading if it was not counted in the
+/// last. The features describe this window (its duration, its tonic level,
+/// responses peaking in it or left uncounted before it; a response that
+/// peaked in the carried seconds has onset and peak 0). Returns the carry for
+/// the next reading.
+pub fn analyze_continued(
+    carry: Option<&Carry>,
+    samples: &[f64],
+    rate_hz: f64,
+    min_amplitude_us: f64,
+    start_ms: i64,
+) -> (Features, Carry) {
+    let tolerance_ms = (2000.0 / rate_hz).max(1000.0);
+    let context = carry.filter(|c| {
+        c.rate_hz == rate_hz && ((start_ms.saturating_sub(c.end_ms)) as f64).abs() <= tolerance_ms
+    });
+    let (all, first, count_from): (std::borrow::Cow<'_, [f64]>, usize, usize) = match context {
+        Some(c) => {
+            let mut all = Vec::with_capacity(c.samples.len() + samples.len());
+            all.extend_from_slice(&c.samples);
+            all.extend_from_slice(samples);
+            // A response within 2 s after the last one counted is that one
+            // again, re-measured with this window's samples.
+            let margin = (2.0 * rate_hz).round() as usize;
+            let count_from = c
+                .since_peak
+                .map_or(0, |since| (c.samples.len() + margin).saturating_sub(since));
+            (all.into(), c.samples.len(), count_from)
+        }
+        None => (samples.into(), 0, 0),
+    };
+    let (features, last_peak) = analyze_from(&all, rate_hz, min_amplitude_us, first, count_from);
+    let keep = ((CARRY_S * rate_hz).round() as usize).clamp(1, CARRY_MAX_SAMPLES);
+    let tail_start = all.len().saturating_sub(keep);
+    let last_peak = last_peak.or_else(|| {
+        // The last response counted before, if still in reach.
+        context.and_then(|c| {
+            c.since_peak
+                .and_then(|since| c.samples.len().checked_sub(since + 1))
+        })
+    });
+    let duration_ms = (samples.len() as f64 / rate_hz * 1000.0).round() as i64;
+    let next = Carry {
+        rate_hz,
+        end_ms: start_ms.saturating_add(duration_ms),
+        samples: all[tail_start..].to_vec(),
+        since_peak: last_peak
+            .filter(|&p| p >= tail_start)
+            .map(|p| all.len() - 1 - p),
+    };
+    (features, next)
+}
+
+/// Analyses `samples`, of which those before `first` are context carried
+/// from the last reading: responses count when they peak at `count_from` or
+/// later, the tonic level is taken from `first` on, and sample indices in
+/// the result are relative to `first`. Also returns the index in `samples`
+/// of the last response counted.
+fn analyze_from(
+    samples: &[f64],
+    rate_hz: f64,
+    min_amplitude_us: f64,
+    first: usize,
+    count_from: usize,
+) -> (Features, Option<usize>) {
     let n = samples.len();
-    let duration_s = n as f64 / rate_hz;
-    if n == 0 {
-        return Features {
+    let duration_s = n.saturating_sub(first) as f64 / rate_hz;
+    if n == 0 || first >= n {
+        let features = Features {
             duration_s,
             scl_us: 0.0,
             noise_us: 0.0,
             threshold_us: min_amplitude_us,
             scrs: Vec::new(),
         };
+        return (features, None);
     }
     let sigma = noise_sd(samples);
     let half = ((DESPIKE_HALF_S * rate_hz).round() as usize).max(1);
@@ -414,6 +508,7 @@ pub fn analyze(samples: &[f64], rate_hz: f64, min_amplitude_us: f64) -> Features
     let mut outside: Vec<f64> = y
         .iter()
         .zip(&inside)
+        .skip(first)
         .filter(|(_, inside)| !**inside)
         .map(|(v, _)| *v)
         .collect();
@@ -422,13 +517,20 @@ pub fn analyze(samples: &[f64], rate_hz: f64, min_amplitude_us: f64) -> Features
     } else {
         median(&mut outside)
     };
-    Features {
+    scrs.retain(|s| s.peak >= count_from);
+    let last_peak = scrs.last().map(|s| s.peak);
+    for s in &mut scrs {
+        s.onset = s.onset.saturating_sub(first);
+        s.peak = s.peak.saturating_sub(first);
+    }
+    let features = Features {
         duration_s,
         scl_us,
         noise_us,
         threshold_us: threshold,
         scrs,
-    }
+    };
+    (features, last_peak)
 }
 
 #[cfg(test)]
@@ -646,6 +748,41 @@ mod tests {
                     .iter()
                     .all(|s| s.onset <= s.peak && s.peak < samples.len())
             );
+        }
+    }
+
+    #[test]
+    fn a_response_across_two_readings_counts_once() {
+        let rate = 4.0;
+        let t0 = 1_723_732_200_000i64;
+        // Onsets from well before the boundary at 15 s to well after it.
+        for k in 0..24 {
+            let onset = 9.0 + 0.5 * k as f64;
+            let trace = synth::scr_trace(40 + k, rate, 30.0, 3.0, &[onset], &[0.1], 0.002);
+            let (a, b) = trace.samples.split_at(60);
+            let (f1, carry) = analyze_continued(None, a, rate, DEFAULT_MIN_AMPLITUDE_US, t0);
+            let (f2, _) =
+                analyze_continued(Some(&carry), b, rate, DEFAULT_MIN_AMPLITUDE_US, t0 + 15_000);
+            let all: Vec<&Scr> = f1.scrs.iter().chain(&f2.scrs).collect();
+            assert_eq!(
+                all.len(),
+                1,
+                "onset {onset} s: {:?} then {:?}",
+                f1.scrs,
+                f2.scrs
+            );
+            assert!(
+                (all[0].amplitude_us - 0.1).abs() < 0.02,
+                "onset {onset} s: {:?}",
+                all[0]
+            );
+            assert_eq!(f2.duration_s, 15.0);
+            assert!((f2.scl_us - 3.0).abs() < 0.1, "{}", f2.scl_us);
+            // With a gap before it the second window is read alone: the
+            // first window's samples do not count in it.
+            let (alone, _) =
+                analyze_continued(Some(&carry), b, rate, DEFAULT_MIN_AMPLITUDE_US, t0 + 25_000);
+            assert_eq!(alone.scrs, analyze(b, rate, DEFAULT_MIN_AMPLITUDE_US).scrs);
         }
     }
 

@@ -179,6 +179,9 @@ struct UserState {
     nn: Vec<f64>,
     joined: Vec<bool>,
     stats: [Stat; Channel::COUNT],
+    /// The last seconds of skin conductance, for a response that straddles
+    /// two readings.
+    eda_carry: Option<eda::Carry>,
 }
 
 impl UserState {
@@ -189,6 +192,7 @@ impl UserState {
             nn: Vec::new(),
             joined: Vec::new(),
             stats: [Stat::default(); Channel::COUNT],
+            eda_carry: None,
         }
     }
 }
@@ -414,7 +418,16 @@ impl Engine {
         // Skin.
         let eda = if p.skin_conductance_us.len() >= 2 {
             let rate = p.eda_sample_rate_hz.unwrap_or(1.0);
-            let f = eda::analyze(&p.skin_conductance_us, rate, settings.scr_min_amplitude_us);
+            // The reading's timestamp is the end of its window.
+            let span_ms = (p.skin_conductance_us.len() as f64 / rate * 1000.0).round() as i64;
+            let (f, carry) = eda::analyze_continued(
+                state.eda_carry.as_ref(),
+                &p.skin_conductance_us,
+                rate,
+                settings.scr_min_amplitude_us,
+                ts_ms.saturating_sub(span_ms),
+            );
+            state.eda_carry = Some(carry);
             if f.scl_us < 0.05 {
                 dropped.push(format!(
                     "skin_conductance (level {:.3} µS: no skin contact)",
