@@ -6,6 +6,10 @@
 # The deliberately broken and benchmark plugins of plugins/testing (packages
 # named emotion-test-plugin-*) go to ${CARGO_TARGET_DIR:-target}/test-plugins/
 # instead, so a gateway pointed at target/plugins loads only real ones.
+# Alternatives to a default plugin for the same source (text-encoder, the
+# sentence-encoder companion of the `text` lexicon plugin) go to
+# ${CARGO_TARGET_DIR:-target}/optional-plugins/: the host routes a source to
+# one plugin and would refuse the second (see plugins/text-encoder/README.md).
 #
 # A plugin crate is a workspace member with a `[package.metadata.emotion-plugin]`
 # table and a cdylib target (see plugins/template/Cargo.toml). Steps:
@@ -75,12 +79,15 @@ CARGO_PROFILE_RELEASE_DEBUG=false \
 # 3. Componentize into target/plugins/ (test plugins: target/test-plugins/).
 out_dir="$target_dir/plugins"
 test_dir="$target_dir/test-plugins"
-mkdir -p "$out_dir" "$test_dir"
+optional_dir="$target_dir/optional-plugins"
+mkdir -p "$out_dir" "$test_dir" "$optional_dir"
 real=()
 testing=()
+optional=()
 for i in "${!packages[@]}"; do
   case "${packages[$i]}" in
     emotion-test-plugin-*) dest="$test_dir"; testing+=("${names[$i]}") ;;
+    emotion-plugin-text-encoder) dest="$optional_dir"; optional+=("${names[$i]}") ;;
     *) dest="$out_dir"; real+=("${names[$i]}") ;;
   esac
   "$tool" componentize \
@@ -89,3 +96,4 @@ for i in "${!packages[@]}"; do
 done
 echo "build-plugins: ${#real[@]} plugins in $out_dir: ${real[*]}"
 echo "build-plugins: ${#testing[@]} test plugins in $test_dir: ${testing[*]}"
+echo "build-plugins: ${#optional[@]} optional plugins in $optional_dir: ${optional[*]}"

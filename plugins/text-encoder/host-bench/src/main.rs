@@ -5,7 +5,9 @@
 //!     scripts/build-plugins.sh
 //!     cargo run --release --manifest-path plugins/text-encoder/host-bench/Cargo.toml [-- COMPONENT_DIR]
 //!
-//! COMPONENT_DIR defaults to `$CARGO_TARGET_DIR/plugins` (or `target/plugins`).
+//! Components are looked up in COMPONENT_DIR, else in `$CARGO_TARGET_DIR` (or
+//! `target`)`/plugins` and then `/optional-plugins` (where build-plugins.sh
+//! puts text-encoder).
 //! Every dev sentence goes through `PluginHost::normalize_prepared` (copy into
 //! the sandbox, call under the deadline and memory limit, copy out, check,
 //! convert to events) in batches of 100 (the host's default batch size), one
@@ -22,9 +24,10 @@ use std::time::{Duration, Instant};
 use emotion_core::Source;
 use emotion_plugin_host::{Dur, HostConfig, PluginHost, wit};
 
-fn component_dir() -> PathBuf {
+fn component(name: &str) -> PathBuf {
+    let file = format!("{name}.wasm");
     if let Some(dir) = std::env::args().nth(1) {
-        return PathBuf::from(dir);
+        return PathBuf::from(dir).join(file);
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../..");
     let target =
@@ -34,7 +37,11 @@ fn component_dir() -> PathBuf {
     } else {
         root.join(target)
     };
-    target.join("plugins")
+    let default = target.join("plugins").join(&file);
+    if default.is_file() {
+        return default;
+    }
+    target.join("optional-plugins").join(file)
 }
 
 fn reading(i: usize, text: &str) -> wit::Reading {
@@ -62,7 +69,7 @@ struct Run {
 
 /// One plugin alone in a host: every dev sentence, batches of 100.
 fn run(name: &str, rows: &[&common::Row]) -> Run {
-    let from = component_dir().join(format!("{name}.wasm"));
+    let from = component(name);
     let size = std::fs::metadata(&from)
         .unwrap_or_else(|e| {
             common::fail(&format!(
