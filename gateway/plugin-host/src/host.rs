@@ -317,16 +317,20 @@ impl PluginHost {
     pub fn normalize(&self, readings: Vec<RawReading>) -> Vec<ReadingResult> {
         let now = Utc::now();
         let n = readings.len();
-        let mut by_source: [Vec<(usize, wit::Reading)>; 8] = Default::default();
+        // Converted once, and handed to the plugin in place (no copy per
+        // batch): the indices say where each result goes.
+        let mut by_source: [(Vec<usize>, Vec<wit::Reading>); 8] = Default::default();
         for (i, r) in readings.iter().enumerate() {
-            by_source[r.source.index()].push((i, convert::to_wit(r, now)));
+            let (indices, group) = &mut by_source[r.source.index()];
+            indices.push(i);
+            group.push(convert::to_wit(r, now));
         }
         let mut out: Vec<Option<ReadingResult>> = (0..n).map(|_| None).collect();
-        for (source, group) in Source::ALL.into_iter().zip(by_source) {
-            for chunk in group.chunks(self.inner.config.batch_max_size) {
-                let batch: Vec<wit::Reading> = chunk.iter().map(|(_, r)| r.clone()).collect();
-                let results = self.inner.run_batch(source, &batch);
-                for ((i, _), r) in chunk.iter().zip(results) {
+        let max = self.inner.config.batch_max_size.max(1);
+        for (source, (indices, group)) in Source::ALL.into_iter().zip(by_source) {
+            for (is, batch) in indices.chunks(max).zip(group.chunks(max)) {
+                let results = self.inner.run_batch(source, batch);
+                for (i, r) in is.iter().zip(results) {
                     out[*i] = Some(r);
                 }
             }

@@ -491,17 +491,28 @@ impl LoadedPlugin {
         match result {
             Ok(results) => {
                 let now = Utc::now();
+                let mut ids = convert::EventIds::new(readings.len(), now);
                 let results = readings
                     .iter()
                     .zip(results)
                     .map(|(reading, result)| match result {
                         wit::NormalizeResult::Emotion(e) => {
-                            convert::to_event(reading, e, &self.producer, gateway_id, now)
-                                .map(Some)
-                                .map_err(|message| ReadingError::InvalidEmotion {
+                            let id = ids.next_id();
+                            convert::to_event_with_id(
+                                reading,
+                                e,
+                                &self.producer,
+                                gateway_id,
+                                now,
+                                id,
+                            )
+                            .map(Some)
+                            .map_err(|message| {
+                                ReadingError::InvalidEmotion {
                                     plugin: plugin.to_owned(),
                                     message,
-                                })
+                                }
+                            })
                         }
                         wit::NormalizeResult::None => Ok(None),
                         wit::NormalizeResult::Error(message) => Err(ReadingError::Plugin {

@@ -241,6 +241,34 @@ fn main() {
             |r| emotion_plugin_physiological::PhysiologicalPlugin::normalize(r).len(),
         ),
     ];
+    // Profiling mode: `BENCH_PROFILE=<facial|windows|ble>[:native]
+    // BENCH_CALLS=n` runs only that path at batch 100, for perf or
+    // callgrind to look at without the rest of the bench around it.
+    if let Ok(which) = std::env::var("BENCH_PROFILE") {
+        let (kind, native_only) = match which.split_once(':') {
+            Some((k, "native")) => (k.to_owned(), true),
+            _ => (which.clone(), false),
+        };
+        let calls: usize = std::env::var("BENCH_CALLS")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(2000);
+        let index = ["facial", "windows", "ble"]
+            .iter()
+            .position(|k| *k == kind)
+            .expect("BENCH_PROFILE is facial, windows or ble");
+        let (_, source, make, native) = kinds[index];
+        let sdk_readings = make(100);
+        let wit_readings: Vec<wit::Reading> = sdk_readings.iter().map(wit_reading).collect();
+        for _ in 0..calls {
+            if native_only {
+                black_box(native(sdk_readings.clone()));
+            } else {
+                black_box(host.normalize_prepared(source, &wit_readings));
+            }
+        }
+        return;
+    }
     for (name, source, make, native) in kinds {
         for batch in [1usize, 100, 1000] {
             let sdk_readings = make(batch);

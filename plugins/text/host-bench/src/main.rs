@@ -154,6 +154,23 @@ fn main() {
         "{:-<5}-+-{:-<11}-+-{:-<11}-+-{:-<8}-+-{:-<12}",
         "", "", "", "", ""
     );
+    // Profiling mode: `BENCH_PROFILE=text[:native] BENCH_CALLS=n` runs only
+    // that path at batch 100, for perf or callgrind.
+    if let Ok(which) = std::env::var("BENCH_PROFILE") {
+        let calls: usize = std::env::var("BENCH_CALLS")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(2000);
+        let (sdk_readings, wit_readings) = readings(100);
+        for _ in 0..calls {
+            if which.ends_with(":native") {
+                black_box(TextPlugin::normalize(sdk_readings.clone()));
+            } else {
+                black_box(host.normalize_prepared(Source::Text, &wit_readings));
+            }
+        }
+        return;
+    }
     for batch in [1usize, 100, 1000] {
         let (sdk_readings, wit_readings) = readings(batch);
         let results = host.normalize_prepared(Source::Text, &wit_readings);
