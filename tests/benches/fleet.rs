@@ -147,10 +147,14 @@ async fn run() {
         .start_with(&[("max_connections", &max_conn)])
         .unwrap_or_else(|e| panic!("start postgres: {e}"));
     let admin = connect(&cluster.url("postgres")).await;
-    admin
-        .batch_execute("CREATE DATABASE single; CREATE DATABASE fleet")
-        .await
-        .unwrap_or_else(|e| panic!("create databases: {e}"));
+    // One statement each: CREATE DATABASE cannot run inside a transaction
+    // block, which a multi-statement batch is.
+    for name in ["single", "fleet"] {
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap_or_else(|e| panic!("create database {name}: {e:?}"));
+    }
     let root = tempfile::tempdir().unwrap_or_else(|e| panic!("tmp: {e}"));
     let quiet = [("EMOTION_GATEWAY__LOG__LEVEL", "warn")];
     println!("fleet benchmark: {events} events, one gateway, then {n} gateways sharing them");
