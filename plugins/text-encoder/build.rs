@@ -6,8 +6,8 @@
 //! `~/.cache/emotion-gateway/all-MiniLM-L6-v2`).
 //!
 //! Writes to OUT_DIR: `encoder-i8.bin` (embedded by the plugin),
-//! `encoder-f32.bin` (the same layout unquantized, read at run time by the
-//! native tests that check the int8 model against the f32 one) and
+//! `encoder-f32.bin` (the same layout unquantized, not for wasm32 builds: read
+//! at run time by the native tests that check the int8 model against the f32 one) and
 //! `vocab.txt`.
 
 use std::collections::BTreeMap;
@@ -41,7 +41,12 @@ fn main() {
     let tensors = Tensors::read(&st);
     let (i8_blob, f32_blob) = pack(&tensors);
     write(&out.join("encoder-i8.bin"), &i8_blob);
-    write(&out.join("encoder-f32.bin"), &f32_blob);
+    // The f32 blob (87 MiB) serves only the native tests.
+    if !std::env::var("TARGET").is_ok_and(|t| t.starts_with("wasm32")) {
+        write(&out.join("encoder-f32.bin"), &f32_blob);
+    } else {
+        let _ = std::fs::remove_file(out.join("encoder-f32.bin"));
+    }
     write(&out.join("vocab.txt"), vocab(&tok).as_bytes());
 }
 
