@@ -196,11 +196,14 @@ fn slope(v: &[f64]) -> f64 {
 fn despike(x: &[f64], half: usize, limit: f64, shoulder: f64) -> Vec<f64> {
     let n = x.len();
     let span = |i: usize| i.saturating_sub(half)..(i + half + 1).min(n);
-    // Medians are computed only where needed: a sample whose window spans
-    // no more than `limit` cannot depart from its median by more.
-    let mut medians: Vec<Option<f64>> = vec![None; n];
-    let mut scratch = Vec::with_capacity(2 * half + 1);
+    // Medians are computed lazily, only around candidate spikes.
+    // (Allocated on the first candidate: most windows have none.)
+    let mut medians: Vec<Option<f64>> = Vec::new();
+    let mut scratch = Vec::new();
     let mut median_at = |i: usize, medians: &mut Vec<Option<f64>>| -> f64 {
+        if medians.is_empty() {
+            medians.resize(n, None);
+        }
         if let Some(m) = medians[i] {
             return m;
         }
@@ -211,21 +214,26 @@ fn despike(x: &[f64], half: usize, limit: f64, shoulder: f64) -> Vec<f64> {
         m
     };
     let mut out = x.to_vec();
-    let mut spike = vec![0.0f64; n];
+    // Sign of each spike sample found; empty while there is none.
+    let mut spike: Vec<f64> = Vec::new();
     for i in 0..n {
-        let (lo, hi) = x[span(i)]
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
-                (lo.min(v), hi.max(v))
-            });
-        if hi - lo <= limit {
+        // The median is more than `limit` below x[i] exactly when more than
+        // half the window is (and likewise above): counting needs no sort,
+        // and the median is computed only for the rare sample that passes.
+        let window = &x[span(i)];
+        // (The median is the element at sorted index len / 2.)
+        let need_below = window.len() / 2 + 1;
+        let need_above = window.len() - window.len() / 2;
+        let (mut below, mut above) = (0, 0);
+        for &v in window {
+            below += usize::from(v < x[i] - limit);
+            above += usize::from(v > x[i] + limit);
+        }
+        if below < need_below && above < need_above {
             continue;
         }
         let m = median_at(i, &mut medians);
         let d = x[i] - m;
-        if d.abs() <= limit {
-            continue;
-        }
         let (mut m_lo, mut m_hi) = (f64::INFINITY, f64::NEG_INFINITY);
         for j in span(i) {
             let mj = median_at(j, &mut medians);
@@ -235,8 +243,14 @@ fn despike(x: &[f64], half: usize, limit: f64, shoulder: f64) -> Vec<f64> {
         let moves = if d > 0.0 { m - m_lo } else { m_hi - m };
         if d.abs() > moves {
             out[i] = m;
+            if spike.is_empty() {
+                spike.resize(n, 0.0);
+            }
             spike[i] = d.signum();
         }
+    }
+    if spike.is_empty() {
+        return out;
     }
     // A spike's shoulders, too small to pass `limit` alone, would be left
     // as a small bump: extend each spike while its neighbours still depart
@@ -277,7 +291,7 @@ pub fn analyze(samples: &[f64], rate_hz: f64, min_amplitude_us: f64) -> Features
 /// Seconds of a wearer's skin conductance carried into their next reading:
 /// enough to see the foot of a response that was still rising when the
 /// last reading ended (rises of 1–3 s) and the tonic slope before it.
-pub const CARRY_S: f64 = 6.0;
+pub const CARRY_S: f64 = 5.0;
 /// At most this many samples are carried (a fast sensor keeps less than
 /// [`CARRY_S`]; the state per wearer stays small).
 pub const CARRY_MAX_SAMPLES: usize = 256;
