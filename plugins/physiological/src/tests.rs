@@ -425,3 +425,52 @@ fn info_names_both_sources() {
     assert_eq!(info.sources, vec![Source::Physiological, Source::Biometric]);
     serde_json::from_str::<Value>(&info.settings_schema).expect("schema is JSON");
 }
+
+#[test]
+fn absurd_skin_conductance_across_readings_neither_panics_nor_leaks_between_wearers() {
+    let mut engine = Engine::new(Settings::default());
+    let windows: Vec<(Vec<f64>, f64)> = vec![
+        (
+            (0..60)
+                .map(|i| if i % 2 == 0 { 0.0 } else { 100.0 })
+                .collect(),
+            4.0,
+        ),
+        (
+            (0..60)
+                .map(|i| if i % 2 == 0 { 0.0 } else { 100.0 })
+                .collect(),
+            4.0,
+        ),
+        (vec![0.0; 500], 100_000.0),
+        (
+            (0..60).map(|i| 2.0 + 0.5 * (i as f64).sin()).collect(),
+            1e-3,
+        ),
+        (vec![5.0; 60], 4.0),
+        (vec![5.0, f64::NAN, 5.0], 4.0),
+        (vec![], 4.0),
+    ];
+    for (k, (samples, rate)) in windows.into_iter().enumerate() {
+        let mut p = payload();
+        p.skin_conductance_us = samples;
+        p.eda_sample_rate_hz = Some(rate);
+        // Contiguous 15-s windows for one wearer, so the carry is used.
+        let ts = T0 + 15_000 * (k as i64 + 1);
+        match engine.process(&reading("wrist", ts, Source::Physiological, p)) {
+            Outcome::Emotion(e) => {
+                let eda = extra(&e, "eda");
+                assert!(eda["scr_count"].as_f64().is_some_and(f64::is_finite));
+                assert!(eda["scr_threshold_us"].as_f64().is_some_and(|t| t >= 0.01));
+            }
+            Outcome::Error(_) => {}
+            other => panic!("window {k}: {other:?}"),
+        }
+    }
+    // Another wearer's window is read alone, whatever came before.
+    let mut p = payload();
+    p.skin_conductance_us = vec![3.0; 60];
+    p.eda_sample_rate_hz = Some(4.0);
+    let e = emotion(engine.process(&reading("other", T0 + 120_000, Source::Physiological, p)));
+    assert_eq!(extra(&e, "eda")["scr_count"], 0.0);
+}
