@@ -298,7 +298,7 @@ pub(crate) async fn serve(socket: WebSocket, state: AppState, principal: Princip
         tokio::select! {
             biased;
             Some(reply) = pending.next(), if !pending.is_empty() => {
-                let sent = tokio::time::timeout(send_within, send_ready(&mut sink, &mut pending, reply)).await;
+                let sent = tokio::time::timeout(send_within, sink.send(Message::Text(reply.into()))).await;
                 if !matches!(sent, Ok(Ok(()))) {
                     return;
                 }
@@ -306,9 +306,9 @@ pub(crate) async fn serve(socket: WebSocket, state: AppState, principal: Princip
             msg = incoming.next(), if reading && pending.len() < max_in_flight => {
                 liveness.heard();
                 let text = match msg {
-                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Text(t))) => t.to_string(),
                     Some(Ok(Message::Binary(b))) => match String::from_utf8(b.to_vec()) {
-                        Ok(t) => Utf8Bytes::from(t),
+                        Ok(t) => t,
                         Err(_) => {
                             pending.push_back(ready(error_reply("invalid_json", "Message must be valid JSON (UTF-8 text)")));
                             continue;
@@ -340,9 +340,9 @@ pub(crate) async fn serve(socket: WebSocket, state: AppState, principal: Princip
                 }
                 let reply = match &mode {
                     Mode::Events { user, session, style } => {
-                        handle_message(&state, &principal, text.as_str(), user.as_deref(), session.as_deref(), *style).await
+                        handle_message(&state, &principal, &text, user.as_deref(), session.as_deref(), *style).await
                     }
-                    Mode::Readings(handle) => handle(&state, &principal, text.as_str()),
+                    Mode::Readings(handle) => handle(&state, &principal, &text),
                 };
                 pending.push_back(reply);
             }
@@ -382,32 +382,6 @@ pub(crate) async fn serve(socket: WebSocket, state: AppState, principal: Princip
         )
         .await;
     }
-}
-
-/// Most replies written before one flush: bounds the time the first of them
-/// waits in the write buffer while later ones are encoded.
-const MAX_REPLIES_PER_FLUSH: usize = 256;
-
-/// Send `first` and every reply already ready behind it, then flush once.
-///
-/// A group commit makes a whole batch of replies ready at the same moment;
-/// one flush (one `write` to the socket) for all of them, instead of one per
-/// reply, is most of the cost of answering a pipelining client.
-async fn send_ready(
-    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
-    pending: &mut FuturesOrdered<ReplyFuture>,
-    first: String,
-) -> Result<(), axum::Error> {
-    use futures_util::FutureExt as _;
-    sink.feed(Message::Text(first.into())).await?;
-    for _ in 1..MAX_REPLIES_PER_FLUSH {
-        // `now_or_never`: only replies whose events are already durable.
-        match pending.next().now_or_never() {
-            Some(Some(reply)) => sink.feed(Message::Text(reply.into())).await?,
-            _ => break,
-        }
-    }
-    sink.flush().await
 }
 
 /// A close frame; reasons are cut to the protocol's 123 bytes.
