@@ -314,7 +314,7 @@ pub async fn run(
                 refresh_lag(&state, &status).await;
                 let delay = backoff.next_delay().unwrap_or(cfg.retry.max);
                 if e.is_transient() {
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "sync: central database unavailable; will retry");
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "sync: transient failure (database away, serialization conflict or deadlock); will retry");
                 } else {
                     tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "sync: round failed; will retry");
                 }
