@@ -118,7 +118,7 @@ pub async fn wait_all_synced(fleet: &[Gateway], within: Duration) -> Result<Vec<
                 behind.join("\n")
             );
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -249,7 +249,7 @@ async fn a_fleet_syncs_into_one_database_exactly_once_and_movers_get_one_summary
                 Instant::now() < deadline,
                 "{mover}: summaries of both sites did not arrive"
             );
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
     for (m, mover) in movers.iter().enumerate() {
