@@ -49,8 +49,24 @@ pub const STALL_S: f64 = 1.5;
 /// (Boucsein 2012), lengthened here by the smoothing and the rounded top;
 /// a slower climb is tonic.
 pub const MAX_SCR_RISE_S: f64 = 5.0;
-/// Smoothing window, s.
-pub const SMOOTHING_S: f64 = 1.0;
+/// Smoothing window, s: SCRs rise over 1–3 s and recover over several, so
+/// 1.5 s keeps their size while averaging down the sensor noise.
+pub const SMOOTHING_S: f64 = 1.5;
+/// A fall from a peak is a symmetric artefact only when it exceeds half the
+/// rise by more than this many noise SDs (the noise alone may do less).
+pub const SYMMETRIC_NOISE: f64 = 3.0;
+/// The tonic slope before a rise is fitted over this many seconds ...
+pub const TONIC_WINDOW_S: f64 = 5.0;
+/// ... ending this long before the rise's foot: the foot is the lowest
+/// point found, and the samples next to it lean down with it.
+pub const TONIC_GAP_S: f64 = 0.5;
+/// A falling tonic slope is taken only beyond this many standard errors
+/// (the noise of a fitted slope would otherwise inflate small rises) ...
+pub const TONIC_FALL_SE: f64 = 3.0;
+/// ... and at most this fast, µS/s: a steeper fall is a response's recovery,
+/// which slows as it goes (extrapolated as a line it would overstate the
+/// next rise).
+pub const MAX_TONIC_FALL_US_PER_S: f64 = 0.01;
 /// Largest accepted skin conductance, µS (the gateway accepts up to 200;
 /// anything above 100 is a sensor fault).
 pub const MAX_SCL_US: f64 = 100.0;
@@ -169,21 +185,64 @@ pub fn noise_sd(x: &[f64]) -> f64 {
     trimmed / 0.657 / 6f64.sqrt()
 }
 
-/// Least-squares slope of `v` per sample (0 for fewer than 2 samples).
-fn slope(v: &[f64]) -> f64 {
-    let n = v.len() as f64;
-    if v.len() < 2 {
-        return 0.0;
+/// Least-squares slope of the tonic level before a sample, per sample, from
+/// prefix sums (constant time per query; asked at every new low).
+struct TonicSlope {
+    /// Prefix sums of y and of i·y.
+    sum: Vec<(f64, f64)>,
+    window: usize,
+    gap: usize,
+    min_len: usize,
+    sigma: f64,
+    max_fall: f64,
+}
+
+impl TonicSlope {
+    fn new(y: &[f64], rate_hz: f64, sigma: f64, lag: usize) -> Self {
+        let mut sum = Vec::with_capacity(y.len() + 1);
+        let (mut sy, mut sxy) = (0.0, 0.0);
+        sum.push((sy, sxy));
+        for (i, v) in y.iter().enumerate() {
+            sy += v;
+            sxy += i as f64 * v;
+            sum.push((sy, sxy));
+        }
+        TonicSlope {
+            sum,
+            window: ((TONIC_WINDOW_S * rate_hz).round() as usize).max(1),
+            gap: (TONIC_GAP_S * rate_hz).round() as usize,
+            min_len: 2 * lag + 1,
+            sigma,
+            max_fall: MAX_TONIC_FALL_US_PER_S / rate_hz,
+        }
     }
-    let mean_x = (n - 1.0) / 2.0;
-    let mean_y = v.iter().sum::<f64>() / n;
-    let (mut sxy, mut sxx) = (0.0, 0.0);
-    for (i, y) in v.iter().enumerate() {
-        let dx = i as f64 - mean_x;
-        sxy += dx * (y - mean_y);
-        sxx += dx * dx;
+
+    /// Slope over the window ending [`TONIC_GAP_S`] before `i`, 0 without
+    /// room to see it; a fall is shrunk by [`TONIC_FALL_SE`] standard errors
+    /// and capped at [`MAX_TONIC_FALL_US_PER_S`], a rise is taken whole (it
+    /// only makes a response harder to count).
+    fn at(&self, i: usize) -> f64 {
+        let Some(end) = i.checked_sub(self.gap) else {
+            return 0.0;
+        };
+        let start = end.saturating_sub(self.window);
+        let len = end - start + 1;
+        if len < self.min_len.max(3) {
+            return 0.0;
+        }
+        let m = len as f64;
+        let sy = self.sum[end + 1].0 - self.sum[start].0;
+        // Σ (i − start)·y over the window.
+        let sxy = self.sum[end + 1].1 - self.sum[start].1 - start as f64 * sy;
+        let sx = m * (m - 1.0) / 2.0;
+        let sxx = (m - 1.0) * m * (2.0 * m - 1.0) / 6.0;
+        let b = (m * sxy - sx * sy) / (m * sxx - sx * sx);
+        if b >= 0.0 {
+            return b;
+        }
+        let se = self.sigma * (12.0 / (m * (m * m - 1.0))).sqrt();
+        (b + TONIC_FALL_SE * se).min(0.0).max(-self.max_fall)
     }
-    sxy / sxx
 }
 
 /// Replaces motion spikes by the running median (a Hampel filter with a
@@ -409,11 +468,16 @@ fn analyze_from(
     // Earliest sample an onset may take: just after the previous peak.
     let mut floor = 0usize;
     let mut peak: Option<usize> = None;
-    let mut low = y[0];
     // Slopes are taken over half a second: single steps of a fast-sampled
     // signal are mostly noise.
     let lag = ((0.5 * rate_hz).round() as usize).max(1);
     let max_onset_rise = ((MAX_ONSET_S * rate_hz).round() as usize).max(1);
+    let tonic = TonicSlope::new(&y, rate_hz, sigma, lag);
+    // The reference a rise is measured from: the lowest point since the last
+    // peak, carried along the tonic level's fall (a small response on a
+    // falling level may barely rise in the raw signal).
+    let mut low = y[0];
+    let (mut low_at, mut low_fall) = (0usize, 0.0f64);
     let confirm = |p: usize, floor: &mut usize, scrs: &mut Vec<Scr>| {
         let window_start = p.saturating_sub(max_rise);
         let from = window_start.max(*floor);
@@ -430,40 +494,38 @@ fn analyze_from(
         let onset = (search..=steep_at)
             .min_by(|a, b| y[*a].total_cmp(&y[*b]))
             .unwrap_or(search);
-        // The tonic slope before the onset, when there is room to see it
-        // (not across the previous response's peak): a rise that merely
-        // continues it is drift, and the drift during the rise is not part of
-        // the response.
-        let pre = onset.saturating_sub(max_onset_rise);
-        let before = if onset >= pre + 2 * lag {
-            slope(&y[pre..=onset]).max(0.0)
-        } else {
-            0.0
-        };
+        // The drift during the rise is not part of the response.
+        let before = tonic.at(onset);
         let rise = p - onset;
         let amplitude = if steep > 0.0 {
             y[p] - y[onset] - before * rise as f64
         } else {
             0.0
         };
-        // ... and a response stops climbing at its peak, a drift climbs on.
+        // A response stops climbing at its peak, a drift climbs on.
         let after = (p + lag.max(rate_hz.round() as usize)..=(p + max_onset_rise).min(n - 1))
             .map(|j| (y[j] - y[p]) / (j - p) as f64)
             .fold(f64::INFINITY, f64::min);
         let pace = (y[p] - y[onset]) / rise.max(1) as f64;
-        let drift = before > 0.5 * pace
-            || (after.is_finite() && after > 0.5 * pace)
-            || rise as f64 > MAX_SCR_RISE_S * rate_hz
+        // Rise time to 80 % of the (detrended) amplitude: a noisy, rounded
+        // top may put the maximum itself seconds later.
+        let rise80 = (onset..=p)
+            .find(|&j| y[j] - y[onset] - before * (j - onset) as f64 >= 0.8 * amplitude)
+            .unwrap_or(p)
+            - onset;
+        let drift = (after.is_finite() && after > 0.5 * pace)
+            || rise80 as f64 > MAX_SCR_RISE_S * rate_hz
             // Rising from the first samples, with nothing before to tell a
             // drift: only an SCR-fast rise counts.
             || (onset < lag && rise > max_onset_rise);
-        // Back below half its amplitude within its rise time (at most 1 s)
-        // of the peak: an artefact as fast to leave as to come, not a
-        // response (whose recovery is several times slower than its rise).
+        // Back below half its amplitude (plus what the noise may do) within
+        // its rise time (at most 1 s) of the peak: an artefact as fast to
+        // leave as to come, not a response (whose recovery is several times
+        // slower than its rise).
         let quick = (rate_hz.round() as usize).max(1).min(rise.max(1));
         let symmetric = y[p + 1..(p + quick + 1).min(n)]
             .iter()
-            .any(|&v| y[p] - v > 0.5 * amplitude);
+            .any(|&v| y[p] - v > 0.5 * amplitude + SYMMETRIC_NOISE * noise_us);
         if amplitude >= threshold && !drift && !symmetric {
             scrs.push(Scr {
                 onset,
@@ -483,8 +545,10 @@ fn analyze_from(
         match peak {
             None => {
                 // Looking for a rise of at least the threshold above the low.
-                low = low.min(y[i]);
-                if y[i] - low >= threshold {
+                let reference = low + low_fall * (i - low_at) as f64;
+                if y[i] < reference {
+                    (low, low_at, low_fall) = (y[i], i, tonic.at(i).min(0.0));
+                } else if y[i] - reference >= threshold {
                     peak = Some(i);
                     start = i;
                     steepest = slope;
@@ -499,14 +563,14 @@ fn analyze_from(
                         // The response topped out where the climb slowed.
                         confirm(i - stall, &mut floor, &mut scrs);
                         peak = None;
-                        low = y[i];
+                        (low, low_at, low_fall) = (y[i], i, tonic.at(i).min(0.0));
                     } else {
                         peak = Some(i);
                     }
                 } else if y[p] - y[i] >= fall {
                     confirm(p, &mut floor, &mut scrs);
                     peak = None;
-                    low = y[i];
+                    (low, low_at, low_fall) = (y[i], i, tonic.at(i).min(0.0));
                 }
             }
         }
@@ -648,23 +712,79 @@ mod tests {
 
     #[test]
     fn small_and_large_responses_are_counted_on_noisy_drifting_wrist_traces() {
-        // Seeds apart from the quality report's (7000…).
+        // Seeds apart from the quality report's (7000…): 120 windows of 120 s
+        // per amplitude, tonic drift and wander, white noise 0.005–0.01 µS,
+        // quantization, motion spikes.
         for amplitude in [0.03, 0.05, 0.1, 0.3, 1.0] {
             let (ratio, recall, precision) = sweep(&synth::Wrist::at(amplitude), 120, 50_000);
-            // The target is ±10 %; false responses at the noise
-            // floor put 0.05–0.1 µS up to 13 % over on these seeds.
             assert!(
-                (0.9..=1.15).contains(&ratio) && recall >= 0.85 && precision >= 0.85,
+                (0.9..=1.1).contains(&ratio) && recall >= 0.9 && precision >= 0.88,
                 "{amplitude} µS: found/true {ratio:.3}, recall {recall:.3}, precision {precision:.3}"
             );
         }
-        // 0.02 µS sits at the noise floor of a 4-Hz sensor with 0.01 µS of
-        // noise: most are found, few false ones.
+        // 0.02 µS is short of the ±10 % target: at 4 Hz with 0.01 µS of
+        // noise it is about 4 noise SDs of the smoothed signal (most of the
+        // misses are there); few of those found are false.
         let (ratio, recall, precision) = sweep(&synth::Wrist::at(0.02), 120, 50_000);
         assert!(
-            recall >= 0.6 && precision >= 0.8 && ratio >= 0.7,
+            ratio >= 0.85 && recall >= 0.75 && precision >= 0.85,
             "0.02 µS: found/true {ratio:.3}, recall {recall:.3}, precision {precision:.3}"
         );
+    }
+
+    #[test]
+    fn drift_wander_noise_and_spikes_alone_are_rarely_responses() {
+        // 120 response-free wrist windows of 120 s (tonic drift up to 0.3
+        // µS/min, wander, noise, quantization, 1.5 spikes per minute).
+        let w = synth::Wrist {
+            responses_per_min: 0.0,
+            ..synth::Wrist::at(0.1)
+        };
+        let mut false_found = 0usize;
+        for k in 0..120u64 {
+            let rate = [4.0, 8.0, 16.0, 32.0][(k % 4) as usize];
+            let trace = synth::wrist_scr_trace(95_000 + k, rate, 120.0, &w);
+            false_found += analyze(&trace.samples, rate, DEFAULT_MIN_AMPLITUDE_US)
+                .scrs
+                .len();
+        }
+        // 0.30 per window measured (0.66 before the tonic slope was fitted
+        // clear of the foot and the smoothing lengthened).
+        assert!(
+            false_found <= 54,
+            "{false_found} false responses in 120 windows"
+        );
+    }
+
+    #[test]
+    fn a_small_response_on_a_falling_level_counts() {
+        // 0.03 µS on a level falling 0.5 µS/min: in the raw signal it climbs
+        // barely 0.015 µS; measured against the fall it is 0.02–0.03.
+        let rate = 16.0;
+        let mut trace = synth::scr_trace(21, rate, 60.0, 5.0, &[30.0], &[0.03], 0.002);
+        for (i, v) in trace.samples.iter_mut().enumerate() {
+            *v -= 0.5 / 60.0 * i as f64 / rate;
+        }
+        let f = analyze(&trace.samples, rate, DEFAULT_MIN_AMPLITUDE_US);
+        assert_eq!(f.scrs.len(), 1, "{:?}", f.scrs);
+        let at = f.scrs[0].peak as f64 / rate;
+        assert!((at - trace.peaks_s[0]).abs() < 1.5, "peak at {at} s");
+        // (Measured at the raw peak, which the fall brings forward: a little
+        // under the response's own height.)
+        assert!(
+            (0.015..0.04).contains(&f.scrs[0].amplitude_us),
+            "{:?}",
+            f.scrs
+        );
+        // The same fall without the response: nothing.
+        let flat: Vec<f64> = synth::scr_trace(21, rate, 60.0, 5.0, &[], &[], 0.002)
+            .samples
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v - 0.5 / 60.0 * i as f64 / rate)
+            .collect();
+        let f = analyze(&flat, rate, DEFAULT_MIN_AMPLITUDE_US);
+        assert!(f.scrs.is_empty(), "{:?}", f.scrs);
     }
 
     #[test]
