@@ -13,7 +13,8 @@
 //!    16 and 32 Hz, with drift and sub-threshold ripples, at two noise levels.
 //! 3. SCR count per response amplitude (0.02–1 µS) on wrist-sensor traces
 //!    with drift, white and quantization noise and motion spikes: detected
-//!    over true count, precision, recall, F1, and the count by sample rate.
+//!    over true count, precision, recall, F1, and the count by sample rate;
+//!    then false responses on the same traces without responses.
 //! 4. Stress ranking from skin conductance alone at small amplitudes: the
 //!    AUC of the stress index, stress-phase windows against calm ones.
 //! 5. A scripted session (5 min calm, 5 min stress, 5 min recovery, 15-s
@@ -310,6 +311,37 @@ fn amplitude_section() {
             recall,
             2.0 * precision * recall / (precision + recall).max(f64::MIN_POSITIVE),
             ratios.join(" | ")
+        );
+    }
+    // The same wrist traces without responses: what is counted is false.
+    for (name, spikes, drift) in [
+        ("drift ±0.3 µS/min, 1.5 spikes/min", 1.5, 0.3),
+        ("drift ±0.3 µS/min, 6 spikes/min", 6.0, 0.3),
+        ("no drift, no spikes", 0.0, 0.0),
+    ] {
+        let w = synth::Wrist {
+            responses_per_min: 0.0,
+            spikes_per_min: spikes,
+            drift_us_per_min: drift,
+            ..synth::Wrist::at(0.1)
+        };
+        let mut by_rate = [0usize; 4];
+        for seed in 0..per_amplitude {
+            let k = (seed % 4) as usize;
+            let trace = synth::wrist_scr_trace(8000 + seed, rates[k], 120.0, &w);
+            by_rate[k] += eda::analyze(&trace.samples, rates[k], eda::DEFAULT_MIN_AMPLITUDE_US)
+                .scrs
+                .len();
+        }
+        let per_window = |count: usize, windows: u64| count as f64 / windows as f64;
+        let rates_text: Vec<String> = by_rate
+            .iter()
+            .map(|c| format!("{:.2}", per_window(*c, per_amplitude / 4)))
+            .collect();
+        println!(
+            "   no responses ({name}): {:.2} false per 2-min window   at 4 | 8 | 16 | 32 Hz: {}",
+            per_window(by_rate.iter().sum(), per_amplitude),
+            rates_text.join(" | ")
         );
     }
 }

@@ -195,6 +195,9 @@ struct TonicSlope {
     min_len: usize,
     sigma: f64,
     max_fall: f64,
+    /// For a full window (the usual case): 1 / the slope's denominator and
+    /// the shrinkage of a fall, precomputed.
+    full: (f64, f64),
 }
 
 impl TonicSlope {
@@ -207,14 +210,26 @@ impl TonicSlope {
             sxy += i as f64 * v;
             sum.push((sy, sxy));
         }
+        let window = ((TONIC_WINDOW_S * rate_hz).round() as usize).max(1);
         TonicSlope {
             sum,
-            window: ((TONIC_WINDOW_S * rate_hz).round() as usize).max(1),
+            window,
             gap: (TONIC_GAP_S * rate_hz).round() as usize,
-            min_len: 2 * lag + 1,
+            min_len: (2 * lag + 1).max(3),
             sigma,
             max_fall: MAX_TONIC_FALL_US_PER_S / rate_hz,
+            full: Self::constants(window + 1, sigma),
         }
+    }
+
+    /// (1 / (n·Σx² − (Σx)²), shrinkage of a fall) for `len` samples at
+    /// x = 0, 1, …
+    fn constants(len: usize, sigma: f64) -> (f64, f64) {
+        let m = len as f64;
+        let sx = m * (m - 1.0) / 2.0;
+        let sxx = (m - 1.0) * m * (2.0 * m - 1.0) / 6.0;
+        let se = sigma * (12.0 / (m * (m * m - 1.0))).sqrt();
+        (1.0 / (m * sxx - sx * sx), TONIC_FALL_SE * se)
     }
 
     /// Slope over the window ending [`TONIC_GAP_S`] before `i`, 0 without
@@ -227,21 +242,23 @@ impl TonicSlope {
         };
         let start = end.saturating_sub(self.window);
         let len = end - start + 1;
-        if len < self.min_len.max(3) {
+        if len < self.min_len {
             return 0.0;
         }
         let m = len as f64;
         let sy = self.sum[end + 1].0 - self.sum[start].0;
         // Σ (i − start)·y over the window.
         let sxy = self.sum[end + 1].1 - self.sum[start].1 - start as f64 * sy;
-        let sx = m * (m - 1.0) / 2.0;
-        let sxx = (m - 1.0) * m * (2.0 * m - 1.0) / 6.0;
-        let b = (m * sxy - sx * sy) / (m * sxx - sx * sx);
+        let (inverse, shrink) = if len == self.window + 1 {
+            self.full
+        } else {
+            Self::constants(len, self.sigma)
+        };
+        let b = (m * sxy - m * (m - 1.0) / 2.0 * sy) * inverse;
         if b >= 0.0 {
             return b;
         }
-        let se = self.sigma * (12.0 / (m * (m * m - 1.0))).sqrt();
-        (b + TONIC_FALL_SE * se).min(0.0).max(-self.max_fall)
+        (b + shrink).min(0.0).max(-self.max_fall)
     }
 }
 
