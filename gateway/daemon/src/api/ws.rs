@@ -298,7 +298,7 @@ pub(crate) async fn serve(socket: WebSocket, state: AppState, principal: Princip
         tokio::select! {
             biased;
             Some(reply) = pending.next(), if !pending.is_empty() => {
-                let sent = tokio::time::timeout(send_within, sink.send(Message::Text(reply.into()))).await;
+                let sent = tokio::time::timeout(send_within, send_ready(&mut sink, &mut pending, reply)).await;
                 if !matches!(sent, Ok(Ok(()))) {
                     return;
                 }
@@ -382,6 +382,30 @@ pub(crate) async fn serve(socket: WebSocket, state: AppState, principal: Princip
         )
         .await;
     }
+}
+
+/// Most replies written with one flush (one `send` syscall).
+const REPLIES_PER_FLUSH: usize = 256;
+
+/// Send `first` and every reply after it that is already ready, with one
+/// flush: the ingest pipeline answers a whole group commit at once, so a
+/// connection with many events in flight usually has several replies ready.
+async fn send_ready(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    pending: &mut FuturesOrdered<ReplyFuture>,
+    first: String,
+) -> Result<(), axum::Error> {
+    use futures_util::FutureExt;
+    sink.feed(Message::Text(first.into())).await?;
+    for _ in 1..REPLIES_PER_FLUSH {
+        // Polling with a no-op waker is fine here: the select loop polls
+        // `pending` again with its own waker before it waits.
+        match pending.next().now_or_never() {
+            Some(Some(reply)) => sink.feed(Message::Text(reply.into())).await?,
+            _ => break,
+        }
+    }
+    sink.flush().await
 }
 
 /// A close frame; reasons are cut to the protocol's 123 bytes.
