@@ -60,6 +60,13 @@ pub const TONIC_WINDOW_S: f64 = 5.0;
 /// ... ending this long before the rise's foot: the foot is the lowest
 /// point found, and the samples next to it lean down with it.
 pub const TONIC_GAP_S: f64 = 0.5;
+/// The fit starts after the last response's peak (its rise is not tonic)
+/// when that leaves at least this many seconds; otherwise it reaches across.
+pub const TONIC_AFTER_PEAK_S: f64 = 1.5;
+/// A rise longer than [`MAX_SCR_RISE_S`] to this share of its amplitude is
+/// tonic (the share, not the maximum: a noisy, rounded top may put the
+/// maximum seconds late).
+pub const RISE_SHARE: f64 = 0.85;
 /// A falling tonic slope is taken only beyond this many standard errors
 /// (the noise of a fitted slope would otherwise inflate small rises) ...
 pub const TONIC_FALL_SE: f64 = 3.0;
@@ -193,6 +200,7 @@ struct TonicSlope {
     window: usize,
     gap: usize,
     min_len: usize,
+    after_peak: usize,
     sigma: f64,
     max_fall: f64,
     /// For a full window (the usual case): 1 / the slope's denominator and
@@ -216,6 +224,7 @@ impl TonicSlope {
             window,
             gap: (TONIC_GAP_S * rate_hz).round() as usize,
             min_len: (2 * lag + 1).max(3),
+            after_peak: ((TONIC_AFTER_PEAK_S * rate_hz).round() as usize).max(1),
             sigma,
             max_fall: MAX_TONIC_FALL_US_PER_S / rate_hz,
             full: Self::constants(window + 1, sigma),
@@ -232,15 +241,19 @@ impl TonicSlope {
         (1.0 / (m * sxx - sx * sx), TONIC_FALL_SE * se)
     }
 
-    /// Slope over the window ending [`TONIC_GAP_S`] before `i`, 0 without
-    /// room to see it; a fall is shrunk by [`TONIC_FALL_SE`] standard errors
+    /// Slope over the window ending [`TONIC_GAP_S`] before `i` (from `floor`,
+    /// just after the last response's peak, on if [`TONIC_AFTER_PEAK_S`]
+    /// remain), 0 without room to see it; a fall is shrunk by [`TONIC_FALL_SE`] standard errors
     /// and capped at [`MAX_TONIC_FALL_US_PER_S`], a rise is taken whole (it
     /// only makes a response harder to count).
-    fn at(&self, i: usize) -> f64 {
+    fn at(&self, i: usize, floor: usize) -> f64 {
         let Some(end) = i.checked_sub(self.gap) else {
             return 0.0;
         };
-        let start = end.saturating_sub(self.window);
+        let mut start = end.saturating_sub(self.window);
+        if floor > start && end >= floor + self.after_peak {
+            start = floor;
+        }
         let len = end - start + 1;
         if len < self.min_len {
             return 0.0;
@@ -512,7 +525,7 @@ fn analyze_from(
             .min_by(|a, b| y[*a].total_cmp(&y[*b]))
             .unwrap_or(search);
         // The drift during the rise is not part of the response.
-        let before = tonic.at(onset);
+        let before = tonic.at(onset, *floor);
         let rise = p - onset;
         let amplitude = if steep > 0.0 {
             y[p] - y[onset] - before * rise as f64
@@ -524,14 +537,13 @@ fn analyze_from(
             .map(|j| (y[j] - y[p]) / (j - p) as f64)
             .fold(f64::INFINITY, f64::min);
         let pace = (y[p] - y[onset]) / rise.max(1) as f64;
-        // Rise time to 80 % of the (detrended) amplitude: a noisy, rounded
-        // top may put the maximum itself seconds later.
-        let rise80 = (onset..=p)
-            .find(|&j| y[j] - y[onset] - before * (j - onset) as f64 >= 0.8 * amplitude)
+        // Rise time to RISE_SHARE of the (detrended) amplitude.
+        let rise_time = (onset..=p)
+            .find(|&j| y[j] - y[onset] - before * (j - onset) as f64 >= RISE_SHARE * amplitude)
             .unwrap_or(p)
             - onset;
         let drift = (after.is_finite() && after > 0.5 * pace)
-            || rise80 as f64 > MAX_SCR_RISE_S * rate_hz
+            || rise_time as f64 > MAX_SCR_RISE_S * rate_hz
             // Rising from the first samples, with nothing before to tell a
             // drift: only an SCR-fast rise counts.
             || (onset < lag && rise > max_onset_rise);
@@ -564,7 +576,7 @@ fn analyze_from(
                 // Looking for a rise of at least the threshold above the low.
                 let reference = low + low_fall * (i - low_at) as f64;
                 if y[i] < reference {
-                    (low, low_at, low_fall) = (y[i], i, tonic.at(i).min(0.0));
+                    (low, low_at, low_fall) = (y[i], i, tonic.at(i, floor).min(0.0));
                 } else if y[i] - reference >= threshold {
                     peak = Some(i);
                     start = i;
@@ -580,14 +592,14 @@ fn analyze_from(
                         // The response topped out where the climb slowed.
                         confirm(i - stall, &mut floor, &mut scrs);
                         peak = None;
-                        (low, low_at, low_fall) = (y[i], i, tonic.at(i).min(0.0));
+                        (low, low_at, low_fall) = (y[i], i, tonic.at(i, floor).min(0.0));
                     } else {
                         peak = Some(i);
                     }
                 } else if y[p] - y[i] >= fall {
                     confirm(p, &mut floor, &mut scrs);
                     peak = None;
-                    (low, low_at, low_fall) = (y[i], i, tonic.at(i).min(0.0));
+                    (low, low_at, low_fall) = (y[i], i, tonic.at(i, floor).min(0.0));
                 }
             }
         }
@@ -732,21 +744,22 @@ mod tests {
         // Seeds apart from the quality report's (7000…): 120 windows of 120 s
         // per amplitude, tonic drift and wander, white noise 0.005–0.01 µS,
         // quantization, motion spikes.
-        for amplitude in [0.03, 0.05, 0.1, 0.3, 1.0] {
+        // The target: found/true within ±10 % from 0.02 to 1 µS.
+        for amplitude in [0.02, 0.03, 0.05, 0.1, 0.3, 1.0] {
             let (ratio, recall, precision) = sweep(&synth::Wrist::at(amplitude), 120, 50_000);
+            // 0.02 µS is about 4 noise SDs of the smoothed signal at 4 Hz
+            // with 0.01 µS of noise: a fifth are missed, most of them at 4
+            // Hz (measured 0.910 found/true, recall 0.816, precision 0.897).
+            let (min_recall, min_precision) = if amplitude < 0.03 {
+                (0.78, 0.85)
+            } else {
+                (0.9, 0.88)
+            };
             assert!(
-                (0.9..=1.1).contains(&ratio) && recall >= 0.9 && precision >= 0.88,
+                (0.9..=1.1).contains(&ratio) && recall >= min_recall && precision >= min_precision,
                 "{amplitude} µS: found/true {ratio:.3}, recall {recall:.3}, precision {precision:.3}"
             );
         }
-        // 0.02 µS is short of the ±10 % target: at 4 Hz with 0.01 µS of
-        // noise it is about 4 noise SDs of the smoothed signal (most of the
-        // misses are there); few of those found are false.
-        let (ratio, recall, precision) = sweep(&synth::Wrist::at(0.02), 120, 50_000);
-        assert!(
-            ratio >= 0.85 && recall >= 0.75 && precision >= 0.85,
-            "0.02 µS: found/true {ratio:.3}, recall {recall:.3}, precision {precision:.3}"
-        );
     }
 
     #[test]
@@ -765,10 +778,10 @@ mod tests {
                 .scrs
                 .len();
         }
-        // 0.30 per window measured (0.66 before the tonic slope was fitted
-        // clear of the foot and the smoothing lengthened).
+        // 34 measured (0.28 per window; the quality report's seeds gave 0.63
+        // before the tonic slope was fitted clear of the rise's foot).
         assert!(
-            false_found <= 54,
+            false_found <= 45,
             "{false_found} false responses in 120 windows"
         );
     }
