@@ -76,6 +76,13 @@ pub const WIT_PACKAGE: &str = "emotion:plugin@0.1.0";
 /// failing somewhere inside the component-model type checks.
 pub const ABI_SECTION: &str = "emotion-plugin-abi";
 
+/// Name of the custom section holding the plugin's declared memory need (8
+/// bytes, little-endian `u64`: bytes of linear memory), written by
+/// `export_plugin!(P, memory = "…")`. The host makes it the plugin's memory
+/// limit unless the operator configured one (see the crate README). Not part
+/// of the WIT contract: declaring it does not change [`ABI_VERSION`].
+pub const MEMORY_SECTION: &str = "emotion-plugin-memory";
+
 /// The WIT text, for tools that want to show or check it.
 pub const WIT_SOURCE: &str = include_str!("../wit/plugin.wit");
 
@@ -274,16 +281,141 @@ pub mod __private {
     pub const fn abi_section(abi_version: u32) -> [u8; 4] {
         abi_version.to_le_bytes()
     }
+
+    /// The content of the memory custom section: `need` parsed by
+    /// [`memory_bytes`](crate::memory_bytes), which fails the build on a bad
+    /// size (this runs at compile time).
+    pub const fn memory_section(need: &str) -> [u8; 8] {
+        crate::memory_bytes(need).to_le_bytes()
+    }
+}
+
+/// Smallest and largest memory need a plugin may declare (the host's bounds
+/// on any memory limit; its `max_declared_memory`, 1 GiB by default, may
+/// refuse less than the upper one).
+pub const MIN_MEMORY_NEED: u64 = 1 << 20;
+pub const MAX_MEMORY_NEED: u64 = 4 << 30;
+
+/// Bytes in a size written as the gateway's configuration writes them:
+/// a number and an optional unit, `B`, `KiB`/`KB`/`K`, `MiB`/`MB`/`M`,
+/// `GiB`/`GB`/`G` (all powers of 1024), e.g. `"256MiB"`. A `const fn` so
+/// [`export_plugin!`] checks the need while the plugin compiles: a bad size,
+/// or one outside 1 MiB..=4 GiB, is a compile error.
+pub const fn memory_bytes(need: &str) -> u64 {
+    let b = need.as_bytes();
+    let mut i = 0;
+    while i < b.len() && b[i] == b' ' {
+        i += 1;
+    }
+    let start = i;
+    let mut n: u64 = 0;
+    while i < b.len() && b[i].is_ascii_digit() {
+        n = match n.checked_mul(10) {
+            Some(x) => match x.checked_add((b[i] - b'0') as u64) {
+                Some(y) => y,
+                None => panic!("memory need too large"),
+            },
+            None => panic!("memory need too large"),
+        };
+        i += 1;
+    }
+    if i == start {
+        panic!("a memory need is a number and a unit, e.g. \"256MiB\"");
+    }
+    // As the gateway's parser: spaces around the unit are allowed.
+    while i < b.len() && b[i] == b' ' {
+        i += 1;
+    }
+    let (_, mut unit) = b.split_at(i);
+    while let [rest @ .., b' '] = unit {
+        unit = rest;
+    }
+    let k: u64 = if bytes_eq(unit, b"") || bytes_eq(unit, b"B") {
+        1
+    } else if bytes_eq(unit, b"KiB") || bytes_eq(unit, b"KB") || bytes_eq(unit, b"K") {
+        1 << 10
+    } else if bytes_eq(unit, b"MiB") || bytes_eq(unit, b"MB") || bytes_eq(unit, b"M") {
+        1 << 20
+    } else if bytes_eq(unit, b"GiB") || bytes_eq(unit, b"GB") || bytes_eq(unit, b"G") {
+        1 << 30
+    } else {
+        panic!("unknown unit in memory need (write B, KiB, MiB or GiB)");
+    };
+    let bytes = match n.checked_mul(k) {
+        Some(x) => x,
+        None => panic!("memory need too large"),
+    };
+    if bytes < MIN_MEMORY_NEED || bytes > MAX_MEMORY_NEED {
+        panic!("a memory need must be between 1MiB and 4GiB");
+    }
+    bytes
+}
+
+const fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// Export a type implementing [`Plugin`] as this component's plugin, and stamp
 /// the ABI version into the `emotion-plugin-abi` custom section.
 ///
-/// Use it exactly once, in the plugin's `cdylib` crate.
+/// Use it exactly once, in the plugin's `cdylib` crate. A plugin that needs
+/// more (or less) linear memory than the gateway's default limit (64 MiB)
+/// declares it, and the gateway makes it the plugin's limit unless its
+/// configuration sets one for the plugin:
+///
+/// ```no_run
+/// # use emotion_plugin_sdk::{Info, Outcome, Plugin, Reading, Source};
+/// # struct MyPlugin;
+/// # impl Plugin for MyPlugin {
+/// #     fn info() -> Info { Info::new("my-plugin", "1.0.0", [Source::Text]) }
+/// #     fn normalize_one(_: Reading) -> Outcome { Outcome::None }
+/// # }
+/// emotion_plugin_sdk::export_plugin!(MyPlugin, memory = "256MiB");
+/// ```
+///
+/// The size is checked at compile time (see [`memory_bytes`]): this does not
+/// build.
+///
+/// ```compile_fail
+/// # use emotion_plugin_sdk::{Info, Outcome, Plugin, Reading, Source};
+/// # struct MyPlugin;
+/// # impl Plugin for MyPlugin {
+/// #     fn info() -> Info { Info::new("my-plugin", "1.0.0", [Source::Text]) }
+/// #     fn normalize_one(_: Reading) -> Outcome { Outcome::None }
+/// # }
+/// emotion_plugin_sdk::export_plugin!(MyPlugin, memory = "5GiB");
+/// ```
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
         $crate::export_plugin!(@abi $crate::ABI_VERSION, $plugin);
+    };
+    ($plugin:ty, memory = $need:expr $(,)?) => {
+        $crate::export_plugin!(@abi $crate::ABI_VERSION, $plugin);
+        $crate::export_plugin!(@memory $need);
+    };
+    (@memory $need:expr) => {
+        #[cfg(target_family = "wasm")]
+        #[allow(unsafe_code)]
+        const _: () = {
+            // Kept by the linker and by wit-component, as the ABI section is.
+            #[unsafe(link_section = "emotion-plugin-memory")]
+            #[used]
+            static __EMOTION_PLUGIN_MEMORY: [u8; 8] = $crate::__private::memory_section($need);
+        };
+        // Native builds check the size too (a bad one fails every build).
+        #[cfg(not(target_family = "wasm"))]
+        const _: [u8; 8] = $crate::__private::memory_section($need);
     };
     // Hidden arm: stamp another ABI version. Only the host's tests use it,
     // to build a plugin the host must refuse.
@@ -322,4 +454,41 @@ macro_rules! export_plugin {
             assert_plugin::<$plugin>();
         };
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_needs_parse_like_the_gateway_configuration() {
+        assert_eq!(memory_bytes("256MiB"), 256 << 20);
+        assert_eq!(memory_bytes("1GiB"), 1 << 30);
+        assert_eq!(memory_bytes("4G"), 4 << 30);
+        assert_eq!(memory_bytes("1048576"), 1 << 20);
+        assert_eq!(memory_bytes("2048KiB"), 2 << 20);
+        assert_eq!(memory_bytes("256 MiB"), 256 << 20);
+        assert_eq!(
+            __private::memory_section("96MiB"),
+            (96u64 << 20).to_le_bytes()
+        );
+    }
+
+    #[test]
+    fn bad_memory_needs_are_refused() {
+        // At compile time these are build errors; at run time, panics.
+        for bad in [
+            "",
+            "MiB",
+            "-1MiB",
+            "256PiB",
+            "256 Mi B",
+            "512KiB",
+            "5GiB",
+            "99999999999999999999",
+        ] {
+            let r = std::panic::catch_unwind(|| memory_bytes(bad));
+            assert!(r.is_err(), "{bad:?} was accepted");
+        }
+    }
 }

@@ -8,7 +8,8 @@
 //! require_signatures = true
 //! trusted_keys = ["Zm9v…base64 ed25519 public key…"]
 //! deadline = "100ms"                # CPU budget of one call (one batch)
-//! memory_limit = "64MiB"            # linear memory of one instance
+//! memory_limit = "64MiB"            # linear memory of one instance (default)
+//! max_declared_memory = "1GiB"      # most a plugin may declare it needs
 //! batch_max_size = 100
 //! batch_max_latency = "5ms"
 //! queue_capacity = 10000
@@ -25,6 +26,9 @@
 //! max_duration = "5m"
 //! margin = 0.01
 //!
+//! [plugins.sources]                 # which plugin reads a source (default:
+//! text = "text-encoder"             # the first claimant by name; see below)
+//!
 //! [plugins.per_plugin.lexicon]      # keyed by file name without .wasm
 //! deadline = "20ms"
 //! memory_limit = "16MiB"
@@ -33,12 +37,28 @@
 //!
 //! Every key is optional; unknown keys are errors. [`HostConfig::validate`]
 //! reports every problem at once.
+//!
+//! **Sources.** A source listed under `sources` is read by the named plugin
+//! only; other loaded plugins claiming it stay loaded but get none of its
+//! readings. When the named plugin is not serving (no such file, refused,
+//! removed) the source has no route and its readings get the `no_plugin`
+//! error: the host never falls back to another plugin, because the operator
+//! chose this one (a fallback would change the answers silently). A source
+//! not listed goes to the first loaded plugin claiming it, by file name, and
+//! a later claimant is refused.
+//!
+//! **Memory.** A plugin's memory limit is `per_plugin.NAME.memory_limit` when
+//! set (the operator's override wins), else the need the plugin declares in
+//! its component (`export_plugin!(P, memory = "256MiB")`, see
+//! [`crate::abi`]), else `memory_limit`. A declared need above
+//! `max_declared_memory` refuses the plugin (unless overridden).
 
 use std::collections::BTreeMap;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use emotion_core::Source;
 use serde::{Deserialize, Serialize};
 
 pub use emotion_core::units::{ByteSize, Dur};
@@ -61,8 +81,12 @@ pub struct HostConfig {
     pub trusted_keys: Vec<String>,
     /// Wall-clock budget of one call into a plugin (one batch).
     pub deadline: Dur,
-    /// Most linear memory one plugin instance may use.
+    /// Most linear memory one plugin instance may use, for plugins that
+    /// declare no need of their own.
     pub memory_limit: ByteSize,
+    /// The largest memory need a plugin may declare; one declaring more is
+    /// refused (a `per_plugin` memory_limit overrides the declaration).
+    pub max_declared_memory: ByteSize,
     /// Most readings in one call.
     pub batch_max_size: usize,
     /// Longest a reading waits for its batch to fill before the batch is sent.
@@ -76,6 +100,9 @@ pub struct HostConfig {
     pub epoch_tick: Dur,
     pub quarantine: QuarantineConfig,
     pub canary: CanaryConfig,
+    /// Which plugin (file name without `.wasm`) reads each source, keyed by
+    /// source name (`text`, `voice`, …). Sources not listed: first claimant.
+    pub sources: BTreeMap<String, String>,
     /// Per-plugin limits and settings, keyed by plugin (file) name.
     pub per_plugin: BTreeMap<String, PluginConfig>,
 }
@@ -89,6 +116,7 @@ impl Default for HostConfig {
             trusted_keys: Vec::new(),
             deadline: Dur(Duration::from_millis(100)),
             memory_limit: ByteSize(64 << 20),
+            max_declared_memory: ByteSize(DEFAULT_MAX_DECLARED_MEMORY),
             batch_max_size: 100,
             batch_max_latency: Dur(Duration::from_millis(5)),
             queue_capacity: 10_000,
@@ -96,6 +124,7 @@ impl Default for HostConfig {
             epoch_tick: Dur(Duration::from_millis(5)),
             quarantine: QuarantineConfig::default(),
             canary: CanaryConfig::default(),
+            sources: BTreeMap::new(),
             per_plugin: BTreeMap::new(),
         }
     }
@@ -181,6 +210,37 @@ pub struct Limits {
     pub memory_limit: u64,
 }
 
+/// Where a plugin's memory limit came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryLimitOrigin {
+    /// `per_plugin.NAME.memory_limit`.
+    Configured,
+    /// The need the component declares.
+    Declared,
+    /// The host's `memory_limit`.
+    Default,
+}
+
+/// Why a plugin's declared memory need was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeclaredMemoryError {
+    #[error(
+        "it declares a memory need of {declared}, more than max_declared_memory ({ceiling}): raise max_declared_memory, or set per_plugin.{name}.memory_limit"
+    )]
+    AboveCeiling {
+        name: String,
+        declared: ByteSize,
+        ceiling: ByteSize,
+    },
+    #[error("it declares a memory need of {0}, less than the smallest limit (1MiB)")]
+    BelowMinimum(ByteSize),
+}
+
+/// Default `max_declared_memory`: 1 GiB, a quarter of what wasm32 can address
+/// and more than any plugin of this repository declares.
+pub const DEFAULT_MAX_DECLARED_MEMORY: u64 = 1 << 30;
+
 /// Every problem found in a [`HostConfig`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid plugin host configuration:\n  - {}", problems.join("\n  - "))]
@@ -213,6 +273,11 @@ impl HostConfig {
         }
         check_deadline("deadline", self.deadline.0, &mut problems);
         check_memory("memory_limit", self.memory_limit.0, &mut problems);
+        check_memory(
+            "max_declared_memory",
+            self.max_declared_memory.0,
+            &mut problems,
+        );
         if !(1..=MAX_BATCH).contains(&self.batch_max_size) {
             problems.push(format!(
                 "batch_max_size must be between 1 and {MAX_BATCH}, got {}",
@@ -276,6 +341,17 @@ impl HostConfig {
                 c.margin
             ));
         }
+        for (source, plugin) in &self.sources {
+            if source.parse::<Source>().is_err() {
+                problems.push(format!(
+                    "sources.{source}: unknown source (known: {})",
+                    Source::ALL.map(Source::as_str).join(", ")
+                ));
+            }
+            if let Err(m) = check_plugin_name(plugin) {
+                problems.push(format!("sources.{source}: {m}"));
+            }
+        }
         for (name, p) in &self.per_plugin {
             if let Err(m) = check_plugin_name(name) {
                 problems.push(format!("per_plugin.{name}: {m}"));
@@ -298,7 +374,55 @@ impl HostConfig {
         }
     }
 
-    /// The limits of plugin `name`.
+    /// The plugin chosen for each source in `sources`, by `Source::index`
+    /// (unknown source names are refused by [`HostConfig::validate`]).
+    pub fn chosen_plugins(&self) -> [Option<String>; 8] {
+        let mut chosen: [Option<String>; 8] = Default::default();
+        for (source, plugin) in &self.sources {
+            if let Ok(s) = source.parse::<Source>() {
+                chosen[s.index()] = Some(plugin.clone());
+            }
+        }
+        chosen
+    }
+
+    /// The limits of plugin `name` when its component declares
+    /// `declared_memory` (bytes), and where the memory limit came from: the
+    /// `per_plugin` override, else the declared need (at most
+    /// `max_declared_memory`), else `memory_limit`.
+    pub fn limits_for(
+        &self,
+        name: &str,
+        declared_memory: Option<u64>,
+    ) -> Result<(Limits, MemoryLimitOrigin), DeclaredMemoryError> {
+        let mut limits = self.limits(name);
+        let configured = self
+            .per_plugin
+            .get(name)
+            .and_then(|p| p.memory_limit)
+            .is_some();
+        if configured {
+            return Ok((limits, MemoryLimitOrigin::Configured));
+        }
+        let Some(declared) = declared_memory else {
+            return Ok((limits, MemoryLimitOrigin::Default));
+        };
+        if declared > self.max_declared_memory.0 {
+            return Err(DeclaredMemoryError::AboveCeiling {
+                name: name.to_owned(),
+                declared: ByteSize(declared),
+                ceiling: self.max_declared_memory,
+            });
+        }
+        if declared < MIN_MEMORY {
+            return Err(DeclaredMemoryError::BelowMinimum(ByteSize(declared)));
+        }
+        limits.memory_limit = declared;
+        Ok((limits, MemoryLimitOrigin::Declared))
+    }
+
+    /// The limits of plugin `name`, from the configuration alone (a
+    /// component's declared need is applied by [`HostConfig::limits_for`]).
     pub fn limits(&self, name: &str) -> Limits {
         let p = self.per_plugin.get(name);
         Limits {
@@ -475,6 +599,100 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn sources_choose_plugins_and_every_problem_is_reported() {
+        let c: HostConfig = toml::from_str(
+            r#"
+            [sources]
+            text = "text-encoder"
+            voice = "voice"
+            "#,
+        )
+        .expect("parses");
+        c.validate().expect("valid");
+        let chosen = c.chosen_plugins();
+        assert_eq!(
+            chosen[Source::Text.index()].as_deref(),
+            Some("text-encoder")
+        );
+        assert_eq!(chosen[Source::Voice.index()].as_deref(), Some("voice"));
+        assert_eq!(chosen[Source::Facial.index()], None);
+
+        let c: HostConfig = toml::from_str(
+            r#"
+            max_declared_memory = "8GiB"
+            [sources]
+            txt = "text"
+            text = "../evil"
+            emotions = ""
+            "#,
+        )
+        .expect("parses");
+        let text = c.validate().expect_err("invalid").to_string();
+        for needle in [
+            "max_declared_memory must be between 1MiB and 4GiB",
+            "sources.txt: unknown source (known: text, voice",
+            "sources.text: plugin name `../evil`",
+            "sources.emotions: unknown source",
+            "sources.emotions: a plugin name must be 1–64 characters",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        // A source table entry must name a plugin by a string.
+        assert!(toml::from_str::<HostConfig>("[sources]\ntext = 3").is_err());
+    }
+
+    #[test]
+    fn memory_limit_comes_from_override_then_declaration_then_default() {
+        let c: HostConfig = toml::from_str(
+            r#"
+            memory_limit = "64MiB"
+            max_declared_memory = "512MiB"
+            [per_plugin.pinned]
+            memory_limit = "32MiB"
+            "#,
+        )
+        .expect("parses");
+        c.validate().expect("valid");
+        let mem = |name: &str, declared: Option<u64>| {
+            c.limits_for(name, declared)
+                .map(|(l, origin)| (l.memory_limit, origin))
+        };
+        assert_eq!(
+            mem("plain", None),
+            Ok((64 << 20, MemoryLimitOrigin::Default))
+        );
+        assert_eq!(
+            mem("plain", Some(200 << 20)),
+            Ok((200 << 20, MemoryLimitOrigin::Declared))
+        );
+        // A declared need below the default is the limit too: it is the
+        // plugin's own word.
+        assert_eq!(
+            mem("plain", Some(16 << 20)),
+            Ok((16 << 20, MemoryLimitOrigin::Declared))
+        );
+        assert_eq!(
+            mem("pinned", Some(200 << 20)),
+            Ok((32 << 20, MemoryLimitOrigin::Configured))
+        );
+        // The override wins even over a need above the ceiling.
+        assert_eq!(
+            mem("pinned", Some(2 << 30)),
+            Ok((32 << 20, MemoryLimitOrigin::Configured))
+        );
+        let e = mem("plain", Some(600 << 20)).expect_err("above the ceiling");
+        assert_eq!(
+            e.to_string(),
+            "it declares a memory need of 600MiB, more than max_declared_memory (512MiB): raise max_declared_memory, or set per_plugin.plain.memory_limit"
+        );
+        assert_eq!(
+            mem("plain", Some(4096)),
+            Err(DeclaredMemoryError::BelowMinimum(ByteSize(4096)))
+        );
+        assert_eq!(HostConfig::default().max_declared_memory, ByteSize(1 << 30));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use emotion_core::{EmotionEvent, Source};
 
 use crate::abi::AbiError;
-use crate::config::ConfigError;
+use crate::config::{ConfigError, DeclaredMemoryError};
 use crate::signing::SignatureError;
 
 /// One answer per reading: an event, nothing (the plugin saw no emotion), or
@@ -50,6 +50,8 @@ pub enum LoadError {
     Signature(#[from] SignatureError),
     #[error("{0}")]
     Abi(#[from] AbiError),
+    #[error("{0}")]
+    DeclaredMemory(#[from] DeclaredMemoryError),
     #[error("built for plugin ABI version {found}, this gateway supports version {supported}")]
     AbiMismatch { found: u32, supported: u32 },
     #[error("does not compile: {0}")]

@@ -17,10 +17,10 @@ use sha2::{Digest, Sha256};
 use crate::batcher::{PendingReading, Queues, RunBatch};
 use crate::cache::{Cache, hex};
 use crate::canary::{Canary, CanaryState, CanaryStatus, Shadow, Verdict};
-use crate::config::{HostConfig, QuarantineConfig, check_plugin_name};
+use crate::config::{HostConfig, MemoryLimitOrigin, QuarantineConfig, check_plugin_name};
 use crate::convert;
 use crate::error::{CallFailure, HostError, LoadError, ReadingError, ReadingResult};
-use crate::runtime::{LoadRequest, LoadedPlugin, PluginInfo, Runtime};
+use crate::runtime::{LimitsFrom, LoadRequest, LoadedPlugin, PluginInfo, Runtime};
 use crate::signing::{SignatureError, TrustedKey, signature_path, verify};
 use crate::wit;
 
@@ -64,39 +64,88 @@ impl Drop for Inner {
     }
 }
 
-#[derive(Default)]
 struct Registry {
     /// By plugin name (the file name without `.wasm`).
     slots: BTreeMap<String, Arc<Slot>>,
     /// Which plugin handles each source, by `Source::index`.
     routes: [Option<Arc<Slot>>; 8],
+    /// The plugin the configuration chooses for each source
+    /// (`[plugins.sources]`), by `Source::index`.
+    chosen: [Option<String>; 8],
 }
 
 impl Registry {
-    /// Routes follow the loaded versions; conflicts were refused before a
-    /// version was installed, so the first claimant (in name order) wins
-    /// only where two were loaded at start.
+    fn new(config: &HostConfig) -> Self {
+        Registry {
+            slots: BTreeMap::new(),
+            routes: Default::default(),
+            chosen: config.chosen_plugins(),
+        }
+    }
+
+    /// Routes follow the loaded versions. A source with a chosen plugin goes
+    /// to it alone, and to nobody while it is not loaded (no fallback: the
+    /// operator chose it). Elsewhere conflicts were refused before a version
+    /// was installed, so the first claimant (in name order) wins only where
+    /// two were loaded at start.
     fn rebuild_routes(&mut self) {
         let mut routes: [Option<Arc<Slot>>; 8] = Default::default();
         for slot in self.slots.values() {
             if let Some(p) = slot.current.read().as_ref() {
                 for s in &p.info.sources {
-                    let r = &mut routes[s.index()];
-                    if r.is_none() {
-                        *r = Some(slot.clone());
+                    let i = s.index();
+                    if self.chosen[i].as_ref().is_some_and(|c| *c != slot.name) {
+                        continue;
+                    }
+                    if routes[i].is_none() {
+                        routes[i] = Some(slot.clone());
                     }
                 }
+            }
+        }
+        for source in Source::ALL {
+            let i = source.index();
+            let Some(chosen) = &self.chosen[i] else {
+                continue;
+            };
+            match (&self.routes[i], &routes[i]) {
+                (Some(_), None) => tracing::warn!(
+                    plugin = %chosen,
+                    "source `{source}` lost its plugin: `{chosen}`, chosen by [plugins.sources], no longer serves it (removed, or a version without it); its readings get `no_plugin` errors, no other plugin stands in"
+                ),
+                (None, Some(_)) => tracing::info!(
+                    plugin = %chosen,
+                    "source `{source}` is read by `{chosen}`, as [plugins.sources] chooses"
+                ),
+                _ => {}
             }
         }
         self.routes = routes;
     }
 
-    /// The plugin other than `name` that handles `source`, if any.
+    /// The plugin other than `name` that handles `source`, if any, where
+    /// that is a conflict: a source with a chosen plugin has none (the
+    /// others load and serve it nothing).
     fn owner_other_than(&self, source: Source, name: &str) -> Option<String> {
+        if self.chosen[source.index()].is_some() {
+            return None;
+        }
         self.routes[source.index()]
             .as_ref()
             .filter(|s| s.name != name)
             .map(|s| s.name.clone())
+    }
+
+    /// The sources routed to `slot` now.
+    fn served_by(&self, slot: &Arc<Slot>) -> Vec<Source> {
+        Source::ALL
+            .into_iter()
+            .filter(|s| {
+                self.routes[s.index()]
+                    .as_ref()
+                    .is_some_and(|r| Arc::ptr_eq(r, slot))
+            })
+            .collect()
     }
 }
 
@@ -203,12 +252,27 @@ pub struct PluginStatus {
     /// `name@version`, as stamped on its events.
     pub producer: Option<String>,
     pub abi_version: Option<u32>,
+    /// The sources it says it handles.
     pub sources: Vec<Source>,
+    /// The sources the host routes to it now: `sources` less those
+    /// `[plugins.sources]` gives to another plugin (and, without that table,
+    /// those a plugin earlier by name took first).
+    pub serving_sources: Vec<Source>,
     pub settings_schema: Option<serde_json::Value>,
     #[serde(flatten)]
     pub state: PluginState,
     pub deadline_ms: u64,
+    /// The memory limit in force (for a plugin not loaded, the one it would
+    /// get from the configuration alone).
     pub memory_limit_bytes: u64,
+    /// Where it came from: `configured` (per_plugin), `declared` (the
+    /// component's own need) or `default` (the host's memory_limit).
+    pub memory_limit_origin: MemoryLimitOrigin,
+    /// The memory need the loaded component declares, in bytes.
+    pub declared_memory_bytes: Option<u64>,
+    /// The most linear memory an instance of the loaded version has had so
+    /// far (bytes): what to compare a declared need or a limit with.
+    pub peak_memory_bytes: Option<u64>,
     pub stats: PluginStats,
     pub consecutive_failures: u32,
     pub last_failure: Option<Event>,
@@ -284,7 +348,7 @@ impl PluginHost {
             gateway_id: gateway_id.into(),
             runtime,
             cache,
-            registry: RwLock::new(Registry::default()),
+            registry: RwLock::new(Registry::new(&config)),
             reload_lock: Mutex::new(()),
             queues,
             config,
@@ -301,7 +365,49 @@ impl PluginHost {
             tracing::warn!(dir = %host.inner.config.dir.display(),
                 "plugins directory does not exist: starting with no plugins");
         }
+        host.warn_unserved_choices();
         Ok(host)
+    }
+
+    /// Say once, at start, which sources `[plugins.sources]` gives to a
+    /// plugin that is not serving (later changes are logged as they happen).
+    fn warn_unserved_choices(&self) {
+        let reg = self.inner.registry.read();
+        for source in Source::ALL {
+            let i = source.index();
+            if let (Some(chosen), None) = (&reg.chosen[i], &reg.routes[i]) {
+                let why = match reg.slots.get(chosen) {
+                    None => format!("there is no {chosen}.wasm in the plugins directory"),
+                    Some(slot) => {
+                        let serving = slot.current.read().clone();
+                        match serving {
+                            Some(p) => format!(
+                                "{} does not handle this source (it handles {})",
+                                p.producer,
+                                p.info
+                                    .sources
+                                    .iter()
+                                    .map(|s| s.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                            None => format!(
+                                "it was rejected: {}",
+                                slot.state
+                                    .lock()
+                                    .rejected
+                                    .clone()
+                                    .unwrap_or_else(|| "not loaded".into())
+                            ),
+                        }
+                    }
+                };
+                tracing::warn!(
+                    plugin = %chosen,
+                    "source `{source}` is given to plugin `{chosen}` by [plugins.sources], but {why}: its readings get `no_plugin` errors (no other plugin stands in)"
+                );
+            }
+        }
     }
 
     /// The configuration in effect.
@@ -363,17 +469,30 @@ impl PluginHost {
 
     /// Status of every plugin, by name.
     pub fn status(&self) -> Vec<PluginStatus> {
-        let slots: Vec<Arc<Slot>> = self.inner.registry.read().slots.values().cloned().collect();
-        slots.iter().map(|s| s.status(&self.inner.config)).collect()
+        let slots: Vec<(Arc<Slot>, Vec<Source>)> = {
+            let reg = self.inner.registry.read();
+            reg.slots
+                .values()
+                .map(|s| (s.clone(), reg.served_by(s)))
+                .collect()
+        };
+        slots
+            .into_iter()
+            .map(|(s, serving)| s.status(&self.inner.config, serving))
+            .collect()
     }
 
     /// Status of one plugin.
     pub fn plugin_status(&self, name: &str) -> Option<PluginStatus> {
-        let slot = self.inner.registry.read().slots.get(name).cloned();
-        slot.map(|s| s.status(&self.inner.config))
+        let slot = {
+            let reg = self.inner.registry.read();
+            reg.slots.get(name).map(|s| (s.clone(), reg.served_by(s)))
+        };
+        slot.map(|(s, serving)| s.status(&self.inner.config, serving))
     }
 
-    /// Which plugin handles each source now.
+    /// Which plugin handles each source now. A source `[plugins.sources]`
+    /// gives to a plugin that is not serving is missing.
     pub fn routes(&self) -> BTreeMap<Source, String> {
         let reg = self.inner.registry.read();
         Source::ALL
@@ -561,7 +680,7 @@ impl Inner {
             LoadRequest {
                 slot_name: name,
                 bytes,
-                limits: self.config.limits(name),
+                limits: LimitsFrom::Config(&self.config),
                 settings: self.config.settings(name),
                 signed_by,
             },
@@ -978,7 +1097,7 @@ impl Slot {
         }
     }
 
-    fn status(&self, config: &HostConfig) -> PluginStatus {
+    fn status(&self, config: &HostConfig, serving_sources: Vec<Source>) -> PluginStatus {
         let current = self.current.read().clone();
         let st = self.state.lock();
         let state = match (&current, &st.quarantine) {
@@ -991,9 +1110,22 @@ impl Slot {
                 reason: st.rejected.clone().unwrap_or_else(|| "not loaded".into()),
             },
         };
-        let limits = current
-            .as_ref()
-            .map_or_else(|| config.limits(&self.name), |p| p.limits);
+        let (limits, memory_limit_origin) = match &current {
+            Some(p) => (p.limits, p.memory_origin),
+            None => {
+                // Not loaded: what the configuration alone gives it.
+                let origin = if config
+                    .per_plugin
+                    .get(&self.name)
+                    .is_some_and(|p| p.memory_limit.is_some())
+                {
+                    MemoryLimitOrigin::Configured
+                } else {
+                    MemoryLimitOrigin::Default
+                };
+                (config.limits(&self.name), origin)
+            }
+        };
         let ok = self.stats.ok_readings.load(Ordering::Relaxed);
         let busy = self.stats.busy_nanos.load(Ordering::Relaxed);
         let info: Option<&PluginInfo> = current.as_ref().map(|p| &p.info);
@@ -1005,10 +1137,16 @@ impl Slot {
             producer: current.as_ref().map(|p| p.producer.clone()),
             abi_version: info.map(|i| i.abi_version),
             sources: info.map(|i| i.sources.clone()).unwrap_or_default(),
+            serving_sources,
             settings_schema: info.map(|i| i.settings_schema.clone()),
             state,
             deadline_ms: u64::try_from(limits.deadline.as_millis()).unwrap_or(u64::MAX),
             memory_limit_bytes: limits.memory_limit,
+            memory_limit_origin,
+            declared_memory_bytes: current.as_ref().and_then(|p| p.memory_need),
+            peak_memory_bytes: current
+                .as_ref()
+                .map(|p| p.peak_memory.load(Ordering::Relaxed)),
             stats: PluginStats {
                 calls: self.stats.calls.load(Ordering::Relaxed),
                 readings: self.stats.readings.load(Ordering::Relaxed),

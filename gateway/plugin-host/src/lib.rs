@@ -63,11 +63,14 @@ mod tester;
 mod watch;
 pub mod wit;
 
-pub use abi::{ABI_SECTION, AbiError, SUPPORTED_ABI, read_abi_version};
+pub use abi::{
+    ABI_SECTION, AbiError, MEMORY_SECTION, SUPPORTED_ABI, Stamps, read_abi_version, read_stamps,
+};
 pub use batcher::PendingReading;
 pub use canary::{CanaryState, CanaryStatus, CanaryVersion};
 pub use config::{
-    ByteSize, CanaryConfig, ConfigError, Dur, HostConfig, Limits, PluginConfig, QuarantineConfig,
+    ByteSize, CanaryConfig, ConfigError, DeclaredMemoryError, Dur, HostConfig, Limits,
+    MemoryLimitOrigin, PluginConfig, QuarantineConfig,
 };
 pub use convert::{to_event, to_wit};
 pub use error::{CallFailure, HostError, LoadError, ReadingError, ReadingResult};

@@ -3,7 +3,7 @@
 //! instances.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -14,9 +14,9 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 
-use crate::abi::{SUPPORTED_ABI, read_abi_version};
+use crate::abi::{SUPPORTED_ABI, read_stamps};
 use crate::cache::{Cache, Origin};
-use crate::config::Limits;
+use crate::config::{HostConfig, Limits, MemoryLimitOrigin};
 use crate::convert;
 use crate::error::{CallFailure, LoadError, ReadingError, ReadingResult};
 use crate::wit;
@@ -112,11 +112,14 @@ impl Drop for Runtime {
 }
 
 /// Denies memory growth beyond the plugin's limit and remembers that it did,
-/// so the resulting trap is reported as memory exhaustion.
+/// so the resulting trap is reported as memory exhaustion. Also keeps the
+/// largest memory any instance of the version reached, so an author can
+/// measure the need to declare.
 #[derive(Debug)]
 struct MemoryLimiter {
     limit: usize,
     denied: Option<usize>,
+    peak: Arc<AtomicU64>,
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -132,6 +135,10 @@ impl ResourceLimiter for MemoryLimiter {
             self.denied = Some(desired);
             Ok(false)
         } else {
+            self.peak.fetch_max(
+                u64::try_from(desired).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
             Ok(true)
         }
     }
@@ -291,6 +298,12 @@ pub(crate) struct LoadedPlugin {
     pub(crate) from_cache: bool,
     pub(crate) signed_by: Option<String>,
     pub(crate) limits: Limits,
+    /// Where `limits.memory_limit` came from.
+    pub(crate) memory_origin: MemoryLimitOrigin,
+    /// The memory need the component declares, in bytes.
+    pub(crate) memory_need: Option<u64>,
+    /// Largest linear memory (bytes) any instance of this version has had.
+    pub(crate) peak_memory: Arc<AtomicU64>,
     pub(crate) loaded_at: DateTime<Utc>,
     pub(crate) load_time: Duration,
     runtime: Arc<Runtime>,
@@ -310,18 +323,28 @@ impl std::fmt::Debug for LoadedPlugin {
     }
 }
 
+/// Where a plugin's limits come from.
+pub(crate) enum LimitsFrom<'a> {
+    /// These, whatever the component declares (`plugin test`'s options).
+    Fixed(Limits),
+    /// The host configuration, with the component's declared memory need
+    /// ([`HostConfig::limits_for`]).
+    Config(&'a HostConfig),
+}
+
 /// What [`LoadedPlugin::load`] needs besides the bytes.
 pub(crate) struct LoadRequest<'a> {
     pub(crate) slot_name: &'a str,
     pub(crate) bytes: &'a [u8],
-    pub(crate) limits: Limits,
+    pub(crate) limits: LimitsFrom<'a>,
     pub(crate) settings: String,
     pub(crate) signed_by: Option<String>,
 }
 
 impl LoadedPlugin {
-    /// Check the ABI stamp, compile (or take from the cache), link,
-    /// instantiate, `describe`, and self-check with an empty batch.
+    /// Check the ABI stamp and the declared memory need, compile (or take
+    /// from the cache), link, instantiate, `describe`, and self-check with an
+    /// empty batch.
     pub(crate) fn load(
         runtime: &Arc<Runtime>,
         cache: Option<&Cache>,
@@ -329,14 +352,21 @@ impl LoadedPlugin {
     ) -> Result<Self, LoadError> {
         let started = Instant::now();
         // Before any compilation: a plugin for another ABI is refused by its
-        // stamp, with a message that says so, instead of by a type mismatch.
-        let abi = read_abi_version(req.bytes)?;
+        // stamp, with a message that says so, instead of by a type mismatch;
+        // one needing more memory than allowed is refused before costing a
+        // compile.
+        let stamps = read_stamps(req.bytes)?;
+        let abi = stamps.abi_version;
         if abi != SUPPORTED_ABI {
             return Err(LoadError::AbiMismatch {
                 found: abi,
                 supported: SUPPORTED_ABI,
             });
         }
+        let (limits, memory_origin) = match req.limits {
+            LimitsFrom::Fixed(l) => (l, MemoryLimitOrigin::Configured),
+            LimitsFrom::Config(c) => c.limits_for(req.slot_name, stamps.memory_need)?,
+        };
         let sha256: [u8; 32] = Sha256::digest(req.bytes).into();
         let (component, origin) = match cache {
             Some(c) => c.get_or_compile(&runtime.engine, req.bytes, &sha256),
@@ -363,7 +393,10 @@ impl LoadedPlugin {
             sha256,
             from_cache: origin == Origin::Cache,
             signed_by: req.signed_by,
-            limits: req.limits,
+            limits,
+            memory_origin,
+            memory_need: stamps.memory_need,
+            peak_memory: Arc::new(AtomicU64::new(0)),
             loaded_at: Utc::now(),
             load_time: Duration::ZERO,
             runtime: runtime.clone(),
@@ -405,6 +438,7 @@ impl LoadedPlugin {
                 memory: MemoryLimiter {
                     limit: usize::try_from(self.limits.memory_limit).unwrap_or(usize::MAX),
                     denied: None,
+                    peak: self.peak_memory.clone(),
                 },
                 panic: None,
                 log_budget: LOG_LINES_PER_CALL,

@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use crate::config::{ByteSize, Dur, HostConfig, Limits};
 use crate::convert;
 use crate::error::{HostError, ReadingError};
-use crate::runtime::{LoadRequest, LoadedPlugin, PluginInfo, Runtime};
+use crate::runtime::{LimitsFrom, LoadRequest, LoadedPlugin, PluginInfo, Runtime};
 use crate::wit;
 
 /// Options of [`test_plugin`].
@@ -35,6 +35,8 @@ use crate::wit;
 pub struct TestOptions {
     /// The plugin's settings (`{}` when `None`).
     pub settings: Option<Value>,
+    /// Used as given: a memory need the component declares is not applied
+    /// here (the gateway applies it, see `HostConfig::limits_for`).
     pub limits: Limits,
     /// Stamped on the events.
     pub gateway_id: String,
@@ -140,7 +142,7 @@ pub fn test_plugin(
         LoadRequest {
             slot_name: &name,
             bytes: &bytes,
-            limits: options.limits,
+            limits: LimitsFrom::Fixed(options.limits),
             settings: options
                 .settings
                 .as_ref()

@@ -11,7 +11,7 @@ use emotion_core::reading::RawReading;
 use emotion_plugin_host::HostConfig;
 
 /// Every component the tests use, as `scripts/build-plugins.sh` names them.
-pub const PLUGINS: [&str; 12] = [
+pub const PLUGINS: [&str; 13] = [
     "template",
     "echo",
     "echo-v2",
@@ -19,6 +19,7 @@ pub const PLUGINS: [&str; 12] = [
     "lexicon",
     "infinite-loop",
     "memory-hog",
+    "memory-declared",
     "trap-third",
     "wrong-abi",
     "nan-output",
