@@ -9,7 +9,8 @@
 # Alternatives to a default plugin for the same source (text-encoder, the
 # sentence-encoder companion of the `text` lexicon plugin) go to
 # ${CARGO_TARGET_DIR:-target}/optional-plugins/: the host routes a source to
-# one plugin and would refuse the second (see plugins/text-encoder/README.md).
+# one plugin, the first by name unless `[plugins.sources]` chooses, so an
+# operator copies one in and chooses it (see plugins/text-encoder/README.md).
 #
 # A plugin crate is a workspace member with a `[package.metadata.emotion-plugin]`
 # table and a cdylib target (see plugins/template/Cargo.toml). Steps:
