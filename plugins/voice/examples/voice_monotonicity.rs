@@ -13,6 +13,10 @@
 //!    240 and pitches 20, 50, 80;
 //! 3. amplitude (`-a`) 25, 50, 100, 150, 200 at the same speeds and pitches.
 //!
+//! 4. the grid of `tests/speech.rs` (speeds 120, 180, 240, 300; ranges
+//!    x-low, medium, x-high and amplitudes 25, 100, 200 at speed 175;
+//!    pitches 20, 50, 80) on all 16 sentences instead of the test's two.
+//!
 //! Every reading goes to a fresh instance (population norms). A "fall" is a
 //! step up in the factor that lowers the value; the report counts them and
 //! names the worst.
@@ -202,4 +206,45 @@ fn main() {
     println!("   mean arousal x-high - x-low: {:+.3}", range_gain / cells);
     amp_falls.print("arousal vs amplitude");
     println!("   mean arousal -a 200 - -a 25: {:+.3}", amp_gain / cells);
+
+    println!("4. the test's grid (tests/speech.rs) on all 16 sentences");
+    let test_speeds = [120, 180, 240, 300];
+    let test_ranges = [r#"range="x-low""#, r#"range="medium""#, r#"range="x-high""#];
+    let test_amps = [25, 100, 200];
+    let speed_names: Vec<String> = test_speeds.iter().map(|s| format!("-s {s}")).collect();
+    let range_names: Vec<String> = test_ranges.iter().map(|r| r.to_string()).collect();
+    let amp_names: Vec<String> = test_amps.iter().map(|a| format!("-a {a}")).collect();
+    let (mut rate_f, mut speed_f, mut range_f, mut amp_f) = (
+        Falls::default(),
+        Falls::default(),
+        Falls::default(),
+        Falls::default(),
+    );
+    for voice in VOICES {
+        for sentence in 0..render::SENTENCES.len() {
+            for pitch in FIXED_PITCHES {
+                let what = format!("{voice} sentence {sentence} -p {pitch}");
+                let (rates, arousals): (Vec<f64>, Vec<f64>) = test_speeds
+                    .iter()
+                    .map(|&speed| measure(dir, sentence, voice, &style("", pitch, speed, 100)))
+                    .unzip();
+                rate_f.add(&rates, &what, &speed_names);
+                speed_f.add(&arousals, &what, &speed_names);
+                let by_range: Vec<f64> = test_ranges
+                    .iter()
+                    .map(|&r| measure(dir, sentence, voice, &style(r, pitch, 175, 100)).1)
+                    .collect();
+                range_f.add(&by_range, &what, &range_names);
+                let by_amp: Vec<f64> = test_amps
+                    .iter()
+                    .map(|&a| measure(dir, sentence, voice, &style("", pitch, 175, a)).1)
+                    .collect();
+                amp_f.add(&by_amp, &what, &amp_names);
+            }
+        }
+    }
+    rate_f.print("measured rate vs speed");
+    speed_f.print("arousal vs speed");
+    range_f.print("arousal vs pitch range");
+    amp_f.print("arousal vs amplitude");
 }

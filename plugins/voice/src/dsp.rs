@@ -67,6 +67,16 @@ impl Biquad {
         )
     }
 
+    /// One sample through the section, with its state `z` (transposed
+    /// direct form II; the same arithmetic as [`Biquad::apply`]).
+    #[inline(always)]
+    pub fn step(&self, z: &mut [f32; 2], input: f32) -> f32 {
+        let out = self.b0 * input + z[0];
+        z[0] = self.b1 * input - self.a1 * out + z[1];
+        z[1] = self.b2 * input - self.a2 * out;
+        out
+    }
+
     /// Filter `x` in place, from a zero state.
     pub fn apply(&self, x: &mut [f32]) {
         let (mut z1, mut z2) = (0.0f32, 0.0f32);

@@ -2,7 +2,8 @@
 //!
 //! 1. The signal is resampled to 8 kHz ([`crate::resample`]), high-passed at
 //!    50 Hz (DC, hum, handling noise) and split at 1 kHz into a low and a
-//!    high band (two cascaded Butterworth sections each).
+//!    high band (two cascaded Butterworth sections each), and into the vowel
+//!    band 300–2500 Hz, all in one pass.
 //! 2. Frames: 20 ms windows every 10 ms. Frame power gives the level contour;
 //!    frames within 30 dB of the loudest (the 99th percentile) and clear of
 //!    the noise floor (10th percentile + 6 dB, when there are pauses to
@@ -12,9 +13,12 @@
 //!    absolute threshold 0.15 on the cumulative-mean-normalised difference)
 //!    and refined at 8 kHz around the coarse lag with parabolic
 //!    interpolation. A frame is voiced when it is active, its aperiodicity
-//!    d′ is below 0.35 and its F0 is within 50–500 Hz. Voiced runs shorter
-//!    than 30 ms are dropped and the contour is median-filtered over five
-//!    frames, which removes isolated octave jumps.
+//!    d′ is below 0.35 and its F0 is within 50–500 Hz, or when its d′ is
+//!    below 0.5 and it continues a voiced run within 1.5 semitones
+//!    (hysteresis). Voiced runs shorter than 30 ms are dropped, the contour
+//!    is median-filtered over five frames, which removes isolated octave
+//!    jumps, and runs or frames more than an octave above the utterance's
+//!    median F0 are dropped.
 //! 4. Syllable nuclei (after de Jong & Wempe 2009): peaks of the smoothed
 //!    level contour in the vowel band (300–2500 Hz) at most 25 dB below its
 //!    99th percentile, each more than 2 dB above the dip that separates it
@@ -180,27 +184,19 @@ pub fn analyze(samples: &[i16], rate: u32, max_seconds: f64) -> Result<Analysis,
         .count();
     let clipped_fraction = clipped as f64 / used.len() as f64;
 
-    // 1. Analysis-rate signal and bands.
-    let fs = f64::from(ANALYSIS_RATE);
-    let mut x = resample::to_analysis_rate(used, rate);
-    Biquad::highpass(fs, 50.0, std::f64::consts::FRAC_1_SQRT_2).apply(&mut x);
-    let lp = Biquad::lowpass(fs, 1000.0, std::f64::consts::FRAC_1_SQRT_2);
-    let hp = Biquad::highpass(fs, 1000.0, std::f64::consts::FRAC_1_SQRT_2);
-    let mut low = x.clone();
-    lp.apply(&mut low);
-    lp.apply(&mut low);
-    let mut high = x.clone();
-    hp.apply(&mut high);
-    hp.apply(&mut high);
-
-    // 2. Frames.
+    // 1. Analysis-rate signal and bands, 2. frames.
+    let x = resample::to_analysis_rate(used, rate);
     if x.len() < WIN {
         return Err(Invalid("audio too short for one analysis frame".into()));
     }
     let frames = (x.len() - WIN) / HOP + 1;
-    let p_full = frame_powers(&x, frames);
-    let p_low = frame_powers(&low, frames);
-    let p_high = frame_powers(&high, frames);
+    let Bands {
+        low,
+        p_full,
+        p_low,
+        p_high,
+        p_vowel,
+    } = bands(&x, frames);
     let level: Vec<f64> = p_full.iter().map(|&p| dsp::db(p)).collect();
     let sorted_level = dsp::sorted(level.clone());
     let loudest = dsp::quantile(&sorted_level, 0.99).unwrap_or(-120.0);
@@ -218,7 +214,15 @@ pub fn analyze(samples: &[i16], rate: u32, max_seconds: f64) -> Result<Analysis,
 
     // 3. Pitch on the active frames.
     let (pitch, aperiodicity) = track_pitch(&low, &active);
-    let mut f0: Vec<f64> = pitch.iter().map(|p| p.map_or(0.0, |p| p.f0)).collect();
+    let mut f0: Vec<f64> = pitch
+        .iter()
+        .zip(&aperiodicity)
+        .map(|(p, &a)| match p {
+            Some(p) if a <= VOICED_MAX_APERIODICITY => p.f0,
+            _ => 0.0,
+        })
+        .collect();
+    extend_runs(&mut f0, &pitch);
     clean_track(&mut f0);
     let voiced: Vec<usize> = (0..frames).filter(|&i| f0[i] > 0.0).collect();
     if voiced.len() < MIN_VOICED_FRAMES {
@@ -254,17 +258,6 @@ pub fn analyze(samples: &[i16], rate: u32, max_seconds: f64) -> Result<Analysis,
     let hnr_low_band_db = dsp::median(&hnr).unwrap_or(0.0);
 
     // 4. Syllable nuclei and speaking time.
-    // The nuclei are read on the vowel band (300–2500 Hz, F1 and F2): nasals,
-    // laterals and voiced fricatives have little energy there, so the dips
-    // between fast syllables stay deep where the full-band level merges them.
-    let mut vowel_band = x.clone();
-    let bp_lo = Biquad::highpass(fs, 300.0, std::f64::consts::FRAC_1_SQRT_2);
-    let bp_hi = Biquad::lowpass(fs, 2500.0, std::f64::consts::FRAC_1_SQRT_2);
-    bp_lo.apply(&mut vowel_band);
-    bp_lo.apply(&mut vowel_band);
-    bp_hi.apply(&mut vowel_band);
-    bp_hi.apply(&mut vowel_band);
-    let p_vowel = frame_powers(&vowel_band, frames);
     let nuclei = syllable_nuclei(
         &Contours {
             vowel: &p_vowel,
@@ -314,12 +307,75 @@ pub fn semitones(hz: f64) -> f64 {
     12.0 * hz.max(1e-9).log2()
 }
 
-/// Mean power of each 20 ms frame (hop 10 ms).
-fn frame_powers(x: &[f32], frames: usize) -> Vec<f64> {
-    let prefix = dsp::prefix_squares(x);
-    (0..frames)
-        .map(|i| dsp::energy(&prefix, i * HOP, WIN) / WIN as f64)
-        .collect()
+/// The analysis bands of the 8 kHz signal and their frame powers.
+struct Bands {
+    /// Below 1 kHz, for the pitch tracker.
+    low: Vec<f32>,
+    /// Mean power of each 20 ms frame (hop 10 ms): the whole band (above
+    /// 50 Hz), below and above 1 kHz, and the vowel band (300–2500 Hz, F1
+    /// and F2) the syllable nuclei are read on: nasals, laterals and voiced
+    /// fricatives have little energy there, so the dips between fast
+    /// syllables stay deep where the full-band level merges them.
+    p_full: Vec<f64>,
+    p_low: Vec<f64>,
+    p_high: Vec<f64>,
+    p_vowel: Vec<f64>,
+}
+
+/// One pass over the signal runs every filter section (a 50 Hz high-pass;
+/// then two low-pass and two high-pass sections at 1 kHz, and two high-pass
+/// at 300 Hz followed by two low-pass at 2500 Hz, all Butterworth) and sums
+/// each band's energy per 10 ms hop. Each section's recursion is a chain of
+/// dependent multiply-adds; run side by side the nine chains overlap, where
+/// nine passes over the signal each waited on one chain (and four prefix
+/// sums on another).
+fn bands(x: &[f32], frames: usize) -> Bands {
+    let fs = f64::from(ANALYSIS_RATE);
+    let q = std::f64::consts::FRAC_1_SQRT_2;
+    let dc = Biquad::highpass(fs, 50.0, q);
+    let lp = Biquad::lowpass(fs, 1000.0, q);
+    let hp = Biquad::highpass(fs, 1000.0, q);
+    let v_lo = Biquad::highpass(fs, 300.0, q);
+    let v_hi = Biquad::lowpass(fs, 2500.0, q);
+    let mut z = [[0.0f32; 2]; 9];
+    let mut low = vec![0.0f32; x.len()];
+    // Hop energies: frame i spans hops i and i + 1.
+    let hops = frames + 1;
+    let mut e = vec![[0.0f64; 4]; hops];
+    for (h, (chunk, out)) in x.chunks(HOP).zip(low.chunks_mut(HOP)).enumerate() {
+        let mut acc = [0.0f32; 4];
+        for (&v, o) in chunk.iter().zip(out.iter_mut()) {
+            let s = dc.step(&mut z[0], v);
+            let l = lp.step(&mut z[1], s);
+            let l = lp.step(&mut z[2], l);
+            let hi = hp.step(&mut z[3], s);
+            let hi = hp.step(&mut z[4], hi);
+            let vb = v_lo.step(&mut z[5], s);
+            let vb = v_lo.step(&mut z[6], vb);
+            let vb = v_hi.step(&mut z[7], vb);
+            let vb = v_hi.step(&mut z[8], vb);
+            *o = l;
+            acc[0] += s * s;
+            acc[1] += l * l;
+            acc[2] += hi * hi;
+            acc[3] += vb * vb;
+        }
+        if let Some(slot) = e.get_mut(h) {
+            *slot = acc.map(f64::from);
+        }
+    }
+    let power = |k: usize| -> Vec<f64> {
+        (0..frames)
+            .map(|i| (e[i][k] + e[i + 1][k]).max(0.0) / WIN as f64)
+            .collect()
+    };
+    Bands {
+        p_full: power(0),
+        p_low: power(1),
+        p_high: power(2),
+        p_vowel: power(3),
+        low,
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -346,6 +402,7 @@ fn track_pitch(low: &[f32], active: &[bool]) -> (Vec<Option<Pitch>>, Vec<f64>) {
     let tau_max8 = d8.len() - 2;
     let mut out = vec![None; active.len()];
     let mut aper = vec![f64::INFINITY; active.len()];
+    let mut segments = Segments::new();
     for (i, slot) in out.iter_mut().enumerate() {
         if !active[i] {
             continue;
@@ -353,12 +410,12 @@ fn track_pitch(low: &[f32], active: &[bool]) -> (Vec<Option<Pitch>>, Vec<f64>) {
         // Windows centred on the energy frame's centre (i·HOP + WIN/2).
         let start8 = i * HOP + WIN / 2 + PAD8 - YIN_HALF_SPAN8;
         let start4 = start8 / 2;
-        dsp::difference(&x4, &pre4, start4, W4, 1..=TAU_MAX4, &mut d4);
+        segments.difference(&x4, &pre4, start4, &mut d4);
         let Some(pick) = dsp::yin_pick(&d4, TAU_MIN4, TAU_MAX4, YIN_THRESHOLD, &mut cmnd) else {
             continue;
         };
         aper[i] = pick.aperiodicity;
-        if pick.aperiodicity > VOICED_MAX_APERIODICITY {
+        if pick.aperiodicity > WEAK_MAX_APERIODICITY {
             continue;
         }
         // Refine at 8 kHz around twice the coarse lag.
@@ -403,6 +460,57 @@ fn track_pitch(low: &[f32], active: &[bool]) -> (Vec<Option<Pitch>>, Vec<f64>) {
     (out, aper)
 }
 
+/// Samples per segment of the coarse search (4 kHz): 5 ms, dividing both
+/// the integration window and the hop.
+const SEG4: usize = 20;
+const _: () = assert!(W4.is_multiple_of(SEG4) && (HOP / 2).is_multiple_of(SEG4));
+/// Segments kept: a window spans `W4 / SEG4` of them.
+const SEG_SLOTS: usize = 8;
+const _: () = assert!(SEG_SLOTS >= W4 / SEG4);
+
+/// The coarse search's difference function from segment sums. Windows of
+/// neighbouring frames overlap by 60 %, so the lag products of each 5 ms
+/// segment, Σ x[p+j]·x[p+j+τ] over its 20 samples, are computed once and a
+/// frame's correlation r(τ) is the sum of its window's five segments: 2
+/// new segments per frame instead of a whole 25 ms window (2.5× fewer
+/// multiply-adds; SIMD-less WebAssembly spends most of its time here).
+struct Segments {
+    /// (segment start in x4, its products for τ = 0..=TAU_MAX4).
+    slots: Vec<(usize, [f32; TAU_MAX4 + 1])>,
+}
+
+impl Segments {
+    fn new() -> Self {
+        Segments {
+            slots: vec![(usize::MAX, [0.0; TAU_MAX4 + 1]); SEG_SLOTS],
+        }
+    }
+
+    /// d(τ) for τ = 1..=TAU_MAX4 of the window of `W4` samples at `start`
+    /// (frames a hop apart share segments), as [`dsp::difference`] computes it.
+    fn difference(&mut self, x: &[f32], prefix: &[f64], start: usize, out: &mut [f64]) {
+        let mut r = [0.0f64; TAU_MAX4 + 1];
+        for p in (start..start + W4).step_by(SEG4) {
+            let slot = &mut self.slots[(p / SEG4) % SEG_SLOTS];
+            if slot.0 != p {
+                let head = &x[p..p + SEG4];
+                for (tau, c) in slot.1.iter_mut().enumerate() {
+                    *c = dsp::dot(head, &x[p + tau..p + tau + SEG4]);
+                }
+                slot.0 = p;
+            }
+            for (acc, &c) in r.iter_mut().zip(&slot.1) {
+                *acc += f64::from(c);
+            }
+        }
+        let e0 = dsp::energy(prefix, start, W4);
+        for tau in 1..=TAU_MAX4 {
+            let et = dsp::energy(prefix, start + tau, W4);
+            out[tau] = (e0 + et - 2.0 * r[tau]).max(0.0);
+        }
+    }
+}
+
 fn argmin(d: &[f64], lo: usize, hi: usize) -> usize {
     let mut best = lo;
     for t in lo..=hi {
@@ -411,6 +519,38 @@ fn argmin(d: &[f64], lo: usize, hi: usize) -> usize {
         }
     }
     best
+}
+
+/// Aperiodicity up to which a frame may continue a voiced run (hysteresis).
+const WEAK_MAX_APERIODICITY: f64 = 0.5;
+/// Largest F0 step, semitones per frame, for a weakly periodic frame to
+/// continue a run.
+const WEAK_MAX_STEP_ST: f64 = 1.5;
+
+/// Voicing with hysteresis: a weakly periodic frame (d′ up to 0.5) is voiced
+/// when it continues a voiced run smoothly. The onsets and the falling, often
+/// creaky, ends of phrases sit near the 0.35 limit, so without this how much
+/// of them counts as voiced (and so the F0 range) flips with small changes of
+/// speed, level or range.
+fn extend_runs(f0: &mut [f64], pitch: &[Option<Pitch>]) {
+    let continues = |prev: f64, p: Option<Pitch>| {
+        p.filter(|p| prev > 0.0 && (semitones(p.f0) - semitones(prev)).abs() <= WEAK_MAX_STEP_ST)
+            .map(|p| p.f0)
+    };
+    for i in 1..f0.len() {
+        if f0[i] <= 0.0
+            && let Some(f) = continues(f0[i - 1], pitch[i])
+        {
+            f0[i] = f;
+        }
+    }
+    for i in (0..f0.len().saturating_sub(1)).rev() {
+        if f0[i] <= 0.0
+            && let Some(f) = continues(f0[i + 1], pitch[i])
+        {
+            f0[i] = f;
+        }
+    }
 }
 
 /// Drop voiced runs shorter than [`MIN_VOICED_RUN`] frames and median-filter
@@ -439,6 +579,56 @@ fn clean_track(f0: &mut [f64]) {
             window.extend_from_slice(&st[k.saturating_sub(2)..(k + 3).min(st.len())]);
             window.sort_by(|a, b| a.total_cmp(b));
             *v = 2f64.powf(window[window.len() / 2] / 12.0);
+        }
+    }
+    drop_outlier_runs(f0);
+}
+
+/// Voiced runs (and frames) more than this above the median of all voiced
+/// frames are dropped, semitones.
+const OUTLIER_RUN_ST: f64 = 12.0;
+
+/// Drop voiced runs and frames more than an octave above the utterance's
+/// median F0: YIN locks on a formant or on the period of a voiced fricative
+/// for a few frames (a run at 395 Hz inside an 80 Hz voice), and such a run
+/// moves the 90th percentile by an octave or more. Only upwards: YIN's
+/// errors are octave-up ones, while the fall at the end of a phrase spoken
+/// with a wide range does reach an octave below the median, and cutting it
+/// made the F0 range of x-high renderings smaller than of high ones.
+fn drop_outlier_runs(f0: &mut [f64]) {
+    let voiced = dsp::sorted(
+        f0.iter()
+            .filter(|&&f| f > 0.0)
+            .map(|&f| semitones(f))
+            .collect(),
+    );
+    let Some(centre) = dsp::quantile(&voiced, 0.5) else {
+        return;
+    };
+    let n = f0.len();
+    let mut i = 0;
+    let mut run_st = Vec::new();
+    while i < n {
+        if f0[i] <= 0.0 {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < n && f0[i] > 0.0 {
+            i += 1;
+        }
+        run_st.clear();
+        run_st.extend(f0[start..i].iter().map(|&f| semitones(f)));
+        let median = dsp::median(&run_st).unwrap_or(centre);
+        if median - centre > OUTLIER_RUN_ST {
+            f0[start..i].fill(0.0);
+        }
+        // And single frames as far off (an octave jump the median filter
+        // kept at a run's edge).
+        for (f, &st) in f0[start..i].iter_mut().zip(&run_st) {
+            if st - centre > OUTLIER_RUN_ST {
+                *f = 0.0;
+            }
         }
     }
 }

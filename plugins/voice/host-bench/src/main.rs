@@ -207,17 +207,29 @@ fn main() {
     let limits = (config.deadline, config.memory_limit);
     let host = PluginHost::new(config, "bench").expect("host");
     let (_, wit_r) = readings(8000, 250.0, 1);
-    let t = Instant::now();
-    let out = host.normalize_prepared(Source::Voice, &wit_r);
-    let took = t.elapsed();
-    match &out[..] {
-        [Ok(Some(e))] => println!(
-            "\nlargest wire reading (250 s at 8 kHz, 4 MiB; max_seconds 60) under the default limits ({:?}, {} MiB): {:.1} ms, arousal {:.3}",
-            limits.0.0,
-            limits.1.0 >> 20,
-            took.as_secs_f64() * 1e3,
-            e.arousal
-        ),
-        other => panic!("largest reading failed: {other:?}"),
+    // Five calls: the first also grows the new instance's memory (the 4 MiB
+    // of samples and the analysis buffers); the later ones reuse it.
+    let mut times = Vec::new();
+    let mut arousal = f64::NAN;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let out = host.normalize_prepared(Source::Voice, &wit_r);
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        match &out[..] {
+            [Ok(Some(e))] => arousal = e.arousal,
+            other => panic!("largest reading failed: {other:?}"),
+        }
     }
+    let first = times[0];
+    let best = times.iter().copied().fold(f64::INFINITY, f64::min);
+    println!(
+        "\nlargest wire reading (250 s at 8 kHz, 4 MiB; max_seconds 60) under the default limits ({:?}, {} MiB): first call {first:.1} ms, best of 5 {best:.1} ms (all: {}), arousal {arousal:.3}",
+        limits.0.0,
+        limits.1.0 >> 20,
+        times
+            .iter()
+            .map(|t| format!("{t:.1}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 }
