@@ -91,17 +91,6 @@ pub struct Origin {
     pub rate_limited: bool,
 }
 
-impl Origin {
-    /// A number for the ingest pipeline, which hands out the replies of one
-    /// origin together (`Ingest::enqueue_from`).
-    fn key(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.scope.hash(&mut h);
-        h.finish()
-    }
-}
-
 /// State shared by every connection and the upstream client.
 #[derive(Debug)]
 pub struct Shared {
@@ -218,7 +207,7 @@ impl Shared {
         match self
             .handles
             .ingest
-            .enqueue_from(event, Transport::Mqtt, origin.key())
+            .enqueue_via(event, Transport::Mqtt)
             .await
         {
             Err(e) => Ticket::Ready(self.ingest_failed(origin, topic, &e)),

@@ -58,8 +58,6 @@ pub enum IngestError {
 struct Job {
     event: EmotionEvent,
     transport: Transport,
-    /// Who sent it (see [`Ingest::enqueue_from`]).
-    origin: u64,
     reply: oneshot::Sender<Result<Accepted, IngestError>>,
 }
 
@@ -69,7 +67,6 @@ struct Written {
     events: Vec<EmotionEvent>,
     /// How each event came in (for the per-transport counters and the live feed).
     transports: Vec<Transport>,
-    origins: Vec<u64>,
     replies: Vec<oneshot::Sender<Result<Accepted, IngestError>>>,
     stored: Result<Vec<bool>, ()>,
     /// The buffer's high-water mark after this batch: once it is analyzed,
@@ -109,26 +106,11 @@ impl Ingest {
         event: EmotionEvent,
         transport: Transport,
     ) -> Result<Pending, IngestError> {
-        self.enqueue_from(event, transport, 0).await
-    }
-
-    /// [`Ingest::enqueue_via`], saying which connection sent the event: any
-    /// number the transport keeps per connection. The replies of a group
-    /// commit are handed out grouped by it, so that a connection with many
-    /// events in flight wakes once to find all of its replies ready and
-    /// writes them together (see `analyzer_loop`).
-    pub async fn enqueue_from(
-        &self,
-        event: EmotionEvent,
-        transport: Transport,
-        origin: u64,
-    ) -> Result<Pending, IngestError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job {
                 event,
                 transport,
-                origin,
                 reply,
             })
             .await
@@ -238,7 +220,6 @@ fn writer_loop(
         // arrivals from before it) must not come back.
         let mut events = Vec::with_capacity(jobs.len());
         let mut transports = Vec::with_capacity(jobs.len());
-        let mut origins = Vec::with_capacity(jobs.len());
         let mut replies: Vec<Reply> = Vec::with_capacity(jobs.len());
         for j in jobs {
             if privacy.is_erased(&j.event) {
@@ -247,7 +228,6 @@ fn writer_loop(
             } else {
                 events.push(j.event);
                 transports.push(j.transport);
-                origins.push(j.origin);
                 replies.push(j.reply);
             }
         }
@@ -265,7 +245,6 @@ fn writer_loop(
             .send(Written {
                 events,
                 transports,
-                origins,
                 replies,
                 stored,
                 through,
@@ -302,7 +281,6 @@ fn analyzer_loop(done: std_mpsc::Receiver<Written>, stage: AnalyzerStage) {
     for Written {
         events,
         transports,
-        origins,
         replies,
         stored,
         through,
@@ -314,26 +292,21 @@ fn analyzer_loop(done: std_mpsc::Receiver<Written>, stage: AnalyzerStage) {
             }
             continue;
         };
-        // Replies go out after the whole batch is analyzed, grouped by the
-        // connection that sent them, in a tight loop once the lock is
-        // released: a connection then wakes to find all of its replies of
-        // this batch ready and writes them with one send, where replies
-        // handed out one by one during the analysis woke it for each (one
-        // syscall per reply was a fifth of the gateway's CPU).
-        let mut answers: Vec<(u64, Reply, Result<Accepted, IngestError>)> =
+        // Replies go out after the whole batch is analyzed, in a tight loop
+        // once the lock is released: a connection then wakes to find all of
+        // its replies of this batch ready and writes them with one send,
+        // where replies handed out one by one during the analysis woke it
+        // for each (one syscall per reply was a fifth of the gateway's CPU).
+        let mut answers: Vec<(Reply, Result<Accepted, IngestError>)> =
             Vec::with_capacity(replies.len());
         let mut an = analyzer.lock();
-        for ((((event, transport), origin), reply), fresh) in events
-            .into_iter()
-            .zip(transports)
-            .zip(origins)
-            .zip(replies)
-            .zip(stored)
+        for (((event, transport), reply), fresh) in
+            events.into_iter().zip(transports).zip(replies).zip(stored)
         {
             // Erased after it was written: the erasure removed it from the
             // buffer, so the analyzer must not learn it either.
             if fresh && privacy.is_erased(&event) {
-                answers.push((origin, reply, Err(IngestError::Erased)));
+                answers.push((reply, Err(IngestError::Erased)));
                 continue;
             }
             let event = Arc::new(event);
@@ -356,13 +329,11 @@ fn analyzer_loop(done: std_mpsc::Receiver<Written>, stage: AnalyzerStage) {
                     event,
                 }
             };
-            answers.push((origin, reply, Ok(accepted)));
+            answers.push((reply, Ok(accepted)));
         }
         analyzed.fetch_max(through, Ordering::Release);
         drop(an);
-        // Stable: one connection's replies keep their order.
-        answers.sort_by_key(|(origin, _, _)| *origin);
-        for (_, reply, answer) in answers {
+        for (reply, answer) in answers {
             // The sender may have gone away; the event is stored regardless.
             let _ = reply.send(answer);
         }

@@ -286,7 +286,6 @@ pub(crate) enum Mode {
 /// outstanding; beyond that the connection is not read (back-pressure).
 pub(crate) async fn serve(socket: WebSocket, state: AppState, principal: Principal, mode: Mode) {
     let (mut sink, mut incoming) = socket.split();
-    let origin = NEXT_CONNECTION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut pending: FuturesOrdered<ReplyFuture> = FuturesOrdered::new();
     let max_in_flight = state.config.http.max_in_flight_per_connection;
     let mut liveness = Liveness::new(&state.config.http.limits);
@@ -341,8 +340,7 @@ pub(crate) async fn serve(socket: WebSocket, state: AppState, principal: Princip
                 }
                 let reply = match &mode {
                     Mode::Events { user, session, style } => {
-                        let to = Destination { user: user.as_deref(), session: session.as_deref(), style: *style, origin };
-                        handle_message(&state, &principal, &text, to).await
+                        handle_message(&state, &principal, &text, user.as_deref(), session.as_deref(), *style).await
                     }
                     Mode::Readings(handle) => handle(&state, &principal, &text),
                 };
@@ -384,20 +382,6 @@ pub(crate) async fn serve(socket: WebSocket, state: AppState, principal: Princip
         )
         .await;
     }
-}
-
-/// Numbers the connections for the ingest pipeline, which hands out each
-/// connection's replies together (`Ingest::enqueue_from`).
-static NEXT_CONNECTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
-/// Where an event's defaults and reply come from: the connection's user and
-/// session (stream endpoint), its reply style and its number.
-#[derive(Debug, Clone, Copy)]
-struct Destination<'a> {
-    user: Option<&'a str>,
-    session: Option<&'a str>,
-    style: ReplyStyle,
-    origin: u64,
 }
 
 /// Most replies written with one flush (one `send` syscall).
@@ -527,14 +511,10 @@ async fn handle_message(
     state: &AppState,
     principal: &Principal,
     text: &str,
-    to: Destination<'_>,
+    user: Option<&str>,
+    session: Option<&str>,
+    style: ReplyStyle,
 ) -> ReplyFuture {
-    let Destination {
-        user,
-        session,
-        style,
-        origin,
-    } = to;
     let body: Map<String, Value> = match serde_json::from_str(text) {
         Ok(Value::Object(m)) => m,
         Ok(_) => return ready(error_reply("invalid_json", "Message must be a JSON object")),
@@ -568,11 +548,7 @@ async fn handle_message(
         return ready(forbidden_user_reply(principal, &event.user_id));
     }
     let counters = state.counters.clone();
-    match state
-        .ingest
-        .enqueue_from(event, Transport::WebSocket, origin)
-        .await
-    {
+    match state.ingest.enqueue_via(event, Transport::WebSocket).await {
         Err(e) => ready(ingest_error_reply(&e)),
         Ok(pending) => Box::pin(async move {
             match pending.wait().await {
