@@ -19,7 +19,8 @@ seconds=${4:-8}
 sim=target/release/firmware-sim
 [ -x "$sim" ] || cargo build --release -q -p emotion-firmware-sim
 scratch=$(mktemp -d)
-trap 'kill "${gw:-0}" 2>/dev/null || true; rm -rf "$scratch"' EXIT
+gw=
+trap 'if [ -n "$gw" ]; then kill "$gw" 2>/dev/null || true; fi; rm -rf "$scratch"' EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
