@@ -107,6 +107,43 @@ pub fn validate(
     body: &Map<String, Value>,
     ctx: &IngestContext<'_>,
 ) -> Result<EmotionEvent, ValidationError> {
+    check(body, ctx)?.into_event(ctx, |field| body.get(field).cloned())
+}
+
+/// [`validate`] for a body the caller no longer needs: its JSON objects
+/// (`context`, `device_info`, …) move into the event instead of being copied.
+pub fn validate_owned(
+    mut body: Map<String, Value>,
+    ctx: &IngestContext<'_>,
+) -> Result<EmotionEvent, ValidationError> {
+    check(&body, ctx)?.into_event(ctx, |field| body.remove(field))
+}
+
+/// The free-form object fields of an event, each with its own check.
+type ObjectCheck = fn(&Map<String, Value>) -> Result<(), String>;
+const OBJECTS: [(&str, ObjectCheck); 5] = [
+    ("context", |_| Ok(())),
+    ("biometrics", check_biometrics),
+    ("location", |_| Ok(())),
+    ("device_info", check_device_info),
+    ("raw_data", |_| Ok(())),
+];
+
+/// A body that passed every check, short of its objects, which
+/// [`Checked::into_event`] takes from it.
+struct Checked {
+    user_id: String,
+    body_session: Option<String>,
+    source: Source,
+    emotion_label: EmotionLabel,
+    valence: f64,
+    arousal: f64,
+    confidence: Option<f64>,
+    timestamp: DateTime<Utc>,
+    event_id: Uuid,
+}
+
+fn check(body: &Map<String, Value>, ctx: &IngestContext<'_>) -> Result<Checked, ValidationError> {
     // Each step reports its own problems; every field is checked, so the
     // client hears about all of them at once, in this order.
     let mut f = Fields {
@@ -138,11 +175,9 @@ pub fn validate(
     let resolved = f.resolve_coordinates(label, valence, arousal);
     let timestamp = f.timestamp(ctx.now);
     let event_id = f.event_id(ctx.event_id);
-    let context = f.object("context", |_| Ok(()));
-    let biometrics = f.object("biometrics", check_biometrics);
-    let location = f.object("location", |_| Ok(()));
-    let device_info = f.object("device_info", check_device_info);
-    let raw_data = f.object("raw_data", |_| Ok(()));
+    for (field, check) in OBJECTS {
+        f.object(field, check);
+    }
 
     if !f.errs.is_empty() {
         return Err(ValidationError { errors: f.errs });
@@ -159,39 +194,62 @@ pub fn validate(
     else {
         return Err(ValidationError::single("event", "incomplete event"));
     };
-    let session_id = ctx
-        .session_id
-        .map(str::to_owned)
-        .or(body_session)
-        .unwrap_or_else(|| default_session_id(&user_id, ctx.now));
-
-    let event = EmotionEvent {
-        event_id,
+    Ok(Checked {
         user_id,
-        session_id,
+        body_session,
         source,
         emotion_label,
         valence,
         arousal,
         confidence,
         timestamp,
-        ingested_at: ctx.now,
-        gateway_id: ctx.gateway_id.to_owned(),
-        producer: ctx.producer.to_owned(),
-        context,
-        biometrics,
-        location,
-        device_info,
-        raw_data,
-    };
-    // What came from the transport rather than the body (the WebSocket's
-    // `?session_id=`, say) meets the same rule; the body's objects were
-    // checked above.
-    let errors = nul_in_strings(&event);
-    if !errors.is_empty() {
-        return Err(ValidationError { errors });
+        event_id,
+    })
+}
+
+impl Checked {
+    /// The event, with its objects from `take` (which hands out what the
+    /// checks accepted: a present, non-null object field).
+    fn into_event(
+        self,
+        ctx: &IngestContext<'_>,
+        mut take: impl FnMut(&'static str) -> Option<Value>,
+    ) -> Result<EmotionEvent, ValidationError> {
+        let session_id = ctx
+            .session_id
+            .map(str::to_owned)
+            .or(self.body_session)
+            .unwrap_or_else(|| default_session_id(&self.user_id, ctx.now));
+        let [context, biometrics, location, device_info, raw_data] =
+            OBJECTS.map(|(field, _)| take(field).filter(|v| v.is_object()).map(Json));
+        let event = EmotionEvent {
+            event_id: self.event_id,
+            user_id: self.user_id,
+            session_id,
+            source: self.source,
+            emotion_label: self.emotion_label,
+            valence: self.valence,
+            arousal: self.arousal,
+            confidence: self.confidence,
+            timestamp: self.timestamp,
+            ingested_at: ctx.now,
+            gateway_id: ctx.gateway_id.to_owned(),
+            producer: ctx.producer.to_owned(),
+            context,
+            biometrics,
+            location,
+            device_info,
+            raw_data,
+        };
+        // What came from the transport rather than the body (the WebSocket's
+        // `?session_id=`, say) meets the same rule; the body's objects were
+        // checked above.
+        let errors = nul_in_strings(&event);
+        if !errors.is_empty() {
+            return Err(ValidationError { errors });
+        }
+        Ok(event)
     }
-    Ok(event)
 }
 
 /// The steps of [`validate`]: each reads one field of the body, records
@@ -417,27 +475,21 @@ impl Fields<'_> {
         }
     }
 
-    /// An optional JSON object that passes `check` and can be stored.
-    fn object(
-        &mut self,
-        field: &'static str,
-        check: fn(&Map<String, Value>) -> Result<(), String>,
-    ) -> Option<Json> {
+    /// An optional JSON object must pass `check` and be storable (the
+    /// caller takes it from the body once everything passed).
+    fn object(&mut self, field: &'static str, check: ObjectCheck) {
         match self.body.get(field) {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(m)) => match check(m).and_then(|()| storable_object(field, m)) {
-                Ok(()) => Some(Json(Value::Object(m.clone()))),
-                Err(msg) => {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(m)) => {
+                if let Err(msg) = check(m).and_then(|()| storable_object(field, m)) {
                     self.err(field, msg);
-                    None
                 }
-            },
+            }
             Some(other) => {
                 self.err(
                     field,
                     format!("must be an object, got {}", type_name(other)),
                 );
-                None
             }
         }
     }
@@ -479,6 +531,9 @@ pub fn find_nul(field: &str, v: &Value) -> Option<String> {
             Value::Null | Value::Bool(_) | Value::Number(_) => false,
         }
     }
+    if !has_nul(v) {
+        return None;
+    }
     let mut path = field.to_owned();
     walk(v, &mut path).then_some(path)
 }
@@ -489,8 +544,22 @@ fn nul_message(path: &str) -> String {
     )
 }
 
+/// Whether U+0000 sits anywhere in `v`, keys included: [`find_nul`]
+/// without building paths, for the common case where there is none.
+fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
 /// An object field's JSON must be storable centrally (see [`find_nul`]).
 fn storable_object(field: &str, m: &Map<String, Value>) -> Result<(), String> {
+    if !m.iter().any(|(k, v)| k.contains('\0') || has_nul(v)) {
+        return Ok(());
+    }
     // Walk the map without cloning it into a `Value`.
     for (k, v) in m {
         if k.contains('\0') {
@@ -751,6 +820,25 @@ mod tests {
         assert_eq!(e.timestamp.timestamp_subsec_micros(), 123_456);
         assert_eq!(e.producer, "client");
         assert!(e.raw_data.is_some() && e.biometrics.is_some());
+        // The owned form moves the objects instead of copying them and
+        // builds the same event.
+        assert_eq!(validate_owned(body.clone(), &ctx(now())), Ok(e));
+        let mut bad = body;
+        bad.insert("context".into(), json!({"note": "a\u{0}b"}));
+        bad.insert("valence".into(), json!(7));
+        assert_eq!(
+            validate_owned(bad.clone(), &ctx(now())),
+            validate(&bad, &ctx(now()))
+        );
+        assert_eq!(
+            validate(&bad, &ctx(now()))
+                .expect_err("bad")
+                .errors
+                .iter()
+                .map(|e| e.field)
+                .collect::<Vec<_>>(),
+            ["valence", "context"]
+        );
     }
 
     #[test]

@@ -17,7 +17,10 @@ impl Serialize for Json {
         if serializer.is_human_readable() {
             self.0.serialize(serializer)
         } else {
-            serializer.serialize_str(&self.0.to_string())
+            // serde_json's writer, not `Display` (which goes through
+            // `fmt::Write` and is slower on the ingest path).
+            let text = serde_json::to_string(&self.0).map_err(serde::ser::Error::custom)?;
+            serializer.serialize_str(&text)
         }
     }
 }

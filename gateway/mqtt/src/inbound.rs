@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use emotion_core::event::{FieldError, IngestContext, default_session_id, validate};
+use emotion_core::event::{FieldError, IngestContext, default_session_id, validate_owned};
 use emotion_core::reading::RawReading;
 use emotion_core::{EmotionEvent, Source};
 use emotion_plugin_host::ReadingError;
@@ -352,7 +352,7 @@ impl Shared {
             event_id,
             confidence_in_source_range: self.handles.confidence_in_source_range,
         };
-        validate(&body, &ctx).map_err(|e| Rejection {
+        validate_owned(body, &ctx).map_err(|e| Rejection {
             kind: RejectKind::ValidationError,
             message: e.to_string(),
             fields: Some(e.errors),

@@ -11,7 +11,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::Utc;
 use emotion_core::analyzer::Analysis;
-use emotion_core::event::{IngestContext, default_session_id, parse_user_id, validate};
+use emotion_core::event::{IngestContext, default_session_id, parse_user_id, validate_owned};
 use emotion_core::{EmotionLabel, Source};
 use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
@@ -530,7 +530,7 @@ async fn handle_message(
         confidence_in_source_range: state.config.validation.confidence
             == crate::config::ConfidenceCheck::SourceRange,
     };
-    let event = match validate(&body, &ctx) {
+    let event = match validate_owned(body, &ctx) {
         Ok(e) => e,
         Err(e) => {
             state.counters.record_rejected();
