@@ -72,6 +72,11 @@ done
 # Plugins are small and run hot: whole-program optimization (LTO, one codegen
 # unit) makes the lexicon benchmark plugin ~10 % faster and its component
 # smaller. Debug info is dropped anyway by the componentize step.
+# WebAssembly SIMD (which wasmtime runs by default) lets LLVM vectorize the
+# plugins' signal loops: the voice plugin's 3-s reading through the host went
+# from 2.88 to 1.74 ms (native 1.08 ms), the wearable window 13.8 -> 12.9 us.
+# Only the wasm target gets the flag (build scripts and the host do not).
+CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="${CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS:-} -C target-feature=+simd128" \
 CARGO_PROFILE_RELEASE_LTO=true \
 CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
 CARGO_PROFILE_RELEASE_DEBUG=false \

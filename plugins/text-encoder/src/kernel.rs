@@ -4,10 +4,11 @@
 //! multiplies eight 16-bit pairs and adds them pairwise into four 32-bit
 //! lanes, and four tokens share each weight vector loaded. LLVM does not find
 //! that instruction from plain loops (it widens to 32-bit multiplies, about
-//! half the speed), and the plugins are built without `+simd128` globally, so
-//! the functions enable it themselves (`#[target_feature]`; on wasm32 such
-//! functions are safe to call: an engine without SIMD rejects the module at
-//! load). Elsewhere (the native tests and examples) a plain loop LLVM turns
+//! half the speed). `scripts/build-plugins.sh` builds the plugins with
+//! `+simd128`, but the functions also enable it themselves
+//! (`#[target_feature]`), so a build without the flag keeps the fast kernel
+//! (on wasm32 such functions are safe to call: an engine without SIMD rejects
+//! the module at load). Elsewhere (the native tests and examples) a plain loop LLVM turns
 //! into `pmaddwd`.
 
 /// Rows of 16-bit integers, each `cols` long (`cols` a multiple of 8),
