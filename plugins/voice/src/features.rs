@@ -556,18 +556,8 @@ fn extend_runs(f0: &mut [f64], pitch: &[Option<Pitch>]) {
 /// Drop voiced runs shorter than [`MIN_VOICED_RUN`] frames and median-filter
 /// F0 (in semitones) over five frames within each run.
 fn clean_track(f0: &mut [f64]) {
-    let n = f0.len();
-    let mut i = 0;
-    while i < n {
-        if f0[i] <= 0.0 {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < n && f0[i] > 0.0 {
-            i += 1;
-        }
-        let run = &mut f0[start..i];
+    for r in voiced_runs(f0) {
+        let run = &mut f0[r];
         if run.len() < MIN_VOICED_RUN {
             run.fill(0.0);
             continue;
@@ -582,6 +572,24 @@ fn clean_track(f0: &mut [f64]) {
         }
     }
     drop_outlier_runs(f0);
+}
+
+/// The index ranges of the voiced runs (F0 > 0) of a track, in order.
+fn voiced_runs(f0: &[f64]) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < f0.len() {
+        if f0[i] <= 0.0 {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < f0.len() && f0[i] > 0.0 {
+            i += 1;
+        }
+        runs.push(start..i);
+    }
+    runs
 }
 
 /// Voiced runs (and frames) more than this above the median of all voiced
@@ -605,27 +613,18 @@ fn drop_outlier_runs(f0: &mut [f64]) {
     let Some(centre) = dsp::quantile(&voiced, 0.5) else {
         return;
     };
-    let n = f0.len();
-    let mut i = 0;
     let mut run_st = Vec::new();
-    while i < n {
-        if f0[i] <= 0.0 {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < n && f0[i] > 0.0 {
-            i += 1;
-        }
+    for r in voiced_runs(f0) {
+        let run = &mut f0[r];
         run_st.clear();
-        run_st.extend(f0[start..i].iter().map(|&f| semitones(f)));
+        run_st.extend(run.iter().map(|&f| semitones(f)));
         let median = dsp::median(&run_st).unwrap_or(centre);
         if median - centre > OUTLIER_RUN_ST {
-            f0[start..i].fill(0.0);
+            run.fill(0.0);
         }
         // And single frames as far off (an octave jump the median filter
         // kept at a run's edge).
-        for (f, &st) in f0[start..i].iter_mut().zip(&run_st) {
+        for (f, &st) in run.iter_mut().zip(&run_st) {
             if st - centre > OUTLIER_RUN_ST {
                 *f = 0.0;
             }
