@@ -12,6 +12,9 @@
 # this script after its own rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
+ensure_rust
+ensure_apt curl python3
 base=$(realpath "$1")
 current=$(realpath "$2")
 rounds=${3:-3}
