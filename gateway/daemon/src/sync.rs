@@ -146,16 +146,24 @@ pub struct SyncView {
 }
 
 impl SyncStatus {
-    pub fn view(&self, now: DateTime<Utc>) -> SyncView {
+    /// The status as of `now`. The lag is counted in the buffer against the
+    /// cursor at the time of the call: the sync task's own figure dates from
+    /// its last read and says 0 while new events wait for the next round.
+    pub fn view(&self, now: DateTime<Utc>, store: &dyn EventStore) -> SyncView {
         let err = self.last_error.lock().clone();
+        let cursor = *self.cursor.lock();
+        let (lag_events, oldest) = self.live_lag(cursor, store).unwrap_or_else(|| {
+            (
+                self.lag_events.load(Ordering::Relaxed),
+                *self.oldest_unsynced.lock(),
+            )
+        });
         SyncView {
             enabled: self.enabled.load(Ordering::Relaxed),
             connected: self.connected.load(Ordering::Relaxed),
-            cursor: *self.cursor.lock(),
-            lag_events: self.lag_events.load(Ordering::Relaxed),
-            lag_seconds: self
-                .oldest_unsynced
-                .lock()
+            cursor,
+            lag_events,
+            lag_seconds: oldest
                 .map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0),
             events_shipped: self.events_shipped.load(Ordering::Relaxed),
             events_withheld: self.events_withheld.load(Ordering::Relaxed),
@@ -170,6 +178,30 @@ impl SyncStatus {
             dead_letters_recent: self.recent_dead_letters.lock().iter().cloned().collect(),
             other_refusals: self.other_refusals.load(Ordering::Relaxed),
         }
+    }
+
+    /// Events after `cursor` and the oldest one's ingestion time, read from
+    /// the buffer; `None` while sync is off or the central cursor is not yet
+    /// known (everything would count), or when the buffer cannot be read.
+    fn live_lag(
+        &self,
+        cursor: Option<Cursor>,
+        store: &dyn EventStore,
+    ) -> Option<(u64, Option<DateTime<Utc>>)> {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return None;
+        }
+        let from = before(Some(cursor?));
+        let lag = store.count_after(from).ok()?;
+        if lag == 0 {
+            return Some((0, None));
+        }
+        let oldest = store
+            .events_after(from, 1)
+            .ok()?
+            .first()
+            .map(|(_, e)| e.ingested_at);
+        Some((lag, oldest))
     }
 
     /// Load the dead-letter store's count and newest entries (at start).
@@ -841,17 +873,9 @@ mod tests {
         assert_eq!(after(EventPos { batch: 3, index: 1 }), Cursor::new(3, 2));
     }
 
-    #[test]
-    fn dead_letters_are_durable_idempotent_ordered_and_erased_with_their_user() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let open = || {
-            crate::buffer::SledStore::open(dir.path(), crate::buffer::StoreOptions::default())
-                .expect("open")
-                .0
-        };
-        let store = open();
-        let status = SyncStatus::default();
-        let events: Vec<EmotionEvent> = (0..2)
+    /// `n` valid events of user `u1`, ingested now.
+    fn events(n: usize) -> Vec<EmotionEvent> {
+        (0..n)
             .map(|_| {
                 let body =
                     serde_json::json!({"user_id": "u1", "source": "text", "emotion_label": "joy"});
@@ -869,7 +893,73 @@ mod tests {
                 };
                 emotion_core::event::validate(&m, &ctx).expect("valid")
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn the_lag_is_counted_when_read_not_when_the_sync_last_looked() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (store, _) =
+            crate::buffer::SledStore::open(dir.path(), crate::buffer::StoreOptions::default())
+                .expect("open");
+        let status = SyncStatus::default();
+        let first = events(3);
+        let second = events(2);
+        store.append(&first).expect("append");
+        let b1 = store.events_after(None, 10).expect("read")[0].0.batch;
+        // The sync task's own figures, from before the second batch came.
+        status.enabled.store(true, Ordering::Relaxed);
+        *status.cursor.lock() = Some(Cursor::new(b1, 3));
+        status.lag_events.store(0, Ordering::Relaxed);
+        *status.oldest_unsynced.lock() = None;
+        let v = status.view(Utc::now(), &store);
+        assert_eq!((v.lag_events, v.lag_seconds), (0, 0.0));
+
+        store.append(&second).expect("append");
+        let later = Utc::now() + chrono::Duration::seconds(5);
+        let v = status.view(later, &store);
+        assert_eq!(v.lag_events, 2, "the second batch waits");
+        let expected = (later - second[0].ingested_at).num_milliseconds() as f64 / 1000.0;
+        assert!((v.lag_seconds - expected).abs() < 1e-9, "{v:?}");
+
+        // Part of a batch passed.
+        let b2 = store
+            .events_after(
+                Some(EventPos {
+                    batch: b1,
+                    index: 2,
+                }),
+                10,
+            )
+            .expect("read")[0]
+            .0
+            .batch;
+        *status.cursor.lock() = Some(Cursor::new(b2, 1));
+        assert_eq!(status.view(later, &store).lag_events, 1);
+        *status.cursor.lock() = Some(Cursor::new(b2, 2));
+        assert_eq!(status.view(later, &store).lag_events, 0);
+
+        // No central cursor yet, or sync off: the task's own figure stands
+        // (counting the whole buffer would report events long shipped).
+        *status.cursor.lock() = None;
+        status.lag_events.store(7, Ordering::Relaxed);
+        assert_eq!(status.view(later, &store).lag_events, 7);
+        *status.cursor.lock() = Some(Cursor::new(b1, 0));
+        status.enabled.store(false, Ordering::Relaxed);
+        assert_eq!(status.view(later, &store).lag_events, 7);
+    }
+
+    #[test]
+    fn dead_letters_are_durable_idempotent_ordered_and_erased_with_their_user() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let open = || {
+            crate::buffer::SledStore::open(dir.path(), crate::buffer::StoreOptions::default())
+                .expect("open")
+                .0
+        };
+        let store = open();
+        let status = SyncStatus::default();
+        let events = events(2);
         let err = SyncError::DeadLetter("stand-in for a server refusal".into());
         // Positions chosen so that string order would differ from buffer order.
         let refuse = |i: usize, after: Cursor| {
@@ -888,7 +978,7 @@ mod tests {
         refuse(1, Cursor::new(9, 300));
         // The same event refused again (a batch resumed after a crash).
         refuse(1, Cursor::new(9, 300));
-        let v = status.view(Utc::now());
+        let v = status.view(Utc::now(), &store);
         assert_eq!((v.dead_letters, v.dead_lettered_since_start), (2, 2));
         assert_eq!(v.dead_letters_recent.len(), 2);
 
@@ -897,7 +987,7 @@ mod tests {
         let store = open();
         let reloaded = SyncStatus::default();
         reloaded.load_dead_letters(&store).expect("load");
-        let v = reloaded.view(Utc::now());
+        let v = reloaded.view(Utc::now(), &store);
         assert_eq!(v.dead_letters, 2);
         let got: Vec<(Uuid, BufferPosition)> = v
             .dead_letters_recent
@@ -928,9 +1018,9 @@ mod tests {
 
         // An erasure of the user takes their dead letters along.
         forget_dead_letters(&store, &reloaded, "someone-else").expect("forget");
-        assert_eq!(reloaded.view(Utc::now()).dead_letters, 2);
+        assert_eq!(reloaded.view(Utc::now(), &store).dead_letters, 2);
         forget_dead_letters(&store, &reloaded, "u1").expect("forget");
-        let v = reloaded.view(Utc::now());
+        let v = reloaded.view(Utc::now(), &store);
         assert_eq!((v.dead_letters, v.dead_letters_recent.len()), (0, 0));
         assert!(
             store

@@ -112,7 +112,7 @@ async fn feed(state: &AppState) {
         }
     }
 
-    let sync = state.sync.view(chrono::Utc::now());
+    let sync = state.sync.view(chrono::Utc::now(), state.store.as_ref());
     gauge!("emotion_gateway_sync_enabled").set(f64::from(u8::from(sync.enabled)));
     gauge!("emotion_gateway_sync_connected").set(f64::from(u8::from(sync.connected)));
     gauge!("emotion_gateway_sync_lag_events").set(sync.lag_events as f64);

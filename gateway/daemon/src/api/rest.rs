@@ -52,7 +52,7 @@ pub async fn health(State(state): State<AppState>) -> Json<Value> {
             "users": state.connections.active_users(),
         },
         "plugins": plugin_summary(&state),
-        "sync": state.sync.view(chrono::Utc::now()),
+        "sync": state.sync.view(chrono::Utc::now(), state.store.as_ref()),
     }))
 }
 

@@ -12,7 +12,7 @@ pub(super) fn plugins(state: &AppState) -> Value {
 
 /// `GET /api/sync`: the central sync's progress.
 pub(super) fn sync(state: &AppState) -> Value {
-    json!(state.sync.view(chrono::Utc::now()))
+    json!(state.sync.view(chrono::Utc::now(), state.store.as_ref()))
 }
 
 /// `GET /api/mqtt`: the MQTT transport, or "off".
