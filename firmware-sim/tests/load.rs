@@ -190,6 +190,17 @@ fn check_report(gw: &Gateway, r: &Value, stderr: &str) {
     assert!(ps.windows(2).all(|w| w[0] <= w[1]), "ordered: {l}");
     assert!(ps[4] < 20_000.0, "{l}");
 
+    // Group commits: every acknowledged event waited for one, so there
+    // were some, each held at least one event and took some time.
+    let c = &g["commits"];
+    assert!(u(&c["commits"]) > 0, "{c}");
+    assert!(f(&c["mean_events"]) >= 1.0 - 1e-9, "{c}");
+    let mean_ms = f(&c["mean_ms"]);
+    assert!(
+        mean_ms > 0.0 && mean_ms <= f(&c["max_ms_since_start"]) + 1e-9,
+        "{c}"
+    );
+
     assert_eq!(u(&g["pid"]), u64::from(gw.child.id()), "{r:#}");
     let cpu = f(&g["cpu_s"]);
     let cores = f(&g["cores"]);

@@ -202,8 +202,60 @@ pub struct GatewayFigures {
     pub stored_after: Option<u64>,
     /// Stored during the measured interval.
     pub stored_in_interval: Option<u64>,
+    /// The gateway's group commits (`GET /health` ingest.flushes and
+    /// mean_flush_ms) in the measured interval: each ends in an fsync, so
+    /// their mean time is the floor under any acknowledgement's latency.
+    pub commits: Option<CommitFigures>,
     /// Why a figure is missing.
     pub notes: Vec<String>,
+}
+
+/// The gateway's group commits over the measured interval.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct CommitFigures {
+    pub commits: u64,
+    /// Events stored per commit.
+    pub mean_events: f64,
+    /// Milliseconds per commit (append + fsyncs), the mean.
+    pub mean_ms: f64,
+    /// The slowest commit since the gateway started.
+    pub max_ms_since_start: f64,
+}
+
+/// `GET /health`'s group-commit counters at one moment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct CommitCounters {
+    flushes: u64,
+    events: u64,
+    /// Total time of all flushes, ms (mean × count).
+    total_ms: f64,
+    max_ms: f64,
+}
+
+impl CommitCounters {
+    fn from_health(v: &Value) -> Option<Self> {
+        let i = v.get("ingest")?;
+        let flushes = i.get("flushes")?.as_u64()?;
+        let mean_events = i.get("mean_batch_events")?.as_f64()?;
+        let mean_ms = i.get("mean_flush_ms")?.as_f64()?;
+        Some(CommitCounters {
+            flushes,
+            events: (mean_events * flushes as f64).round() as u64,
+            total_ms: mean_ms * flushes as f64,
+            max_ms: i.get("max_flush_ms")?.as_f64()?,
+        })
+    }
+
+    /// What happened between `self` and a later reading.
+    fn until(self, later: Self) -> Option<CommitFigures> {
+        let commits = later.flushes.checked_sub(self.flushes)?;
+        (commits > 0).then(|| CommitFigures {
+            commits,
+            mean_events: later.events.saturating_sub(self.events) as f64 / commits as f64,
+            mean_ms: (later.total_ms - self.total_ms).max(0.0) / commits as f64,
+            max_ms_since_start: later.max_ms,
+        })
+    }
 }
 
 /// This process's side.
@@ -569,6 +621,15 @@ pub async fn run(
                 .ok_or_else(|| format!("{label}: /health has no ingest.events_stored"))
         }
     };
+    let commits = || {
+        let authority = authority.clone();
+        let timeout = o.timeout;
+        async move {
+            let a = authority?;
+            let v = http::get_json(&a, "/health", "", timeout).await.ok()?;
+            CommitCounters::from_health(&v)
+        }
+    };
     match stored("before the run").await {
         Ok(n) => gw.stored_before = Some(n),
         Err(e) => gw.notes.push(e),
@@ -666,15 +727,20 @@ pub async fn run(
     let mut measured_end = end;
     let mut at_start = None;
     let mut stored_start = None;
+    let mut commits_start = None;
     if !interrupted(measure_from).await {
         at_start = Some((Instant::now(), sample(gw.pid)));
         stored_start = stored("at the start of the measured interval").await.ok();
+        commits_start = commits().await;
         if interrupted(end).await {
             measured_end = Instant::now();
         }
     }
     let at_end = (Instant::now(), sample(gw.pid));
     let stored_end = stored("at the end of the measured interval").await.ok();
+    if let (Some(a), Some(b)) = (commits_start, commits().await) {
+        gw.commits = a.until(b);
+    }
     // Stop the writers now if interrupted (they stop by themselves at `end`).
     if measured_end < end {
         run.cancel.cancel();
@@ -1682,6 +1748,14 @@ impl std::fmt::Display for LoadReport {
                 writeln!(f, "                 {} from the write", lat_line(l))?;
             }
         }
+        if let Some(c) = &self.gateway.commits {
+            writeln!(
+                f,
+                "group commits    {} in the interval, {:.1} events each, {:.2} ms each (mean; \
+                 {:.2} ms the slowest since start): the disk's floor under ack latency",
+                c.commits, c.mean_events, c.mean_ms, c.max_ms_since_start
+            )?;
+        }
         let stored = match (self.gateway.stored_before, self.gateway.stored_after) {
             (Some(a), Some(b)) => {
                 let d = b.saturating_sub(a);
@@ -1901,6 +1975,30 @@ mod tests {
                 assert_eq!((i % len as u64) as usize, (pkid - 1) % len);
             }
         }
+    }
+
+    #[test]
+    fn group_commits_are_the_difference_of_two_health_readings() {
+        let health = |flushes: u64, events: f64, ms: f64, max: f64| {
+            serde_json::json!({"ingest": {"flushes": flushes, "mean_batch_events": events,
+                "mean_flush_ms": ms, "max_flush_ms": max, "events_stored": 0}})
+        };
+        let a = CommitCounters::from_health(&health(10, 4.0, 2.0, 9.0)).expect("a");
+        let b = CommitCounters::from_health(&health(30, 8.0, 3.0, 12.5)).expect("b");
+        let c = a.until(b).expect("commits");
+        // 20 commits held 240 - 40 = 200 events and took 90 - 20 = 70 ms.
+        assert_eq!(c.commits, 20);
+        assert!((c.mean_events - 10.0).abs() < 1e-9, "{c:?}");
+        assert!((c.mean_ms - 3.5).abs() < 1e-9, "{c:?}");
+        assert_eq!(c.max_ms_since_start, 12.5);
+        // No commit in between, a restarted gateway, or a /health without
+        // the counters: no figure rather than a wrong one.
+        assert_eq!(a.until(a), None);
+        assert_eq!(b.until(a), None);
+        assert_eq!(
+            CommitCounters::from_health(&serde_json::json!({"ingest": {}})),
+            None
+        );
     }
 
     #[test]
