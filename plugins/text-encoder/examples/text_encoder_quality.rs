@@ -53,7 +53,9 @@ fn main() {
     }
     let n = dev.len() as f64;
     println!("EmoBank dev, {} sentences ({})", dev.len(), path.display());
-    println!("text-encoder plugin (int8 all-MiniLM-L6-v2, 7 pooled layers, ridge head)");
+    println!(
+        "text-encoder plugin (int8 all-MiniLM-L6-v2, 7 pooled layers and the text plugin's scores, ridge head)"
+    );
     println!(
         "  Pearson r: valence {:.3}, arousal {:.3}   (targets 0.70 and 0.54)",
         pearson(&pv, &yv),

@@ -1,8 +1,9 @@
 //! The regression head: valence and arousal on EmoBank's 1..5 scales as
 //! linear functions of the encoder's pooled layers (7 × 384 values, see
-//! [`crate::encoder::Encoder::pooled`]). Fitted by ridge regression on
-//! EmoBank's train split (`examples/fit.rs`, which writes `data/head.txt`);
-//! the standardization of the features is folded into the weights.
+//! [`crate::encoder::Encoder::pooled`]) followed by the lexicon's values
+//! ([`crate::lexicon::read`]). Fitted by ridge regression on EmoBank's train
+//! split (`examples/fit.rs`, which writes `data/head.txt`); the
+//! standardization of the features is folded into the weights.
 //!
 //! `data/head.txt`: comment lines (`#`), then `intercept <valence> <arousal>`,
 //! then one line `<valence weight> <arousal weight>` per feature.
@@ -10,9 +11,12 @@
 use std::fmt;
 
 use crate::encoder::{HIDDEN, LAYERS};
+use crate::lexicon::LEXICON_FEATURES;
 
-/// Features the head reads.
-pub const FEATURES: usize = (LAYERS + 1) * HIDDEN;
+/// Values from the encoder: its 7 mean-pooled layers.
+pub const ENCODER_FEATURES: usize = (LAYERS + 1) * HIDDEN;
+/// Features the head reads: the encoder's, then the lexicon's.
+pub const FEATURES: usize = ENCODER_FEATURES + LEXICON_FEATURES;
 
 /// Valence and arousal on EmoBank's 1..5 scales (3 neutral).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -74,9 +78,11 @@ impl Head {
         Ok(Head { intercept, weights })
     }
 
-    pub fn predict(&self, features: &[f32]) -> Scores {
+    /// Scores from the encoder's pooled layers and the lexicon's values.
+    pub fn predict(&self, encoder: &[f32], lexicon: &[f32]) -> Scores {
         let [mut v, mut a] = self.intercept;
-        for (x, [wv, wa]) in features.iter().zip(&self.weights) {
+        let features = encoder.iter().take(ENCODER_FEATURES).chain(lexicon);
+        for (x, [wv, wa]) in features.zip(&self.weights) {
             let x = f64::from(*x);
             v += x * wv;
             a += x * wa;

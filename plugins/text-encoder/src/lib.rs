@@ -31,10 +31,18 @@ use serde_json::{Map, Value};
 pub mod encoder;
 pub mod head;
 pub mod kernel;
+pub mod lexicon;
 pub mod tokenizer;
+
+// The `text` plugin's files refer to each other from the crate root.
+use lexicon::{emoji, features, fxhash, vader};
 
 use encoder::{Encoder, MAX_TOKENS};
 use head::{Head, Scores};
+use lexicon::LEXICON_FEATURES;
+
+/// What the head reads from the lexicon for one text.
+pub type LexiconInputs = [f32; LEXICON_FEATURES];
 use tokenizer::{Encoded, Tokenizer};
 
 /// The int8 encoder built by build.rs from all-MiniLM-L6-v2.
@@ -189,12 +197,14 @@ impl Model {
         self.tokenizer.encode_counted(text, MAX_TOKENS)
     }
 
-    /// Scores of many texts, sharing the encoder's passes.
-    pub fn scores(&self, texts: &[Vec<u32>]) -> Vec<Scores> {
+    /// Scores of many texts (their token ids and [`lexicon::read`] values,
+    /// one of each per text), sharing the encoder's passes.
+    pub fn scores(&self, texts: &[Vec<u32>], lexicon: &[LexiconInputs]) -> Vec<Scores> {
         let mut out = Vec::with_capacity(texts.len());
         for pass in passes(texts) {
-            for f in self.encoder.pooled(pass) {
-                out.push(self.head.predict(&f));
+            let lex = lexicon.get(out.len()..).unwrap_or_default();
+            for (f, l) in self.encoder.pooled(pass).iter().zip(lex) {
+                out.push(self.head.predict(f, l));
             }
         }
         out
@@ -343,6 +353,7 @@ pub fn analyze_many(
 ) -> Vec<Result<Option<Analysis>, TextError>> {
     let mut out: Vec<Result<Option<Analysis>, TextError>> = Vec::with_capacity(texts.len());
     let mut todo: Vec<(usize, Encoded, f64, f64)> = Vec::new();
+    let mut lexicon: Vec<LexiconInputs> = Vec::new();
     // Loaded on the first text to read, not for an empty batch.
     let mut model: Option<Result<&Model, String>> = None;
     for (i, t) in texts.iter().enumerate() {
@@ -376,6 +387,13 @@ pub fn analyze_many(
             out.push(Ok(None));
             continue;
         }
+        match lexicon::read(text) {
+            Ok(l) => lexicon.push(l),
+            Err(e) => {
+                out.push(Err(TextError::Model(e.to_owned())));
+                continue;
+            }
+        }
         out.push(Ok(None));
         todo.push((i, encoded, latin_share(text), language_factor(language)));
     }
@@ -384,7 +402,7 @@ pub fn analyze_many(
             .iter_mut()
             .map(|t| std::mem::take(&mut t.1.ids))
             .collect();
-        let scores = model.scores(&ids);
+        let scores = model.scores(&ids, &lexicon);
         for ((i, e, script, lang), (s, ids)) in todo.into_iter().zip(scores.into_iter().zip(&ids)) {
             let known = 1.0 - e.unknown as f64 / e.words.max(1) as f64;
             out[i] = Ok(Some(Analysis {

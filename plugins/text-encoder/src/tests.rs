@@ -190,3 +190,35 @@ fn blob_errors_are_reported_not_panicked() {
     assert!(Encoder::new(b"nonsense").is_err());
     assert!(Encoder::new(&ENCODER_BLOB[..1000]).is_err());
 }
+
+#[test]
+fn lexicon_inputs_are_the_text_plugins_reading() {
+    let good = lexicon::read("I love this, it is wonderful and fun!").expect("table loads");
+    let bad = lexicon::read("This is awful. I hate it and feel miserable.").expect("table loads");
+    // The text plugin's valence, on EmoBank's 1..5 (3 neutral).
+    assert!(good[0] > 3.2 && bad[0] < 2.8, "{good:?} / {bad:?}");
+    // Emphasis raises the text plugin's arousal.
+    let calm = lexicon::read("We won the match").expect("table loads");
+    let loud = lexicon::read("We WON the match!!!").expect("table loads");
+    assert!(loud[1] > calm[1], "{loud:?} / {calm:?}");
+}
+
+#[test]
+fn head_reads_the_encoder_then_the_lexicon() {
+    let mut weights = vec![[0.0; 2]; head::FEATURES];
+    weights[0] = [1.0, 0.0];
+    weights[head::ENCODER_FEATURES] = [0.0, 2.0];
+    weights[head::FEATURES - 1] = [0.5, 0.0];
+    let h = Head {
+        intercept: [3.0, 1.0],
+        weights,
+    };
+    let mut enc = vec![0f32; head::ENCODER_FEATURES];
+    enc[0] = 0.25;
+    let mut lex = [0f32; lexicon::LEXICON_FEATURES];
+    lex[0] = 0.5;
+    lex[lexicon::LEXICON_FEATURES - 1] = -1.0;
+    let s = h.predict(&enc, &lex);
+    assert!((s.valence - (3.0 + 0.25 - 0.5)).abs() < 1e-9, "{s:?}");
+    assert!((s.arousal - (1.0 + 1.0)).abs() < 1e-9, "{s:?}");
+}

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use emotion_plugin_text_encoder::head::FEATURES;
+use emotion_plugin_text_encoder::head::ENCODER_FEATURES;
 use emotion_plugin_text_encoder::{ENCODER_BLOB, Model};
 
 use crate::common::{Row, fail};
@@ -50,7 +50,7 @@ pub fn features(model: &Model, rows: &[Row]) -> Vec<Vec<f32>> {
         rows.len(),
         start.elapsed().as_secs_f64()
     );
-    let mut bytes = Vec::with_capacity(out.len() * FEATURES * 4);
+    let mut bytes = Vec::with_capacity(out.len() * ENCODER_FEATURES * 4);
     for f in &out {
         for v in f {
             bytes.extend_from_slice(&v.to_le_bytes());
@@ -64,12 +64,12 @@ pub fn features(model: &Model, rows: &[Row]) -> Vec<Vec<f32>> {
 
 fn read_cache(path: &PathBuf, n: usize) -> Option<Vec<Vec<f32>>> {
     let bytes = std::fs::read(path).ok()?;
-    if bytes.len() != n * FEATURES * 4 {
+    if bytes.len() != n * ENCODER_FEATURES * 4 {
         return None;
     }
     Some(
         bytes
-            .chunks_exact(FEATURES * 4)
+            .chunks_exact(ENCODER_FEATURES * 4)
             .map(|row| {
                 row.chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
