@@ -176,24 +176,14 @@ fn arousal_and_rate(
     )
 }
 
-/// How far arousal may dip when the speed rises, and nothing else.
-///
-/// Pitch range and amplitude: not at all. Speed: espeak-ng itself narrows
-/// its F0 excursions and lowers its level slightly as it speaks faster
-/// (en-us+f3 at `-p 50`, sentence 0, `-s 240` → `-s 300`: F0 range 3.71 →
-/// 3.49 st, level −19.68 → −19.85 dBFS), and at 8.4–9.2 syllables/s the
-/// rate's z-score (3.3–3.9 scales above the norm) is in its soft limit,
-/// where it counts about a quarter; arousal then falls by 0.002. That is
-/// the rendering changing more than its speed, not a cue going the wrong
-/// way (the measured rate is asserted to rise at every step); a cue that
-/// does go the wrong way moves arousal by several hundredths.
-const SPEED_FALL_TOLERANCE: f64 = 0.005;
-
 #[test]
 fn arousal_never_falls_when_speed_range_or_amplitude_rises() {
     // Issue 16, item 3: espeak-ng at speed 240 used to measure slower than
     // at 175 (syllable nuclei merged and short low-voiced vowels failed the
-    // voicing test), so arousal fell when speech got faster.
+    // voicing test), so arousal fell when speech got faster. No factor may
+    // lower arousal at all: espeak-ng narrows its F0 range and lowers its
+    // level a little as it speaks faster, and the rate cue must outweigh
+    // that (a bounded z limit used to count a fast rate at a twelfth).
     render::require_tools();
     let dir = tempfile::tempdir().expect("tempdir");
     let style = |prosody: &'static str, pitch, speed, amplitude| render::Style {
@@ -204,9 +194,9 @@ fn arousal_never_falls_when_speed_range_or_amplitude_rises() {
         amplitude,
     };
     let mut failures = Vec::new();
-    let mut check = |what: String, steps: &[(String, f64)], tolerance: f64| {
+    let mut check = |what: String, steps: &[(String, f64)]| {
         for w in steps.windows(2) {
-            if w[1].1 < w[0].1 - tolerance {
+            if w[1].1 < w[0].1 {
                 failures.push(format!(
                     "{what}: {} {:.3} -> {} {:.3}",
                     w[0].0, w[0].1, w[1].0, w[1].1
@@ -238,11 +228,7 @@ fn arousal_never_falls_when_speed_range_or_amplitude_rises() {
                         ));
                     }
                 }
-                check(
-                    format!("{voice} -p {pitch} {sentence:?}, speed"),
-                    &by_speed,
-                    SPEED_FALL_TOLERANCE,
-                );
+                check(format!("{voice} -p {pitch} {sentence:?}, speed"), &by_speed);
                 // Pitch range (SSML: espeak-ng has no option for it).
                 let by_range: Vec<(String, f64)> =
                     [r#"range="x-low""#, r#"range="medium""#, r#"range="x-high""#]
@@ -260,11 +246,7 @@ fn arousal_never_falls_when_speed_range_or_amplitude_rises() {
                             )
                         })
                         .collect();
-                check(
-                    format!("{voice} -p {pitch} {sentence:?}, range"),
-                    &by_range,
-                    0.0,
-                );
+                check(format!("{voice} -p {pitch} {sentence:?}, range"), &by_range);
                 // Amplitude.
                 let by_amplitude: Vec<(String, f64)> = [25, 100, 200]
                     .into_iter()
@@ -284,7 +266,6 @@ fn arousal_never_falls_when_speed_range_or_amplitude_rises() {
                 check(
                     format!("{voice} -p {pitch} {sentence:?}, amplitude"),
                     &by_amplitude,
-                    0.0,
                 );
                 // And each factor's whole span moves arousal up clearly.
                 for (name, seq) in [
