@@ -136,6 +136,7 @@ fn main() {
             deadline: Some(Dur(Duration::from_secs(60))),
             memory_limit: Some(ByteSize(4 << 30)),
             settings: None,
+            batch_max_size: None,
         },
     );
     let host = PluginHost::new(config, "peak-memory").unwrap_or_else(|e| fail(&e.to_string()));

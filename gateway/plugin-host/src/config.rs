@@ -33,6 +33,10 @@
 //! deadline = "20ms"
 //! memory_limit = "16MiB"
 //! settings = { language = "en" }    # handed to the plugin as JSON
+//!
+//! [plugins.per_plugin.text-encoder]
+//! deadline = "30s"
+//! batch_max_size = 8                # smaller calls than the host's batches
 //! ```
 //!
 //! Every key is optional; unknown keys are errors. [`HostConfig::validate`]
@@ -199,6 +203,12 @@ impl Default for CanaryConfig {
 pub struct PluginConfig {
     pub deadline: Option<Dur>,
     pub memory_limit: Option<ByteSize>,
+    /// At most this many readings per call to this plugin. The host's
+    /// `batch_max_size` still bounds every batch; this one only makes a
+    /// plugin's calls smaller, for a plugin slow per reading (a sentence
+    /// encoder reading long texts) whose full batch would not fit its
+    /// deadline.
+    pub batch_max_size: Option<usize>,
     /// The plugin's settings, handed to it as JSON by `host.settings()`.
     pub settings: Option<serde_json::Value>,
 }
@@ -366,6 +376,13 @@ impl HostConfig {
                     &mut problems,
                 );
             }
+            if let Some(b) = p.batch_max_size
+                && !(1..=MAX_BATCH).contains(&b)
+            {
+                problems.push(format!(
+                    "per_plugin.{name}.batch_max_size must be between 1 and {MAX_BATCH}, got {b}"
+                ));
+            }
         }
         if problems.is_empty() {
             Ok(keys)
@@ -432,6 +449,16 @@ impl HostConfig {
                 .unwrap_or(self.memory_limit)
                 .0,
         }
+    }
+
+    /// The most readings one call to plugin `name` gets: its own
+    /// `batch_max_size` if smaller than the host's, else the host's.
+    pub fn batch_max_for(&self, name: &str) -> usize {
+        let host = self.batch_max_size.max(1);
+        self.per_plugin
+            .get(name)
+            .and_then(|p| p.batch_max_size)
+            .map_or(host, |b| b.clamp(1, host))
     }
 
     /// The settings JSON of plugin `name` (`{}` when none).
@@ -579,6 +606,8 @@ mod tests {
             margin = -0.5
             [per_plugin."../evil"]
             deadline = "2m"
+            [per_plugin.slow]
+            batch_max_size = 0
             "#,
         )
         .expect("parses");
@@ -596,9 +625,28 @@ mod tests {
             "canary.margin",
             "per_plugin.../evil",
             "per_plugin.../evil.deadline",
+            "per_plugin.slow.batch_max_size must be between 1 and",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn a_plugin_batch_size_only_makes_its_calls_smaller() {
+        let c: HostConfig = toml::from_str(
+            r#"
+            batch_max_size = 50
+            [per_plugin.text-encoder]
+            batch_max_size = 8
+            [per_plugin.big]
+            batch_max_size = 500
+            "#,
+        )
+        .expect("parses");
+        c.validate().expect("valid");
+        assert_eq!(c.batch_max_for("text-encoder"), 8);
+        assert_eq!(c.batch_max_for("big"), 50, "the host's size bounds it");
+        assert_eq!(c.batch_max_for("other"), 50);
     }
 
     #[test]

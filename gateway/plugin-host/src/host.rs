@@ -262,6 +262,9 @@ pub struct PluginStatus {
     #[serde(flatten)]
     pub state: PluginState,
     pub deadline_ms: u64,
+    /// The most readings one call gets (`per_plugin.NAME.batch_max_size`
+    /// when smaller than the host's `batch_max_size`).
+    pub batch_max_size: usize,
     /// The memory limit in force (for a plugin not loaded, the one it would
     /// get from the configuration alone).
     pub memory_limit_bytes: u64,
@@ -956,7 +959,18 @@ impl Inner {
         }
         let slot = self.registry.read().routes[source.index()].clone();
         match slot {
-            Some(slot) => slot.run(source, readings, &self.gateway_id, &self.config.quarantine),
+            Some(slot) => {
+                // The plugin's own batch size, when smaller: one call each.
+                let max = self.config.batch_max_for(&slot.name);
+                if readings.len() <= max {
+                    return slot.run(source, readings, &self.gateway_id, &self.config.quarantine);
+                }
+                let mut out = Vec::with_capacity(readings.len());
+                for chunk in readings.chunks(max) {
+                    out.extend(slot.run(source, chunk, &self.gateway_id, &self.config.quarantine));
+                }
+                out
+            }
             None => readings
                 .iter()
                 .map(|_| Err(ReadingError::NoPlugin(source)))
@@ -1141,6 +1155,7 @@ impl Slot {
             settings_schema: info.map(|i| i.settings_schema.clone()),
             state,
             deadline_ms: u64::try_from(limits.deadline.as_millis()).unwrap_or(u64::MAX),
+            batch_max_size: config.batch_max_for(&self.name),
             memory_limit_bytes: limits.memory_limit,
             memory_limit_origin,
             declared_memory_bytes: current.as_ref().and_then(|p| p.memory_need),

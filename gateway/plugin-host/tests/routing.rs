@@ -52,6 +52,7 @@ fn memory_config(dir: &Path, memory_limit: Option<u64>) -> HostConfig {
             deadline: Some(Dur(Duration::from_secs(10))),
             memory_limit: memory_limit.map(ByteSize),
             settings: None,
+            batch_max_size: None,
         },
     );
     cfg
@@ -179,6 +180,44 @@ fn a_chosen_plugin_that_is_absent_or_refused_leaves_its_source_unrouted() {
         text_answered_by(&host),
         Err(ReadingError::NoPlugin(Source::Text))
     );
+}
+
+#[test]
+fn a_plugin_batch_size_splits_its_calls_and_keeps_the_order() {
+    let dir = plugin_dir(&[("echo", "echo"), ("lexicon", "lexicon")]);
+    let mut cfg = with_sources(dir.path(), &[("text", "echo")]);
+    cfg.per_plugin.insert(
+        "echo".into(),
+        PluginConfig {
+            batch_max_size: Some(3),
+            ..PluginConfig::default()
+        },
+    );
+    let host = PluginHost::new(cfg, "gw-test").expect("host starts");
+    let status = host.plugin_status("echo").expect("echo listed");
+    assert_eq!(status.batch_max_size, 3);
+    assert_eq!(
+        host.plugin_status("lexicon").map(|s| s.batch_max_size),
+        Some(100),
+        "the host's size for the others"
+    );
+    let calls_before = status.stats.calls;
+
+    // Ten readings: calls of 3, 3, 3 and 1, answers in reading order.
+    let readings = (0..10).map(|i| text("u1", &format!("0.{i} 0.5"))).collect();
+    let valences: Vec<f64> = host
+        .normalize(readings)
+        .into_iter()
+        .map(|r| match r {
+            Ok(Some(e)) => e.valence,
+            other => panic!("an emotion, got {other:?}"),
+        })
+        .collect();
+    let expected: Vec<f64> = (0..10).map(|i| f64::from(i) / 10.0).collect();
+    assert_eq!(valences, expected);
+    let stats = host.plugin_status("echo").expect("echo listed").stats;
+    assert_eq!(stats.calls - calls_before, 4, "{stats:?}");
+    assert_eq!(stats.readings, 10);
 }
 
 #[test]
