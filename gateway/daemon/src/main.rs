@@ -72,9 +72,10 @@ enum PluginCommand {
         /// Budget of one call.
         #[arg(long, default_value = "100ms")]
         deadline: String,
-        /// Memory limit of the instance.
-        #[arg(long, default_value = "64MiB")]
-        memory: String,
+        /// Memory limit of the instance [default: the need the component
+        /// declares, else 64MiB, as in the gateway]
+        #[arg(long)]
+        memory: Option<String>,
     },
 }
 
@@ -167,9 +168,12 @@ fn plugin_command(cmd: PluginCommand) -> anyhow::Result<()> {
             deadline,
             memory,
         } => {
-            let mut opts = host::TestOptions::default()
-                .with_limits(&deadline, &memory)
-                .map_err(anyhow::Error::msg)?;
+            let opts = host::TestOptions::default();
+            let mut opts = match &memory {
+                Some(memory) => opts.with_limits(&deadline, memory),
+                None => opts.with_deadline(&deadline),
+            }
+            .map_err(anyhow::Error::msg)?;
             if let Some(s) = settings {
                 opts.settings = Some(serde_json::from_str(&s).context("--settings must be JSON")?);
             }

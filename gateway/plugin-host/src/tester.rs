@@ -24,7 +24,7 @@ use chrono::Utc;
 use emotion_core::reading::RawReading;
 use serde_json::{Value, json};
 
-use crate::config::{ByteSize, Dur, HostConfig, Limits};
+use crate::config::{ByteSize, Dur, HostConfig, Limits, MemoryLimitOrigin};
 use crate::convert;
 use crate::error::{HostError, ReadingError};
 use crate::runtime::{LimitsFrom, LoadRequest, LoadedPlugin, PluginInfo, Runtime};
@@ -35,9 +35,14 @@ use crate::wit;
 pub struct TestOptions {
     /// The plugin's settings (`{}` when `None`).
     pub settings: Option<Value>,
-    /// Used as given: a memory need the component declares is not applied
-    /// here (the gateway applies it, see `HostConfig::limits_for`).
+    /// The deadline, and the memory limit for a component declaring no
+    /// memory need (or for every component, see `memory_from_component`).
     pub limits: Limits,
+    /// A memory need the component declares replaces `limits.memory_limit`,
+    /// as in the gateway (`HostConfig::limits_for`, with its ceiling): the
+    /// default. [`TestOptions::with_limits`] turns it off, for a limit given
+    /// on the command line.
+    pub memory_from_component: bool,
     /// Stamped on the events.
     pub gateway_id: String,
 }
@@ -51,18 +56,27 @@ impl Default for TestOptions {
                 deadline: c.deadline.0,
                 memory_limit: c.memory_limit.0,
             },
+            memory_from_component: true,
             gateway_id: "plugin-test".into(),
         }
     }
 }
 
 impl TestOptions {
-    /// Limits from strings as in the configuration (`"100ms"`, `"64MiB"`).
+    /// Limits from strings as in the configuration (`"100ms"`, `"64MiB"`);
+    /// the memory limit is then used whatever the component declares.
     pub fn with_limits(mut self, deadline: &str, memory: &str) -> Result<Self, String> {
         self.limits = Limits {
             deadline: Dur::parse(deadline)?.0,
             memory_limit: ByteSize::parse(memory)?.0,
         };
+        self.memory_from_component = false;
+        Ok(self)
+    }
+
+    /// The deadline from a string as in the configuration (`"100ms"`).
+    pub fn with_deadline(mut self, deadline: &str) -> Result<Self, String> {
+        self.limits.deadline = Dur::parse(deadline)?.0;
         Ok(self)
     }
 }
@@ -71,6 +85,9 @@ impl TestOptions {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TestSummary {
     pub info: PluginInfo,
+    /// The memory limit the run used, and where it came from.
+    pub memory_limit: u64,
+    pub memory_limit_origin: MemoryLimitOrigin,
     pub load_time: Duration,
     /// Non-empty input lines.
     pub lines: usize,
@@ -95,7 +112,7 @@ impl std::fmt::Display for TestSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}@{} (sources: {}): {} lines, {} events, {} none, {} errors; load {:.1} ms",
+            "{}@{} (sources: {}): {} lines, {} events, {} none, {} errors; memory limit {} ({}); load {:.1} ms",
             self.info.name,
             self.info.version,
             self.info
@@ -108,6 +125,12 @@ impl std::fmt::Display for TestSummary {
             self.events,
             self.nothing,
             self.errors,
+            ByteSize(self.memory_limit),
+            match self.memory_limit_origin {
+                MemoryLimitOrigin::Configured => "given",
+                MemoryLimitOrigin::Declared => "declared by the component",
+                MemoryLimitOrigin::Default => "default",
+            },
             self.load_time.as_secs_f64() * 1000.0
         )?;
         if let Some(m) = self.mean_per_reading() {
@@ -135,6 +158,18 @@ pub fn test_plugin(
     let name = component
         .file_stem()
         .map_or_else(|| "plugin".to_owned(), |s| s.to_string_lossy().into_owned());
+    // The gateway's own rule for a declared need, with these limits as
+    // its defaults.
+    let config = HostConfig {
+        deadline: Dur(options.limits.deadline),
+        memory_limit: ByteSize(options.limits.memory_limit),
+        ..HostConfig::default()
+    };
+    let limits = if options.memory_from_component {
+        LimitsFrom::Config(&config)
+    } else {
+        LimitsFrom::Fixed(options.limits)
+    };
     let started = Instant::now();
     let plugin = LoadedPlugin::load(
         &runtime,
@@ -142,7 +177,7 @@ pub fn test_plugin(
         LoadRequest {
             slot_name: &name,
             bytes: &bytes,
-            limits: LimitsFrom::Fixed(options.limits),
+            limits,
             settings: options
                 .settings
                 .as_ref()
@@ -156,6 +191,8 @@ pub fn test_plugin(
     })?;
     let mut summary = TestSummary {
         info: plugin.info.clone(),
+        memory_limit: plugin.limits.memory_limit,
+        memory_limit_origin: plugin.memory_origin,
         load_time: started.elapsed(),
         lines: 0,
         events: 0,

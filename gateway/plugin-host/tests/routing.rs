@@ -12,7 +12,7 @@ use common::*;
 use emotion_core::Source;
 use emotion_plugin_host::{
     ByteSize, CallFailure, Dur, HostConfig, MEMORY_SECTION, MemoryLimitOrigin, PluginConfig,
-    PluginHost, PluginState, ReadingError, read_stamps,
+    PluginHost, PluginState, ReadingError, TestOptions, read_stamps, test_plugin,
 };
 
 const MIB: u64 = 1 << 20;
@@ -302,6 +302,47 @@ fn the_declared_memory_need_is_the_limit_unless_overridden() {
         }) => assert_eq!(*limit, 64 * MIB),
         other => panic!("expected memory exhaustion at 64 MiB, got {other:?}"),
     }
+}
+
+#[test]
+fn the_vendor_test_run_applies_the_declared_need_unless_given_a_limit() {
+    let component = component("memory-declared");
+    let readings =
+        r#"{"user_id": "u1", "source": "contextual", "payload": {"json": {"place": "home"}}}"#;
+    let run = |options: TestOptions| {
+        let mut out = Vec::new();
+        let summary = test_plugin(
+            &component,
+            std::io::Cursor::new(readings),
+            &mut out,
+            &options,
+        )
+        .expect("test run");
+        let line: serde_json::Value =
+            serde_json::from_slice(out.trim_ascii_end()).expect("one JSON line");
+        (summary, line)
+    };
+    let options = || {
+        TestOptions::default()
+            .with_deadline("10s")
+            .expect("deadline")
+    };
+
+    // As in the gateway: the declared 96 MiB, and 80 MiB of work fits.
+    let (summary, line) = run(options());
+    assert_eq!(summary.memory_limit, 96 * MIB);
+    assert_eq!(summary.memory_limit_origin, MemoryLimitOrigin::Declared);
+    assert!(line.get("event").is_some(), "{line}");
+    assert!(
+        summary.to_string().contains("declared by the component"),
+        "{summary}"
+    );
+
+    // `--memory 64MiB`: that limit, whatever the component says.
+    let (summary, line) = run(options().with_limits("10s", "64MiB").expect("limits"));
+    assert_eq!(summary.memory_limit, 64 * MIB);
+    assert_eq!(summary.memory_limit_origin, MemoryLimitOrigin::Configured);
+    assert_eq!(line["error"]["kind"], "plugin_failed", "{line}");
 }
 
 #[test]
