@@ -4,7 +4,9 @@
 //! ```text
 //! senders ──mpsc──► writer thread ──────────────► analyzer thread ──oneshot──► senders
 //!                   (drain queue, append batch,    (update analyzer in
-//!                    one flush for all)             buffer order, reply)
+//!                    one flush for all; a small     buffer order, reply)
+//!                    batch when the analyzer is
+//!                    idle: analyze and reply here)
 //! ```
 //!
 //! An event is answered only after the flush that made it durable. While the

@@ -451,8 +451,17 @@ impl HostConfig {
         }
     }
 
-    /// The most readings one call to plugin `name` gets: its own
-    /// `batch_max_size` if smaller than the host's, else the host's.
+    /// Plugin `name`'s own `batch_max_size`, if set: the host splits what
+    /// it hands that plugin into calls of at most this many readings.
+    pub fn plugin_batch_max(&self, name: &str) -> Option<usize> {
+        self.per_plugin
+            .get(name)
+            .and_then(|p| p.batch_max_size)
+            .map(|b| b.max(1))
+    }
+
+    /// The most readings one call to plugin `name` gets from the batcher:
+    /// its own `batch_max_size` if smaller than the host's, else the host's.
     pub fn batch_max_for(&self, name: &str) -> usize {
         let host = self.batch_max_size.max(1);
         self.per_plugin

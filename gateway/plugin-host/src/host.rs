@@ -450,8 +450,9 @@ impl PluginHost {
     }
 
     /// Normalize readings already in the plugin ABI's form, all of one
-    /// source, as one call (no batching, no conversion). For benchmarks and
-    /// callers that build WIT readings themselves.
+    /// source, as one call (no batching, no conversion; split only by the
+    /// serving plugin's own `per_plugin.NAME.batch_max_size`, if set). For
+    /// benchmarks and callers that build WIT readings themselves.
     pub fn normalize_prepared(
         &self,
         source: Source,
@@ -960,16 +961,23 @@ impl Inner {
         let slot = self.registry.read().routes[source.index()].clone();
         match slot {
             Some(slot) => {
-                // The plugin's own batch size, when smaller: one call each.
-                let max = self.config.batch_max_for(&slot.name);
-                if readings.len() <= max {
-                    return slot.run(source, readings, &self.gateway_id, &self.config.quarantine);
+                // The plugin's own batch size: one call per chunk.
+                let max = self.config.plugin_batch_max(&slot.name);
+                match max {
+                    Some(max) if readings.len() > max => {
+                        let mut out = Vec::with_capacity(readings.len());
+                        for chunk in readings.chunks(max) {
+                            out.extend(slot.run(
+                                source,
+                                chunk,
+                                &self.gateway_id,
+                                &self.config.quarantine,
+                            ));
+                        }
+                        out
+                    }
+                    _ => slot.run(source, readings, &self.gateway_id, &self.config.quarantine),
                 }
-                let mut out = Vec::with_capacity(readings.len());
-                for chunk in readings.chunks(max) {
-                    out.extend(slot.run(source, chunk, &self.gateway_id, &self.config.quarantine));
-                }
-                out
             }
             None => readings
                 .iter()
