@@ -5,6 +5,12 @@
 //! `scripts/fetch-text-model.sh` (`$EMOTION_TEXT_MODEL_DIR`, or
 //! `~/.cache/emotion-gateway/all-MiniLM-L6-v2`).
 //!
+//! Before quantizing, merges the fine-tuning's low-rank adapters
+//! (`data/adapter.safetensors`, written by `tools/finetune.py`) into the six
+//! layers' matrices: W' = W + B·A (the LoRA scale is folded into B). The
+//! repository so holds only the adapters (under 1 MiB), the base model still
+//! comes from PyPI.
+//!
 //! Writes to OUT_DIR: `encoder-i8.bin` (embedded by the plugin),
 //! `encoder-f32.bin` (the same layout unquantized, not for wasm32 builds: read
 //! at run time by the native tests that check the int8 model against the f32 one) and
@@ -38,8 +44,11 @@ fn main() {
         ));
     }
     let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_else(|| fail("OUT_DIR unset")));
+    let adapter_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/adapter.safetensors");
+    println!("cargo:rerun-if-changed={}", adapter_path.display());
     let tensors = Tensors::read(&st);
-    let (i8_blob, f32_blob) = pack(&tensors);
+    let adapter = Tensors::read(&adapter_path);
+    let (i8_blob, f32_blob) = pack(&tensors, &adapter);
     write(&out.join("encoder-i8.bin"), &i8_blob);
     // The f32 blob (87 MiB) serves only the native tests.
     if !std::env::var("TARGET").is_ok_and(|t| t.starts_with("wasm32")) {
@@ -76,9 +85,12 @@ fn write(path: &Path, bytes: &[u8]) {
 }
 
 struct Tensors {
+    /// The file, for messages.
+    path: PathBuf,
     data: Vec<u8>,
     start: usize,
-    index: BTreeMap<String, (Vec<usize>, usize, usize, bool)>,
+    /// Per tensor: shape, byte range in `data` after the header, dtype.
+    index: BTreeMap<String, (Vec<usize>, usize, usize, String)>,
 }
 
 impl Tensors {
@@ -118,27 +130,26 @@ impl Tensors {
                     .map(|d| d as usize)
                     .unwrap_or_else(|| bad("offsets"))
             };
-            let f32 = t["dtype"] == "F32";
-            index.insert(name.clone(), (shape, off(0), off(1), f32));
+            let dtype = t["dtype"].as_str().unwrap_or_else(|| bad("dtype"));
+            index.insert(name.clone(), (shape, off(0), off(1), dtype.to_owned()));
         }
         Tensors {
+            path: path.to_owned(),
             data,
             start: 8 + len,
             index,
         }
     }
 
-    /// A tensor as f32, checked against the expected shape. The checkpoint
-    /// names may carry a `bert.` prefix or not.
+    /// A tensor (F32, or F16 as the adapters are stored) as f32, checked
+    /// against the expected shape. The checkpoint names may carry a `bert.`
+    /// prefix or not.
     fn get(&self, name: &str, shape: &[usize]) -> Vec<f32> {
-        let (s, a, b, f32) = self
+        let (s, a, b, dtype) = self
             .index
             .get(name)
             .or_else(|| self.index.get(&format!("bert.{name}")))
-            .unwrap_or_else(|| fail(&format!("model.safetensors has no tensor {name}")));
-        if !f32 {
-            fail(&format!("{name}: not F32"));
-        }
+            .unwrap_or_else(|| fail(&format!("{}: no tensor {name}", self.path.display())));
         if s != shape {
             fail(&format!("{name}: shape {s:?}, expected {shape:?}"));
         }
@@ -146,15 +157,69 @@ impl Tensors {
             .data
             .get(self.start + a..self.start + b)
             .unwrap_or_else(|| fail(&format!("{name}: data out of range")));
-        bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
+        let values: Vec<f32> = match dtype.as_str() {
+            "F32" => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            "F16" => bytes
+                .chunks_exact(2)
+                .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+                .collect(),
+            other => fail(&format!("{name}: dtype {other}, expected F32 or F16")),
+        };
+        if values.len() != shape.iter().product::<usize>() {
+            fail(&format!(
+                "{name}: {} values for shape {shape:?}",
+                values.len()
+            ));
+        }
+        values
     }
 }
 
-/// The two blobs, in the layout `src/encoder.rs` reads (see there).
-fn pack(t: &Tensors) -> (Vec<u8>, Vec<u8>) {
+/// IEEE 754 half precision to f32 (exact).
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let exp = i32::from((h >> 10) & 0x1f);
+    let frac = f32::from(h & 0x3ff);
+    match exp {
+        0 => sign * frac * 2f32.powi(-24),
+        31 if frac == 0.0 => sign * f32::INFINITY,
+        31 => f32::NAN,
+        e => sign * (1.0 + frac / 1024.0) * 2f32.powi(e - 15),
+    }
+}
+
+/// W + B·A for the matrix `name` (`encoder.layer.{l}.…`, without
+/// `.weight`), `rows` × `cols`, with the adapter's A (r × cols) and B
+/// (rows × r, scale folded in).
+fn adapted(t: &Tensors, adapter: &Tensors, name: &str, rows: usize, cols: usize) -> Vec<f32> {
+    let mut w = t.get(&format!("{name}.weight"), &[rows, cols]);
+    let a_name = format!("{name}.lora_A");
+    let rank = adapter
+        .index
+        .get(&a_name)
+        .and_then(|(s, ..)| s.first().copied())
+        .unwrap_or_else(|| fail(&format!("{}: no tensor {a_name}", adapter.path.display())));
+    let a = adapter.get(&a_name, &[rank, cols]);
+    let b = adapter.get(&format!("{name}.lora_B"), &[rows, rank]);
+    if a.iter().chain(&b).any(|v| !v.is_finite()) {
+        fail(&format!("{}: {name} is not finite", adapter.path.display()));
+    }
+    for (row, b_row) in w.chunks_exact_mut(cols).zip(b.chunks_exact(rank)) {
+        for (&bk, a_row) in b_row.iter().zip(a.chunks_exact(cols)) {
+            for (x, &ak) in row.iter_mut().zip(a_row) {
+                *x += bk * ak;
+            }
+        }
+    }
+    w
+}
+
+/// The two blobs, in the layout `src/encoder.rs` reads (see there), with
+/// the adapters merged into the layers' matrices.
+fn pack(t: &Tensors, adapter: &Tensors) -> (Vec<u8>, Vec<u8>) {
     let mut q = Vec::new();
     let mut f = Vec::new();
     q.extend_from_slice(b"MLM6I8\0\0");
@@ -192,9 +257,11 @@ fn pack(t: &Tensors) -> (Vec<u8>, Vec<u8>) {
         let p = format!("encoder.layer.{l}.");
         let g = |n: &str, shape: &[usize]| t.get(&format!("{p}{n}"), shape);
         // Query, key and value as one 1152×384 matrix: one pass over the input.
-        let mut qkv = g("attention.self.query.weight", &[HIDDEN, HIDDEN]);
-        qkv.extend(g("attention.self.key.weight", &[HIDDEN, HIDDEN]));
-        qkv.extend(g("attention.self.value.weight", &[HIDDEN, HIDDEN]));
+        let m =
+            |n: &str, rows: usize, cols: usize| adapted(t, adapter, &format!("{p}{n}"), rows, cols);
+        let mut qkv = m("attention.self.query", HIDDEN, HIDDEN);
+        qkv.extend(m("attention.self.key", HIDDEN, HIDDEN));
+        qkv.extend(m("attention.self.value", HIDDEN, HIDDEN));
         let mut qkv_b = g("attention.self.query.bias", &[HIDDEN]);
         qkv_b.extend(g("attention.self.key.bias", &[HIDDEN]));
         qkv_b.extend(g("attention.self.value.bias", &[HIDDEN]));
@@ -203,7 +270,7 @@ fn pack(t: &Tensors) -> (Vec<u8>, Vec<u8>) {
         matrix(
             &mut q,
             &mut f,
-            &g("attention.output.dense.weight", &[HIDDEN, HIDDEN]),
+            &m("attention.output.dense", HIDDEN, HIDDEN),
             HIDDEN,
         );
         both(&mut q, &mut f, &g("attention.output.dense.bias", &[HIDDEN]));
@@ -220,16 +287,11 @@ fn pack(t: &Tensors) -> (Vec<u8>, Vec<u8>) {
         matrix(
             &mut q,
             &mut f,
-            &g("intermediate.dense.weight", &[INTER, HIDDEN]),
+            &m("intermediate.dense", INTER, HIDDEN),
             INTER,
         );
         both(&mut q, &mut f, &g("intermediate.dense.bias", &[INTER]));
-        matrix(
-            &mut q,
-            &mut f,
-            &g("output.dense.weight", &[HIDDEN, INTER]),
-            HIDDEN,
-        );
+        matrix(&mut q, &mut f, &m("output.dense", HIDDEN, INTER), HIDDEN);
         both(&mut q, &mut f, &g("output.dense.bias", &[HIDDEN]));
         both(&mut q, &mut f, &g("output.LayerNorm.weight", &[HIDDEN]));
         both(&mut q, &mut f, &g("output.LayerNorm.bias", &[HIDDEN]));

@@ -53,18 +53,14 @@ const TEXT_LAMBDA_WORDS: [f64; 2] = [2.0, 4.0];
 
 fn main() {
     let (path, rows) = load_emobank();
-    let encoder = Encoder::new(ENCODER_BLOB).unwrap_or_else(|e| common::fail(&e.to_string()));
-    // The shipped head may not fit the feature layout being fitted: only the
-    // tokenizer and the encoder are used here.
-    let model = Model {
-        tokenizer: Tokenizer::new(VOCAB),
-        encoder,
-        head: Head {
-            intercept: [3.0, 3.0],
-            weights: vec![[0.0; 2]; FEATURES],
-        },
+    // `--lexicon-out FILE`: write the lexicon's values of the train rows
+    // (cross-fitted) and stop; tools/finetune.py trains with them.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let lexicon_out = match args.as_slice() {
+        [] => None,
+        [flag, file] if flag == "--lexicon-out" => Some(file.clone()),
+        _ => common::fail("usage: fit [--lexicon-out FILE]"),
     };
-    let x_enc = features::features(&model, &rows);
     let train: Vec<usize> = (0..rows.len())
         .filter(|&i| rows[i].split == "train")
         .collect();
@@ -121,6 +117,23 @@ fn main() {
         }
     }
 
+    if let Some(out) = lexicon_out {
+        write_lexicon(&out, &rows, &train, &x_lex);
+        return;
+    }
+
+    let encoder = Encoder::new(ENCODER_BLOB).unwrap_or_else(|e| common::fail(&e.to_string()));
+    // The shipped head may not fit the feature layout being fitted: only the
+    // tokenizer and the encoder are used here.
+    let model = Model {
+        tokenizer: Tokenizer::new(VOCAB),
+        encoder,
+        head: Head {
+            intercept: [3.0, 3.0],
+            weights: vec![[0.0; 2]; FEATURES],
+        },
+    };
+    let x_enc = features::features(&model, &rows);
     let (fitted, mu, sd) = fit(&rows, &train, &dev, &x_enc, &x_lex);
     let [v, a] = fitted;
     // Fold the standardization into the weights.
@@ -160,6 +173,30 @@ fn main() {
         );
     }
     println!("wrote {out}");
+}
+
+/// Tab-separated: the row's index among all rows of the CSV, its
+/// cross-fitted lexicon valence and arousal; train rows only (dev stays out
+/// of the fine-tuning).
+fn write_lexicon(
+    out: &str,
+    rows: &[common::Row],
+    train: &[usize],
+    x_lex: &[[f32; LEXICON_FEATURES]],
+) {
+    let mut s = String::from(
+        "# row\tlexicon_valence\tlexicon_arousal (cross-fitted, 5 folds; EmoBank train rows, written by examples/fit.rs)\n",
+    );
+    for &i in train {
+        let [v, a] = x_lex[i];
+        s.push_str(&format!("{i}\t{v}\t{a}\n"));
+    }
+    std::fs::write(out, s).unwrap_or_else(|e| common::fail(&format!("{out}: {e}")));
+    eprintln!(
+        "wrote {} train rows of {} to {out}",
+        train.len(),
+        rows.len()
+    );
 }
 
 struct Fitted {

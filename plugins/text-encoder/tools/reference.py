@@ -1,13 +1,15 @@
 """Reference sentence embeddings for src/testdata/reference.json.
 
 An independent forward pass of all-MiniLM-L6-v2 in numpy (f32, straight from
-model.safetensors) with the Hugging Face `tokenizers` package, pooled as
-sentence-transformers pools it (mean over tokens, L2-normalized). The plugin's
-tests check its tokenizer against the ids and its encoder against the
-embeddings.
+model.safetensors, with the fine-tuning's LoRA adapters of
+data/adapter.safetensors merged here as W + B·A) with the Hugging Face
+`tokenizers` package, pooled as sentence-transformers pools it (mean over
+tokens, L2-normalized). The plugin's tests check its tokenizer against the
+ids and its encoder (whose adapters build.rs merges) against the embeddings.
 
     pip install numpy scipy safetensors tokenizers
     python3 plugins/text-encoder/tools/reference.py "$(scripts/fetch-text-model.sh)" \
+        plugins/text-encoder/data/adapter.safetensors \
         > plugins/text-encoder/src/testdata/reference.json
 """
 import json
@@ -25,8 +27,19 @@ TEXTS = [
 ]
 
 
-def main(model_dir):
-    w = load_file(f"{model_dir}/model.safetensors")
+def main(model_dir, adapter_path):
+    w = {k.removeprefix("bert."): v for k, v in load_file(f"{model_dir}/model.safetensors").items()}
+    adapter = load_file(adapter_path)
+    merged = 0
+    for name in list(w):
+        base = name.removesuffix(".weight")
+        if base + ".lora_A" in adapter:
+            a = adapter[base + ".lora_A"].astype(np.float32)
+            b = adapter[base + ".lora_B"].astype(np.float32)
+            w[name] = w[name] + b @ a
+            merged += 1
+    if merged != len(adapter) // 2:
+        sys.exit(f"{adapter_path}: {len(adapter) // 2} adapters, {merged} merged")
     tok = Tokenizer.from_file(f"{model_dir}/tokenizer.json")
     tok.no_padding()
     tok.enable_truncation(256)
@@ -68,4 +81,4 @@ def main(model_dir):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2])
