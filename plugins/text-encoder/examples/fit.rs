@@ -1,7 +1,15 @@
-//! Fit the regression head (`data/head.txt`) on EmoBank's train split:
+//! A ridge head on the embedded encoder's frozen features, fitted on
+//! EmoBank's train split: the plugin's head before the fine-tuning (the
+//! shipped `data/head.txt` now comes from `tools/finetune.py`, trained with
+//! the adapters). Writes the ridge head to the temporary directory
+//! (`text-encoder-ridge-head.txt`; copy it to `data/head.txt` to use it) and
+//! prints its dev r:
 //!
 //!     scripts/fetch-text-model.sh
 //!     cargo run --release -p emotion-plugin-text-encoder --example fit
+//!
+//! With `-- --lexicon-out FILE` it writes only the lexicon values of the
+//! train rows (cross-fitted, see below) that `tools/finetune.py` trains with.
 //!
 //! Features: the embedded int8 encoder's 7 mean-pooled layers (2,688 values)
 //! and the lexicon's 2 (`src/lexicon.rs`: the `text` plugin's valence and
@@ -163,8 +171,9 @@ fn main() {
         a.train_r,
         a.dev_r,
     );
-    let out = concat!(env!("CARGO_MANIFEST_DIR"), "/data/head.txt");
-    std::fs::write(out, head.write(&comment))
+    let out = std::env::temp_dir().join("text-encoder-ridge-head.txt");
+    let out = out.display();
+    std::fs::write(out.to_string(), head.write(&comment))
         .unwrap_or_else(|e| common::fail(&format!("{out}: {e}")));
     for (name, f) in [("valence", &v), ("arousal", &a)] {
         println!(

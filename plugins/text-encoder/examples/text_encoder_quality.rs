@@ -54,7 +54,7 @@ fn main() {
     let n = dev.len() as f64;
     println!("EmoBank dev, {} sentences ({})", dev.len(), path.display());
     println!(
-        "text-encoder plugin (int8 all-MiniLM-L6-v2, 7 pooled layers and the text plugin's scores, ridge head)"
+        "text-encoder plugin (int8 all-MiniLM-L6-v2 with EmoBank-trained LoRA adapters, 7 pooled layers and the text plugin's scores, linear head)"
     );
     println!(
         "  Pearson r: valence {:.3}, arousal {:.3}   (targets 0.70 and 0.54)",

@@ -1,9 +1,11 @@
 //! The regression head: valence and arousal on EmoBank's 1..5 scales as
 //! linear functions of the encoder's pooled layers (7 × 384 values, see
 //! [`crate::encoder::Encoder::pooled`]) followed by the lexicon's values
-//! ([`crate::lexicon::read`]). Fitted by ridge regression on EmoBank's train
-//! split (`examples/fit.rs`, which writes `data/head.txt`); the
-//! standardization of the features is folded into the weights.
+//! ([`crate::lexicon::read`]). Trained on EmoBank's train split together with
+//! the encoder's LoRA adapters, under a ridge penalty (`tools/finetune.py`,
+//! which writes `data/head.txt`; `examples/fit.rs` fits a ridge head on the
+//! frozen features instead); the standardization of the features is folded
+//! into the weights.
 //!
 //! `data/head.txt`: comment lines (`#`), then `intercept <valence> <arousal>`,
 //! then one line `<valence weight> <arousal weight>` per feature.

@@ -11,9 +11,13 @@
 //!    int8 per output row, integer matrix products with WebAssembly SIMD
 //!    (`kernel`), everything else f32. Each layer's hidden states are
 //!    mean-pooled over the tokens.
-//! 3. A ridge-regression head on the 7 pooled layers (`head`), fitted on
-//!    EmoBank's train split (Buechel & Hahn 2017) with the regularization
-//!    chosen on its dev split, on EmoBank's 1..5 scales.
+//!    The encoder is fine-tuned on EmoBank's train split (Buechel & Hahn
+//!    2017): build.rs merges low-rank adapters (`data/adapter.safetensors`,
+//!    from `tools/finetune.py`) into its matrices.
+//! 3. A linear head on the 7 pooled layers and the `text` plugin's 2 scores
+//!    (`head`), trained with the adapters under a ridge penalty on EmoBank's
+//!    train split, the settings chosen on a holdout of train, on EmoBank's
+//!    1..5 scales.
 //! 4. Calibration to the circumplex as the `text` plugin does: valence =
 //!    (V − 3) / 2, arousal = (A − 1) / 4, clamped.
 //! 5. Confidence in the text source's range 0.60–0.80 from the number of
