@@ -176,8 +176,9 @@ pub struct Model {
 }
 
 impl Model {
-    /// The model built into the plugin. Loading takes ~0.1 s (the int8
-    /// matrices are widened into the layout the SIMD kernel reads).
+    /// The model built into the plugin. The int8 matrices are read in place
+    /// from the embedded blob; loading copies only the f32 parts (biases,
+    /// norms, scales, position embeddings).
     pub fn shipped() -> Result<&'static Model, String> {
         static MODEL: OnceLock<Result<Model, String>> = OnceLock::new();
         MODEL

@@ -222,3 +222,40 @@ fn head_reads_the_encoder_then_the_lexicon() {
     assert!((s.valence - (3.0 + 0.25 - 0.5)).abs() < 1e-9, "{s:?}");
     assert!((s.arousal - (1.0 + 1.0)).abs() < 1e-9, "{s:?}");
 }
+
+#[test]
+fn kernel_product_is_the_exact_integer_product() {
+    // Extremes of both operands (±4095 activations, -128..127 weights) and
+    // token and row counts that are not multiples of the register block.
+    let cols = 48;
+    let (tokens, rows) = (7, 5);
+    let mut x = kernel::Acts::default();
+    x.clear(cols);
+    let act = |t: usize, k: usize| ((t * 7919 + k * 104_729) % 8191) as i16 - 4095;
+    let weight = |o: usize, k: usize| ((o * 31 + k * 17) % 256) as u8;
+    for t in 0..tokens {
+        x.push((0..cols).map(|k| act(t, k)));
+    }
+    let w: Vec<u8> = (0..rows * cols)
+        .map(|i| weight(i / cols, i % cols))
+        .collect();
+    let w = kernel::Int8Rows::new(&w, cols).expect("whole rows");
+    assert_eq!((x.len(), w.rows()), (tokens, rows));
+    let mut got = vec![None; tokens * rows];
+    kernel::product(&x, &w, |t, o, d| got[t * rows + o] = Some(d));
+    for t in 0..tokens {
+        for o in 0..rows {
+            let want: i64 = (0..cols)
+                .map(|k| i64::from(act(t, k)) * i64::from(weight(o, k) as i8))
+                .sum();
+            assert_eq!(
+                got[t * rows + o].map(i64::from),
+                Some(want),
+                "token {t}, row {o}"
+            );
+        }
+    }
+    // Not whole rows, or a width the kernel cannot step through.
+    assert!(kernel::Int8Rows::new(&[0; 40], 16).is_none());
+    assert!(kernel::Int8Rows::new(&[0; 40], 20).is_none());
+}
