@@ -259,3 +259,19 @@ fn kernel_product_is_the_exact_integer_product() {
     assert!(kernel::Int8Rows::new(&[0; 40], 16).is_none());
     assert!(kernel::Int8Rows::new(&[0; 40], 20).is_none());
 }
+
+#[test]
+fn exp_neg_matches_libm() {
+    let mut worst = 0f32;
+    for i in 0..=200_000 {
+        let x = -(i as f32) * 1e-3 * (1.0 + (i % 7) as f32 * 1e-4);
+        let (got, want) = (crate::encoder::exp_neg(x), x.exp());
+        if want > 1e-30 {
+            worst = worst.max(((got - want) / want).abs());
+        }
+    }
+    // 2 ulp of f32 is 2.4e-7 relative.
+    assert!(worst < 2.4e-7, "largest relative error {worst}");
+    assert_eq!(crate::encoder::exp_neg(0.0), 1.0);
+    assert!(crate::encoder::exp_neg(-1000.0) < 1e-37);
+}
