@@ -222,3 +222,56 @@ fn head_reads_the_encoder_then_the_lexicon() {
     assert!((s.valence - (3.0 + 0.25 - 0.5)).abs() < 1e-9, "{s:?}");
     assert!((s.arousal - (1.0 + 1.0)).abs() < 1e-9, "{s:?}");
 }
+
+#[test]
+fn kernel_product_is_the_exact_integer_product() {
+    // Extremes of both operands (±4095 activations, -128..127 weights) and
+    // token and row counts that are not multiples of the register block.
+    let cols = 48;
+    let (tokens, rows) = (7, 5);
+    let mut x = kernel::Acts::default();
+    x.clear(cols);
+    let act = |t: usize, k: usize| ((t * 7919 + k * 104_729) % 8191) as i16 - 4095;
+    let weight = |o: usize, k: usize| ((o * 31 + k * 17) % 256) as u8;
+    for t in 0..tokens {
+        x.push((0..cols).map(|k| act(t, k)));
+    }
+    let w: Vec<u8> = (0..rows * cols)
+        .map(|i| weight(i / cols, i % cols))
+        .collect();
+    let w = kernel::Int8Rows::new(&w, cols).expect("whole rows");
+    assert_eq!((x.len(), w.rows()), (tokens, rows));
+    let mut got = vec![None; tokens * rows];
+    kernel::product(&x, &w, |t, o, d| got[t * rows + o] = Some(d));
+    for t in 0..tokens {
+        for o in 0..rows {
+            let want: i64 = (0..cols)
+                .map(|k| i64::from(act(t, k)) * i64::from(weight(o, k) as i8))
+                .sum();
+            assert_eq!(
+                got[t * rows + o].map(i64::from),
+                Some(want),
+                "token {t}, row {o}"
+            );
+        }
+    }
+    // Not whole rows, or a width the kernel cannot step through.
+    assert!(kernel::Int8Rows::new(&[0; 40], 16).is_none());
+    assert!(kernel::Int8Rows::new(&[0; 40], 20).is_none());
+}
+
+#[test]
+fn exp_neg_matches_libm() {
+    let mut worst = 0f32;
+    for i in 0..=200_000 {
+        let x = -(i as f32) * 1e-3 * (1.0 + (i % 7) as f32 * 1e-4);
+        let (got, want) = (crate::encoder::exp_neg(x), x.exp());
+        if want > 1e-30 {
+            worst = worst.max(((got - want) / want).abs());
+        }
+    }
+    // 2 ulp of f32 is 2.4e-7 relative.
+    assert!(worst < 2.4e-7, "largest relative error {worst}");
+    assert_eq!(crate::encoder::exp_neg(0.0), 1.0);
+    assert!(crate::encoder::exp_neg(-1000.0) < 1e-37);
+}

@@ -8,6 +8,14 @@
 //! Components are looked up in COMPONENT_DIR, else in `$CARGO_TARGET_DIR` (or
 //! `target`)`/plugins` and then `/optional-plugins` (where build-plugins.sh
 //! puts text-encoder).
+//!
+//! To compare builds of text-encoder on a shared machine, where speed varies
+//! 2× from minute to minute, give their paths: they run in turn, round after
+//! round, and each one's speed is also printed as a ratio to the first's in
+//! the same round (the median over rounds at the end):
+//!
+//!     cargo run --release --manifest-path plugins/text-encoder/host-bench/Cargo.toml -- \
+//!         --compare /tmp/te-main.wasm target/optional-plugins/text-encoder.wasm [--rounds 3]
 //! Every dev sentence goes through `PluginHost::normalize_prepared` (copy into
 //! the sandbox, call under the deadline and memory limit, copy out, check,
 //! convert to events) in batches of 100 (the host's default batch size), one
@@ -67,10 +75,10 @@ struct Run {
     size: u64,
 }
 
-/// One plugin alone in a host: every dev sentence, batches of 100.
-fn run(name: &str, rows: &[&common::Row]) -> Run {
-    let from = component(name);
-    let size = std::fs::metadata(&from)
+/// One plugin alone in a host (component `from`, loaded as `name`): every
+/// dev sentence, batches of 100.
+fn run(name: &str, from: &std::path::Path, rows: &[&common::Row]) -> Run {
+    let size = std::fs::metadata(from)
         .unwrap_or_else(|e| {
             common::fail(&format!(
                 "{}: {e} (run scripts/build-plugins.sh first)",
@@ -79,7 +87,7 @@ fn run(name: &str, rows: &[&common::Row]) -> Run {
         })
         .len();
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::copy(&from, dir.path().join(format!("{name}.wasm"))).expect("copy component");
+    std::fs::copy(from, dir.path().join(format!("{name}.wasm"))).expect("copy component");
     let cache = tempfile::tempdir().expect("tempdir");
     let config = HostConfig {
         dir: dir.path().to_owned(),
@@ -147,6 +155,10 @@ fn run(name: &str, rows: &[&common::Row]) -> Run {
 fn main() {
     let (path, rows) = common::load_emobank();
     let dev: Vec<&common::Row> = rows.iter().filter(|r| r.split == "dev").collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "--compare") {
+        return compare(&args[1..], &dev);
+    }
     println!(
         "EmoBank dev ({} sentences, {}) through the plugin host, batches of 100, one thread",
         dev.len(),
@@ -168,7 +180,7 @@ fn main() {
         "", "", "", "", "", "", ""
     );
     for name in ["text", "text-encoder"] {
-        let r = run(name, &dev);
+        let r = run(name, &component(name), &dev);
         println!(
             "{:<13} | {:>10.3} | {:>10.3} | {:>12.0} | {:>16.0} | {:>9.1} | {:>8.0}",
             name,
@@ -182,4 +194,61 @@ fn main() {
     }
     println!();
     println!("targets for text-encoder: valence r >= 0.70, arousal r >= 0.54, >= 200 sentences/s");
+}
+
+/// `--compare A.wasm B.wasm … [--rounds N]`: the text-encoder builds in turn,
+/// N rounds (default 3), speeds as ratios to A's in the same round.
+fn compare(args: &[String], dev: &[&common::Row]) {
+    let mut paths = Vec::new();
+    let mut rounds = 3;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--rounds" {
+            rounds = it
+                .next()
+                .and_then(|n| n.parse().ok())
+                .filter(|&n| n > 0)
+                .unwrap_or_else(|| common::fail("--rounds needs a positive number"));
+        } else {
+            paths.push(PathBuf::from(a));
+        }
+    }
+    if paths.len() < 2 {
+        common::fail("--compare needs at least two components");
+    }
+    println!(
+        "text-encoder builds on EmoBank dev ({} sentences), batches of 100, one thread, {rounds} rounds",
+        dev.len()
+    );
+    let mut ratios = vec![Vec::new(); paths.len()];
+    for round in 1..=rounds {
+        let mut first = None;
+        for (i, p) in paths.iter().enumerate() {
+            let r = run("text-encoder", p, dev);
+            let base = *first.get_or_insert(r.per_second);
+            ratios[i].push(r.per_second / base);
+            println!(
+                "round {round}  {:<50}  {:>7.1} sentences/s  ×{:.2}  valence r {:.3}  arousal r {:.3}  slowest batch {:.0} ms",
+                p.display(),
+                r.per_second,
+                r.per_second / base,
+                r.valence_r,
+                r.arousal_r,
+                r.batch_ms
+            );
+        }
+    }
+    println!();
+    for (p, r) in paths.iter().zip(&mut ratios) {
+        r.sort_by(f64::total_cmp);
+        println!(
+            "{:<50}  median ×{:.2} of the first (rounds: {})",
+            p.display(),
+            r[r.len() / 2],
+            r.iter()
+                .map(|x| format!("{x:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
 }
