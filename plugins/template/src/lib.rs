@@ -6,7 +6,8 @@
 //! * `survey` readings carry JSON with Self-Assessment Manikin ratings
 //!   (Bradley & Lang 1994), both on the usual 1–9 scale:
 //!   `{"sam_valence": 7, "sam_arousal": 3}`, optionally with a label the
-//!   respondent picked: `{"sam_valence": 7, "sam_arousal": 3, "label": "calm"}`.
+//!   respondent picked, one of the gateway's labels (another is an error answer):
+//!   `{"sam_valence": 7, "sam_arousal": 3, "label": "calm"}`.
 //! * `behavioral` readings carry interaction counts and an activity level:
 //!   `{"positive": 4, "negative": 1, "activity": 0.7}`.
 //!
