@@ -59,16 +59,17 @@ use bindings::emotion::plugin::host;
 
 pub use bindings::emotion::plugin::host::LogLevel;
 pub use bindings::emotion::plugin::types::{
-    ActionUnit, AuValue, Emotion, Facial, HeadPose, NormalizeResult as Outcome, Payload, Pcm,
-    Physiological, PluginInfo, Point, Prosody, Reading, Source, Text, Voice,
+    ActionUnit, AuValue, Emotion, Facial, HeadPose, Label, NormalizeResult as Outcome, Payload,
+    Pcm, Physiological, PluginInfo, Point, Prosody, Reading, Source, Text, Voice,
 };
 
 /// The ABI version this SDK speaks. It moves with the WIT package version:
-/// `emotion:plugin@0.1.0` is ABI 1.
-pub const ABI_VERSION: u32 = 1;
+/// `emotion:plugin@0.2.0` is ABI 2 (ABI 1, `emotion:plugin@0.1.0`, is frozen
+/// in `wit-abi1/`; the gateway still loads plugins built for it).
+pub const ABI_VERSION: u32 = 2;
 
 /// The WIT package this SDK was generated from.
-pub const WIT_PACKAGE: &str = "emotion:plugin@0.1.0";
+pub const WIT_PACKAGE: &str = "emotion:plugin@0.2.0";
 
 /// Name of the custom section holding the ABI version (4 bytes, little-endian
 /// `u32`). The host reads it from the component before instantiating it, so a
@@ -141,6 +142,109 @@ pub trait Plugin {
     }
 }
 
+impl Label {
+    /// Every label, in the WIT enum's order (the gateway's order).
+    pub const ALL: [Label; 23] = [
+        Label::Joy,
+        Label::Sadness,
+        Label::Anger,
+        Label::Fear,
+        Label::Trust,
+        Label::Disgust,
+        Label::Surprise,
+        Label::Anticipation,
+        Label::Optimism,
+        Label::Disappointment,
+        Label::Contempt,
+        Label::Anxiety,
+        Label::Love,
+        Label::Remorse,
+        Label::Awe,
+        Label::Aggressiveness,
+        Label::Neutral,
+        Label::Unknown,
+        Label::Calm,
+        Label::Excitement,
+        Label::Boredom,
+        Label::Contentment,
+        Label::Stress,
+    ];
+
+    /// The label's name as the gateway spells it (`"joy"`, `"calm"`, …).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Label::Joy => "joy",
+            Label::Sadness => "sadness",
+            Label::Anger => "anger",
+            Label::Fear => "fear",
+            Label::Trust => "trust",
+            Label::Disgust => "disgust",
+            Label::Surprise => "surprise",
+            Label::Anticipation => "anticipation",
+            Label::Optimism => "optimism",
+            Label::Disappointment => "disappointment",
+            Label::Contempt => "contempt",
+            Label::Anxiety => "anxiety",
+            Label::Love => "love",
+            Label::Remorse => "remorse",
+            Label::Awe => "awe",
+            Label::Aggressiveness => "aggressiveness",
+            Label::Neutral => "neutral",
+            Label::Unknown => "unknown",
+            Label::Calm => "calm",
+            Label::Excitement => "excitement",
+            Label::Boredom => "boredom",
+            Label::Contentment => "contentment",
+            Label::Stress => "stress",
+        }
+    }
+
+    /// The label with this name, read as the gateway reads one (surrounding
+    /// spaces and letter case ignored); `None` for a name it does not know.
+    pub fn from_name(name: &str) -> Option<Label> {
+        // The exact spelling first: a plugin's own label constants take one
+        // compiled `match`, not a scan of 23 case-insensitive compares.
+        let exact = match name {
+            "joy" => Some(Label::Joy),
+            "sadness" => Some(Label::Sadness),
+            "anger" => Some(Label::Anger),
+            "fear" => Some(Label::Fear),
+            "trust" => Some(Label::Trust),
+            "disgust" => Some(Label::Disgust),
+            "surprise" => Some(Label::Surprise),
+            "anticipation" => Some(Label::Anticipation),
+            "optimism" => Some(Label::Optimism),
+            "disappointment" => Some(Label::Disappointment),
+            "contempt" => Some(Label::Contempt),
+            "anxiety" => Some(Label::Anxiety),
+            "love" => Some(Label::Love),
+            "remorse" => Some(Label::Remorse),
+            "awe" => Some(Label::Awe),
+            "aggressiveness" => Some(Label::Aggressiveness),
+            "neutral" => Some(Label::Neutral),
+            "unknown" => Some(Label::Unknown),
+            "calm" => Some(Label::Calm),
+            "excitement" => Some(Label::Excitement),
+            "boredom" => Some(Label::Boredom),
+            "contentment" => Some(Label::Contentment),
+            "stress" => Some(Label::Stress),
+            _ => None,
+        };
+        exact.or_else(|| {
+            let name = name.trim();
+            Label::ALL
+                .into_iter()
+                .find(|l| l.as_str().eq_ignore_ascii_case(name))
+        })
+    }
+}
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Emotion {
     /// An emotion without a label: the host picks the label nearest to
     /// (valence, arousal).
@@ -150,23 +254,57 @@ impl Emotion {
             valence,
             arousal,
             confidence,
-            extra: Vec::new(),
+            extra: String::new(),
         }
     }
 
-    /// An emotion with one of the gateway's labels (`joy`, `calm`, `stress`, …).
-    pub fn labelled(label: impl Into<String>, valence: f64, arousal: f64, confidence: f64) -> Self {
+    /// An emotion with one of the gateway's labels.
+    pub fn labelled(label: Label, valence: f64, arousal: f64, confidence: f64) -> Self {
         Emotion {
-            label: Some(label.into()),
+            label: Some(label),
             ..Emotion::new(valence, arousal, confidence)
         }
     }
 
     /// Attach an extra field; `json` must be valid JSON text (`"\"text\""`,
     /// `"3.5"`, `"{\"a\":1}"`), the host refuses the reading otherwise.
-    pub fn with_extra(mut self, key: impl Into<String>, json: impl Into<String>) -> Self {
-        self.extra.push((key.into(), json.into()));
+    /// The fields go into one JSON object text ([`Emotion::extra`]), which the
+    /// host parses once.
+    pub fn with_extra(mut self, key: impl AsRef<str>, json: impl AsRef<str>) -> Self {
+        self.push_extra(key.as_ref(), json.as_ref());
         self
+    }
+
+    /// [`Emotion::with_extra`] in place.
+    pub fn push_extra(&mut self, key: &str, json: &str) {
+        self.push_extra_with(key, |out| out.push_str(json));
+    }
+
+    /// Attach an extra field whose JSON text `write` appends to the object
+    /// text itself (no string of its own for the value), e.g. with
+    /// [`json::push_fixed`]: `e.push_extra_with("score", |o| json::push_fixed(o, x, 3))`.
+    pub fn push_extra_with(&mut self, key: &str, write: impl FnOnce(&mut String)) {
+        let text = &mut self.extra;
+        // The text stays a complete object after every field: `{"a":1}` ->
+        // `{"a":1,"b":2}`.
+        if text.ends_with('}') {
+            text.pop();
+            text.push(',');
+        } else {
+            text.clear();
+            text.push('{');
+        }
+        json::push_string(text, key);
+        text.push(':');
+        write(text);
+        text.push('}');
+    }
+
+    /// The extra fields as `(key, JSON text)` pairs, read back from the
+    /// object text (for tests and tools; `None` if the text is not a JSON
+    /// object). No fields: an empty list.
+    pub fn extra_fields(&self) -> Option<Vec<(String, String)>> {
+        json::object_fields(&self.extra)
     }
 }
 
@@ -471,6 +609,48 @@ mod tests {
         assert_eq!(
             __private::memory_section("96MiB"),
             (96u64 << 20).to_le_bytes()
+        );
+    }
+
+    #[test]
+    fn labels_are_the_wit_enum_in_order() {
+        let body = WIT_SOURCE
+            .split_once("enum label {")
+            .and_then(|(_, rest)| rest.split_once('}'))
+            .map(|(body, _)| body)
+            .expect("an `enum label` in plugin.wit");
+        let wit: Vec<&str> = body
+            .lines()
+            .map(|l| l.trim().trim_end_matches(','))
+            .filter(|l| !l.is_empty() && !l.starts_with("//"))
+            .collect();
+        let ours: Vec<&str> = Label::ALL.iter().map(|l| l.as_str()).collect();
+        assert_eq!(ours, wit);
+        for (i, l) in Label::ALL.into_iter().enumerate() {
+            assert_eq!(l as usize, i, "{l}");
+            assert_eq!(Label::from_name(l.as_str()), Some(l));
+        }
+        assert_eq!(Label::from_name(" Calm "), Some(Label::Calm));
+        assert_eq!(Label::from_name("elation"), None);
+    }
+
+    #[test]
+    fn extra_fields_build_one_object() {
+        let mut e = Emotion::new(0.1, 0.2, 0.3);
+        assert_eq!(e.extra, "");
+        assert_eq!(e.extra_fields(), Some(vec![]));
+        e = e
+            .with_extra("n", "3")
+            .with_extra(String::from("say \"hi\""), "\"x\"");
+        e.push_extra_with("f", |o| json::push_fixed(o, 0.25, 2));
+        assert_eq!(e.extra, r#"{"n":3,"say \"hi\"":"x","f":0.25}"#);
+        assert_eq!(
+            e.extra_fields(),
+            Some(vec![
+                ("n".to_owned(), "3".to_owned()),
+                ("say \"hi\"".to_owned(), "\"x\"".to_owned()),
+                ("f".to_owned(), "0.25".to_owned()),
+            ])
         );
     }
 

@@ -84,8 +84,9 @@ fn native(readings: &[wit::Reading], sdk: &[emotion_plugin_sdk::Reading]) -> usi
     let mut events = 0;
     for (r, out) in readings.iter().zip(results) {
         if let emotion_plugin_sdk::Outcome::Emotion(e) = out {
+            // The lexicon plugin names no label (the host picks the nearest).
             let e = wit::Emotion {
-                label: e.label,
+                label: None,
                 valence: e.valence,
                 arousal: e.arousal,
                 confidence: e.confidence,

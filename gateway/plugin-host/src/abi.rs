@@ -9,6 +9,10 @@
 //! `wit-component` keeps both when it wraps the module into a component, so
 //! they sit in the component's nested module. Custom sections are not part
 //! of the WIT contract: declaring a need does not change the ABI version.
+//!
+//! The host dispatches on the ABI version: each supported one has its own
+//! bindings (`wit` and `wit::abi1`) and its own way of turning answers into
+//! events (`convert`).
 
 /// The custom section holding the ABI version.
 pub const ABI_SECTION: &str = "emotion-plugin-abi";
@@ -16,8 +20,20 @@ pub const ABI_SECTION: &str = "emotion-plugin-abi";
 /// The custom section holding the declared memory need.
 pub const MEMORY_SECTION: &str = "emotion-plugin-memory";
 
-/// The ABI version this host speaks: WIT package `emotion:plugin@0.1.0`.
-pub const SUPPORTED_ABI: u32 = 1;
+/// ABI 1: WIT package `emotion:plugin@0.1.0` (`sdk-plugin/wit-abi1`), still
+/// loaded.
+pub const ABI_1: u32 = 1;
+
+/// ABI 2: WIT package `emotion:plugin@0.2.0` (`sdk-plugin/wit`), what the SDK
+/// builds: labels as an enum, extra fields as one JSON object text.
+pub const ABI_2: u32 = 2;
+
+/// The newest ABI, the one `sdk-plugin` stamps.
+pub const CURRENT_ABI: u32 = ABI_2;
+
+/// Every ABI version this host loads; a component stamped with another is
+/// refused before it is compiled.
+pub const SUPPORTED_ABIS: [u32; 2] = [ABI_1, ABI_2];
 
 /// Why no ABI version could be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

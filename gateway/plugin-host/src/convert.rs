@@ -7,6 +7,7 @@ use emotion_core::{EmotionEvent, EmotionLabel, Json};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::runtime::MAX_EXTRA_FIELDS;
 use crate::wit;
 
 /// The WIT reading for a raw reading; a missing session or timestamp is
@@ -124,8 +125,8 @@ impl EventIds {
 }
 
 /// The event for one emotion. The numbers were checked when the batch came
-/// back (see `runtime::check_results`); here the label and the extra fields
-/// are judged, which are per-reading answers.
+/// back (see `runtime::check_results`); here the extra fields are judged,
+/// which are per-reading answers.
 pub fn to_event(
     reading: &wit::Reading,
     emotion: wit::Emotion,
@@ -137,9 +138,75 @@ pub fn to_event(
 }
 
 /// [`to_event`] with the event id given (see [`EventIds`]).
+///
+/// ABI 2: the label is already one of the gateway's, and the extra fields
+/// are one JSON object text, parsed once straight into the context map.
 pub(crate) fn to_event_with_id(
     reading: &wit::Reading,
     emotion: wit::Emotion,
+    producer: &str,
+    gateway_id: &str,
+    now: DateTime<Utc>,
+    event_id: Uuid,
+) -> Result<EmotionEvent, String> {
+    let label = match emotion.label {
+        // A label keeps the plugin's coordinates.
+        Some(l) => wit::label_to_core(l),
+        None => EmotionLabel::nearest(emotion.valence, emotion.arousal),
+    };
+    let text = emotion.extra.as_str();
+    let extra = if text.is_empty() {
+        Map::new()
+    } else {
+        let extra: Map<String, Value> = serde_json::from_str(text).map_err(|e| {
+            format!(
+                "the extra fields are not a JSON object ({e}): {}",
+                excerpt(text)
+            )
+        })?;
+        if extra.len() > MAX_EXTRA_FIELDS {
+            return Err(format!(
+                "{} extra fields (at most {MAX_EXTRA_FIELDS})",
+                extra.len()
+            ));
+        }
+        extra
+    };
+    // Parsed JSON holds U+0000 only where its text had the escape `\u0000`
+    // (serde_json refuses raw control characters in strings and keys).
+    let context_may_hold_nul = text.contains("\\u0000");
+    event(
+        reading,
+        Coordinates {
+            label,
+            valence: emotion.valence,
+            arousal: emotion.arousal,
+            confidence: emotion.confidence,
+        },
+        extra,
+        context_may_hold_nul,
+        (producer, gateway_id, now, event_id),
+    )
+}
+
+/// The start of a long text, for an error message.
+fn excerpt(text: &str) -> String {
+    const MAX: usize = 200;
+    if text.len() <= MAX {
+        return format!("{text:?}");
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}…", &text[..end])
+}
+
+/// [`to_event_with_id`] for an ABI 1 emotion: the label is a string to
+/// parse, each extra field a `(key, JSON text)` pair.
+pub(crate) fn abi1_to_event_with_id(
+    reading: &wit::Reading,
+    emotion: wit::abi1::Emotion,
     producer: &str,
     gateway_id: &str,
     now: DateTime<Utc>,
@@ -165,6 +232,37 @@ pub(crate) fn to_event_with_id(
             .map_err(|e| format!("extra field `{key}` is not valid JSON ({e}): {text:?}"))?;
         extra.insert(key, value);
     }
+    event(
+        reading,
+        Coordinates {
+            label,
+            valence: emotion.valence,
+            arousal: emotion.arousal,
+            confidence: emotion.confidence,
+        },
+        extra,
+        context_may_hold_nul,
+        (producer, gateway_id, now, event_id),
+    )
+}
+
+/// An emotion's label and numbers, whichever ABI carried them.
+struct Coordinates {
+    label: EmotionLabel,
+    valence: f64,
+    arousal: f64,
+    confidence: f64,
+}
+
+/// The event, checked storable. `context_may_hold_nul`: whether `extra`
+/// needs the walk for U+0000 (see the callers).
+fn event(
+    reading: &wit::Reading,
+    c: Coordinates,
+    extra: Map<String, Value>,
+    context_may_hold_nul: bool,
+    (producer, gateway_id, now, event_id): (&str, &str, DateTime<Utc>, Uuid),
+) -> Result<EmotionEvent, String> {
     let timestamp = Utc
         .timestamp_millis_opt(reading.timestamp_ms)
         .single()
@@ -174,10 +272,10 @@ pub(crate) fn to_event_with_id(
         user_id: reading.user_id.clone(),
         session_id: reading.session_id.clone(),
         source: wit::source_to_core(reading.source),
-        emotion_label: label,
-        valence: emotion.valence,
-        arousal: emotion.arousal,
-        confidence: Some(emotion.confidence),
+        emotion_label: c.label,
+        valence: c.valence,
+        arousal: c.arousal,
+        confidence: Some(c.confidence),
         timestamp,
         ingested_at: now,
         gateway_id: gateway_id.to_owned(),
@@ -229,8 +327,18 @@ mod tests {
         to_wit(&raw, now())
     }
 
-    fn emotion(label: Option<&str>, extra: Vec<(&str, &str)>) -> wit::Emotion {
+    fn emotion(label: Option<wit::Label>, extra: &str) -> wit::Emotion {
         wit::Emotion {
+            label,
+            valence: 0.8,
+            arousal: 0.7,
+            confidence: 0.65,
+            extra: extra.to_owned(),
+        }
+    }
+
+    fn abi1_emotion(label: Option<&str>, extra: Vec<(&str, &str)>) -> wit::abi1::Emotion {
+        wit::abi1::Emotion {
             label: label.map(str::to_owned),
             valence: 0.8,
             arousal: 0.7,
@@ -242,6 +350,10 @@ mod tests {
         }
     }
 
+    fn abi1_event(e: wit::abi1::Emotion) -> Result<EmotionEvent, String> {
+        abi1_to_event_with_id(&reading(), e, "p@1", "gw", now(), Uuid::now_v7())
+    }
+
     #[test]
     fn defaults_and_event_fields() {
         let r = reading();
@@ -249,7 +361,7 @@ mod tests {
         assert_eq!(r.timestamp_ms, now().timestamp_millis() - 30 * 60 * 1000);
         let e = to_event(
             &r,
-            emotion(None, vec![("n", "3"), ("tags", r#"["a"]"#)]),
+            emotion(None, r#"{"n":3,"tags":["a"]}"#),
             "p@1.0.0",
             "gw",
             now(),
@@ -264,6 +376,39 @@ mod tests {
         assert_eq!(
             e.device_info.map(|j| j.0),
             Some(json!({"device_id": "cam-1"}))
+        );
+        // No extra fields, written either way: no context.
+        for none in ["", "{}", " { } "] {
+            let e = to_event(&r, emotion(None, none), "p@1", "gw", now()).expect("event");
+            assert_eq!(e.context, None, "{none:?}");
+        }
+    }
+
+    #[test]
+    fn both_abis_make_the_same_event() {
+        let r = reading();
+        let v2 = to_event_with_id(
+            &r,
+            emotion(Some(wit::Label::Calm), r#"{"n":3,"tags":["a"]}"#),
+            "p@1",
+            "gw",
+            now(),
+            Uuid::nil(),
+        )
+        .expect("ABI 2 event");
+        let v1 = abi1_to_event_with_id(
+            &r,
+            abi1_emotion(Some("calm"), vec![("n", "3"), ("tags", r#"["a"]"#)]),
+            "p@1",
+            "gw",
+            now(),
+            Uuid::nil(),
+        )
+        .expect("ABI 1 event");
+        assert_eq!(v2.emotion_label, EmotionLabel::Calm);
+        assert_eq!(
+            serde_json::to_value(&v1).expect("json"),
+            serde_json::to_value(&v2).expect("json")
         );
     }
 
@@ -285,20 +430,18 @@ mod tests {
     }
 
     #[test]
-    fn unknown_labels_and_bad_extra_are_errors() {
+    fn bad_extra_text_is_an_error() {
         let r = reading();
-        let e = to_event(&r, emotion(Some("joy"), vec![]), "p@1", "gw", now()).expect("joy");
+        let e = to_event(&r, emotion(Some(wit::Label::Joy), ""), "p@1", "gw", now()).expect("joy");
         assert_eq!(e.emotion_label, EmotionLabel::Joy);
-        let err = to_event(&r, emotion(Some("elation"), vec![]), "p@1", "gw", now())
-            .expect_err("unknown label");
-        assert!(err.contains("elation"), "{err}");
-        let err = to_event(&r, emotion(None, vec![("k", "{oops")]), "p@1", "gw", now())
-            .expect_err("bad json");
-        assert!(err.contains("`k`"), "{err}");
+        for bad in ["{oops", "[1,2]", "3", r#"{"k":1}{"#] {
+            let err = to_event(&r, emotion(None, bad), "p@1", "gw", now()).expect_err(bad);
+            assert!(err.contains("not a JSON object"), "{bad}: {err}");
+        }
         // Valid JSON the central database cannot store: refused like a client's.
         let err = to_event(
             &r,
-            emotion(None, vec![("k", r#"{"n": ["\u0000"]}"#)]),
+            emotion(None, r#"{"k":{"n":["\u0000"]}}"#),
             "p@1",
             "gw",
             now(),
@@ -306,8 +449,30 @@ mod tests {
         .expect_err("NUL");
         assert!(err.contains("context.k.n[0]"), "{err}");
         // A NUL in a key is found too.
-        let err = to_event(&r, emotion(None, vec![("a\0b", "1")]), "p@1", "gw", now())
+        let err = to_event(&r, emotion(None, r#"{"a\u0000b":1}"#), "p@1", "gw", now())
             .expect_err("NUL key");
+        assert!(err.contains("context"), "{err}");
+        // Too many fields.
+        let many: Vec<String> = (0..=MAX_EXTRA_FIELDS)
+            .map(|i| format!("\"k{i}\":{i}"))
+            .collect();
+        let text = format!("{{{}}}", many.join(","));
+        let err = to_event(&r, emotion(None, &text), "p@1", "gw", now()).expect_err("too many");
+        assert!(err.contains("at most 64"), "{err}");
+    }
+
+    #[test]
+    fn abi1_unknown_labels_and_bad_extra_are_errors() {
+        let e = abi1_event(abi1_emotion(Some("joy"), vec![])).expect("joy");
+        assert_eq!(e.emotion_label, EmotionLabel::Joy);
+        let err = abi1_event(abi1_emotion(Some("elation"), vec![])).expect_err("unknown label");
+        assert!(err.contains("elation"), "{err}");
+        let err = abi1_event(abi1_emotion(None, vec![("k", "{oops")])).expect_err("bad json");
+        assert!(err.contains("`k`"), "{err}");
+        let err =
+            abi1_event(abi1_emotion(None, vec![("k", r#"{"n": ["\u0000"]}"#)])).expect_err("NUL");
+        assert!(err.contains("context.k.n[0]"), "{err}");
+        let err = abi1_event(abi1_emotion(None, vec![("a\0b", "1")])).expect_err("NUL key");
         assert!(err.contains("context"), "{err}");
     }
 }

@@ -52,13 +52,16 @@ pub enum LoadError {
     Abi(#[from] AbiError),
     #[error("{0}")]
     DeclaredMemory(#[from] DeclaredMemoryError),
-    #[error("built for plugin ABI version {found}, this gateway supports version {supported}")]
-    AbiMismatch { found: u32, supported: u32 },
+    #[error(
+        "built for plugin ABI version {found}, this gateway supports versions {}",
+        versions(supported)
+    )]
+    AbiMismatch { found: u32, supported: Vec<u32> },
     #[error("does not compile: {0}")]
     Compile(String),
     #[error("cannot be linked: {0}")]
     Link(String),
-    #[error("does not export the plugin interface emotion:plugin/plugin@0.1.0: {0}")]
+    #[error("does not export the plugin interface of its ABI (emotion:plugin/plugin): {0}")]
     Exports(String),
     #[error("cannot be instantiated: {0}")]
     Instantiate(CallFailure),
@@ -153,4 +156,9 @@ impl ReadingError {
             ReadingError::ShutDown => "shut_down",
         }
     }
+}
+
+/// `1, 2` for the ABI versions a host supports.
+fn versions(v: &[u32]) -> String {
+    v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
 }

@@ -1,7 +1,9 @@
 //! The emotion gateway's plugin host.
 //!
 //! Plugins are WebAssembly components built against `sdk-plugin/wit/plugin.wit`
-//! (package `emotion:plugin@0.1.0`, ABI 1). The host:
+//! (package `emotion:plugin@0.2.0`, ABI 2) or, still loaded, its frozen
+//! predecessor `sdk-plugin/wit-abi1/plugin.wit` (`emotion:plugin@0.1.0`,
+//! ABI 1). The host:
 //!
 //! * loads every `NAME.wasm` of the plugins directory at start, checking the
 //!   ABI stamp before compiling anything, and the ed25519 signature
@@ -64,7 +66,8 @@ mod watch;
 pub mod wit;
 
 pub use abi::{
-    ABI_SECTION, AbiError, MEMORY_SECTION, SUPPORTED_ABI, Stamps, read_abi_version, read_stamps,
+    ABI_1, ABI_2, ABI_SECTION, AbiError, CURRENT_ABI, MEMORY_SECTION, SUPPORTED_ABIS, Stamps,
+    read_abi_version, read_stamps,
 };
 pub use batcher::PendingReading;
 pub use canary::{CanaryState, CanaryStatus, CanaryVersion};

@@ -11,10 +11,10 @@ use chrono::{DateTime, Utc};
 use emotion_core::Source;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, ComponentExportIndex, HasSelf, Linker};
 use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 
-use crate::abi::{SUPPORTED_ABI, read_stamps};
+use crate::abi::{ABI_1, ABI_2, SUPPORTED_ABIS, read_stamps};
 use crate::cache::{Cache, Origin};
 use crate::config::{HostConfig, Limits, MemoryLimitOrigin};
 use crate::convert;
@@ -29,7 +29,7 @@ const LOG_LINES_PER_CALL: u32 = 64;
 const MAX_LOG_LINE: usize = 2048;
 /// Bounds on what a plugin may hand back, beyond which output is garbage.
 const MAX_LABEL_LEN: usize = 64;
-const MAX_EXTRA_FIELDS: usize = 64;
+pub(crate) const MAX_EXTRA_FIELDS: usize = 64;
 const MAX_EXTRA_BYTES: usize = 64 * 1024;
 const MAX_ERROR_LEN: usize = 4096;
 
@@ -64,9 +64,15 @@ impl Runtime {
         let engine = Engine::new(&config).map_err(|e| format!("{e:#}"))?;
 
         let mut linker = Linker::new(&engine);
-        // The only imports a plugin gets: logging and its settings.
+        // The only imports a plugin gets: logging and its settings, under
+        // each ABI's package name (`emotion:plugin/host@0.2.0` and `@0.1.0`).
         wit::EmotionPlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| format!("{e:#}"))?;
+        wit::abi1::EmotionPlugin::add_to_linker::<HostState, HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| format!("{e:#}"))?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = {
@@ -225,6 +231,27 @@ impl wit::emotion::plugin::host::Host for HostState {
 
 impl wit::emotion::plugin::types::Host for HostState {}
 
+/// ABI 1's host interface is ABI 2's under the old package name.
+impl wit::abi1::emotion::plugin::host::Host for HostState {
+    fn log(&mut self, level: wit::abi1::LogLevel, message: String) {
+        use wit::abi1::LogLevel as L1;
+        let level = match level {
+            L1::Trace => wit::LogLevel::Trace,
+            L1::Debug => wit::LogLevel::Debug,
+            L1::Info => wit::LogLevel::Info,
+            L1::Warn => wit::LogLevel::Warn,
+            L1::Error => wit::LogLevel::Error,
+        };
+        wit::emotion::plugin::host::Host::log(self, level, message);
+    }
+
+    fn settings(&mut self) -> String {
+        wit::emotion::plugin::host::Host::settings(self)
+    }
+}
+
+impl wit::abi1::emotion::plugin::types::Host for HostState {}
+
 /// What `describe` said, checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PluginInfo {
@@ -286,7 +313,50 @@ impl PluginInfo {
 
 struct Instance {
     store: Store<HostState>,
-    bindings: wit::EmotionPlugin,
+    bindings: Bindings,
+}
+
+/// An instance's exports, per ABI.
+enum Bindings {
+    Abi2(wit::EmotionPlugin),
+    /// ABI 1's `normalize` is called through a function typed with ABI 2's
+    /// readings (the same records; see [`wit::abi1`]) and ABI 1's results, so
+    /// the readings are not copied into ABI 1's Rust types first.
+    Abi1 {
+        instance: wasmtime::component::Instance,
+        describe: ComponentExportIndex,
+        normalize: ComponentExportIndex,
+    },
+}
+
+/// A version's pre-linked component, per ABI.
+enum Pre {
+    Abi2(wit::EmotionPluginPre<HostState>),
+    Abi1 {
+        pre: wasmtime::component::InstancePre<HostState>,
+        describe: ComponentExportIndex,
+        normalize: ComponentExportIndex,
+    },
+}
+
+/// A batch's answers as the plugin's ABI shapes them; [`LoadedPlugin::results`]
+/// turns either into the readings' results.
+pub(crate) enum Results {
+    Abi2(Vec<wit::NormalizeResult>),
+    Abi1(Vec<wit::abi1::NormalizeResult>),
+}
+
+impl Results {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Results::Abi2(r) => r.len(),
+            Results::Abi1(r) => r.len(),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A compiled, checked plugin version and its idle instances.
@@ -307,7 +377,7 @@ pub(crate) struct LoadedPlugin {
     pub(crate) loaded_at: DateTime<Utc>,
     pub(crate) load_time: Duration,
     runtime: Arc<Runtime>,
-    pre: wit::EmotionPluginPre<HostState>,
+    pre: Pre,
     slot_name: Arc<str>,
     settings: Arc<str>,
     pool: Mutex<Vec<Instance>>,
@@ -357,10 +427,10 @@ impl LoadedPlugin {
         // compile.
         let stamps = read_stamps(req.bytes)?;
         let abi = stamps.abi_version;
-        if abi != SUPPORTED_ABI {
+        if !SUPPORTED_ABIS.contains(&abi) {
             return Err(LoadError::AbiMismatch {
                 found: abi,
-                supported: SUPPORTED_ABI,
+                supported: SUPPORTED_ABIS.to_vec(),
             });
         }
         let (limits, memory_origin) = match req.limits {
@@ -378,8 +448,29 @@ impl LoadedPlugin {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link(link_error(&runtime.engine, &component, &e)))?;
-        let pre = wit::EmotionPluginPre::new(instance_pre)
-            .map_err(|e| LoadError::Exports(format!("{e:#}")))?;
+        let pre = match abi {
+            ABI_1 => {
+                let export = |parent: Option<&ComponentExportIndex>, name: &str| {
+                    component.get_export_index(parent, name).ok_or_else(|| {
+                        LoadError::Exports(format!(
+                            "no export `{name}` in {}",
+                            wit::abi1::PLUGIN_INTERFACE
+                        ))
+                    })
+                };
+                let interface = export(None, wit::abi1::PLUGIN_INTERFACE)?;
+                Pre::Abi1 {
+                    describe: export(Some(&interface), "describe")?,
+                    normalize: export(Some(&interface), "normalize")?,
+                    pre: instance_pre,
+                }
+            }
+            _ => Pre::Abi2(
+                wit::EmotionPluginPre::new(instance_pre)
+                    .map_err(|e| LoadError::Exports(format!("{e:#}")))?,
+            ),
+        };
+        debug_assert!(abi == ABI_1 || abi == ABI_2);
 
         let mut plugin = LoadedPlugin {
             info: PluginInfo {
@@ -448,16 +539,42 @@ impl LoadedPlugin {
         store.epoch_deadline_trap();
         // Instantiation runs the component's start code: it gets a deadline too.
         store.set_epoch_deadline(self.runtime.ticks(self.limits.deadline));
-        let bindings = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| RawFailure::Instantiate(classify(e, store.data(), &self.limits)))?;
+        let instantiate_failed = |e, store: &Store<HostState>| {
+            RawFailure::Instantiate(classify(e, store.data(), &self.limits))
+        };
+        let describe_failed = |e, store: &Store<HostState>| {
+            RawFailure::Describe(classify(e, store.data(), &self.limits))
+        };
+        let bindings = match &self.pre {
+            Pre::Abi2(pre) => Bindings::Abi2(
+                pre.instantiate(&mut store)
+                    .map_err(|e| instantiate_failed(e, &store))?,
+            ),
+            Pre::Abi1 {
+                pre,
+                describe,
+                normalize,
+            } => Bindings::Abi1 {
+                instance: pre
+                    .instantiate(&mut store)
+                    .map_err(|e| instantiate_failed(e, &store))?,
+                describe: *describe,
+                normalize: *normalize,
+            },
+        };
         store.data_mut().reset_for_call();
         store.set_epoch_deadline(self.runtime.ticks(self.limits.deadline));
-        let info = bindings
-            .emotion_plugin_plugin()
-            .call_describe(&mut store)
-            .map_err(|e| RawFailure::Describe(classify(e, store.data(), &self.limits)))?;
+        let info = match &bindings {
+            Bindings::Abi2(b) => b.emotion_plugin_plugin().call_describe(&mut store),
+            // `plugin-info` is the same record in both ABIs.
+            Bindings::Abi1 {
+                instance, describe, ..
+            } => instance
+                .get_typed_func::<(), (wit::PluginInfo,)>(&mut store, describe)
+                .and_then(|f| f.call(&mut store, ()))
+                .map(|(info,)| info),
+        }
+        .map_err(|e| describe_failed(e, &store))?;
         Ok((Instance { store, bindings }, info))
     }
 
@@ -479,10 +596,7 @@ impl LoadedPlugin {
     /// Normalize one batch on an idle (or new) instance. On any failure the
     /// instance is dropped: a trapped instance cannot be entered again, and
     /// one that returned garbage is not trusted with the next batch.
-    pub(crate) fn call(
-        &self,
-        readings: &[wit::Reading],
-    ) -> Result<Vec<wit::NormalizeResult>, CallFailure> {
+    pub(crate) fn call(&self, readings: &[wit::Reading]) -> Result<Results, CallFailure> {
         let idle = self.pool.lock().pop();
         let mut instance = match idle {
             Some(i) => i,
@@ -523,44 +637,11 @@ impl LoadedPlugin {
         let result = self.call(readings);
         let elapsed = started.elapsed();
         match result {
-            Ok(results) => {
-                let now = Utc::now();
-                let mut ids = convert::EventIds::new(readings.len(), now);
-                let results = readings
-                    .iter()
-                    .zip(results)
-                    .map(|(reading, result)| match result {
-                        wit::NormalizeResult::Emotion(e) => {
-                            let id = ids.next_id();
-                            convert::to_event_with_id(
-                                reading,
-                                e,
-                                &self.producer,
-                                gateway_id,
-                                now,
-                                id,
-                            )
-                            .map(Some)
-                            .map_err(|message| {
-                                ReadingError::InvalidEmotion {
-                                    plugin: plugin.to_owned(),
-                                    message,
-                                }
-                            })
-                        }
-                        wit::NormalizeResult::None => Ok(None),
-                        wit::NormalizeResult::Error(message) => Err(ReadingError::Plugin {
-                            plugin: plugin.to_owned(),
-                            message,
-                        }),
-                    })
-                    .collect();
-                Answer {
-                    results,
-                    failure: None,
-                    elapsed,
-                }
-            }
+            Ok(results) => Answer {
+                results: self.results(plugin, readings, results, gateway_id),
+                failure: None,
+                elapsed,
+            },
             Err(failure) => Answer {
                 results: readings
                     .iter()
@@ -578,6 +659,68 @@ impl LoadedPlugin {
     }
 }
 
+impl LoadedPlugin {
+    /// The readings' results for a batch's checked answers: events stamped
+    /// with this version, or errors naming `plugin` (the slot).
+    pub(crate) fn results(
+        &self,
+        plugin: &str,
+        readings: &[wit::Reading],
+        results: Results,
+        gateway_id: &str,
+    ) -> Vec<ReadingResult> {
+        let now = Utc::now();
+        let mut ids = convert::EventIds::new(readings.len(), now);
+        let invalid = |message| ReadingError::InvalidEmotion {
+            plugin: plugin.to_owned(),
+            message,
+        };
+        let answered = |message| ReadingError::Plugin {
+            plugin: plugin.to_owned(),
+            message,
+        };
+        let producer = &self.producer;
+        match results {
+            Results::Abi2(results) => readings
+                .iter()
+                .zip(results)
+                .map(|(reading, result)| match result {
+                    wit::NormalizeResult::Emotion(e) => convert::to_event_with_id(
+                        reading,
+                        e,
+                        producer,
+                        gateway_id,
+                        now,
+                        ids.next_id(),
+                    )
+                    .map(Some)
+                    .map_err(invalid),
+                    wit::NormalizeResult::None => Ok(None),
+                    wit::NormalizeResult::Error(message) => Err(answered(message)),
+                })
+                .collect(),
+            Results::Abi1(results) => readings
+                .iter()
+                .zip(results)
+                .map(|(reading, result)| match result {
+                    wit::abi1::NormalizeResult::Emotion(e) => convert::abi1_to_event_with_id(
+                        reading,
+                        e,
+                        producer,
+                        gateway_id,
+                        now,
+                        ids.next_id(),
+                    )
+                    .map(Some)
+                    .map_err(invalid),
+                    wit::abi1::NormalizeResult::None => Ok(None),
+                    wit::abi1::NormalizeResult::Error(message) => Err(answered(message)),
+                })
+                .collect(),
+        }
+    }
+}
+
 enum RawFailure {
     Instantiate(CallFailure),
     Describe(CallFailure),
@@ -588,14 +731,30 @@ impl Instance {
         &mut self,
         plugin: &LoadedPlugin,
         readings: &[wit::Reading],
-    ) -> Result<Vec<wit::NormalizeResult>, CallFailure> {
+    ) -> Result<Results, CallFailure> {
         self.store.data_mut().reset_for_call();
         self.store
             .set_epoch_deadline(plugin.runtime.ticks(plugin.limits.deadline));
-        self.bindings
-            .emotion_plugin_plugin()
-            .call_normalize(&mut self.store, readings)
-            .map_err(|e| classify(e, self.store.data(), &plugin.limits))
+        match &self.bindings {
+            Bindings::Abi2(b) => b
+                .emotion_plugin_plugin()
+                .call_normalize(&mut self.store, readings)
+                .map(Results::Abi2),
+            // Typed per call (the type check is per batch, not per reading):
+            // the parameter's lifetime is the call's.
+            Bindings::Abi1 {
+                instance,
+                normalize,
+                ..
+            } => instance
+                .get_typed_func::<(&[wit::Reading],), (Vec<wit::abi1::NormalizeResult>,)>(
+                    &mut self.store,
+                    normalize,
+                )
+                .and_then(|f| f.call(&mut self.store, (readings,)))
+                .map(|(results,)| Results::Abi1(results)),
+        }
+        .map_err(|e| classify(e, self.store.data(), &plugin.limits))
     }
 }
 
@@ -620,48 +779,86 @@ fn classify(err: wasmtime::Error, state: &HostState, limits: &Limits) -> CallFai
 /// Refuse garbage: a wrong count, non-finite or out-of-range numbers, or
 /// oversized fields. Unknown labels and bad extra JSON are judged per
 /// reading later (they are answers about one reading, not broken output).
-fn check_results(expected: usize, results: &[wit::NormalizeResult]) -> Result<(), CallFailure> {
+fn check_results(expected: usize, results: &Results) -> Result<(), CallFailure> {
     if results.len() != expected {
         return Err(CallFailure::WrongCount {
             expected,
             got: results.len(),
         });
     }
-    for (index, r) in results.iter().enumerate() {
-        let garbage = |message: String| CallFailure::Garbage { index, message };
-        match r {
-            wit::NormalizeResult::Emotion(e) => {
-                for (name, x, lo, hi) in [
-                    ("valence", e.valence, -1.0, 1.0),
-                    ("arousal", e.arousal, 0.0, 1.0),
-                    ("confidence", e.confidence, 0.0, 1.0),
-                ] {
-                    if !x.is_finite() {
-                        return Err(garbage(format!("{name} is {x}")));
+    match results {
+        Results::Abi2(results) => {
+            for (index, r) in results.iter().enumerate() {
+                let garbage = |message: String| CallFailure::Garbage { index, message };
+                match r {
+                    wit::NormalizeResult::Emotion(e) => {
+                        check_numbers(e.valence, e.arousal, e.confidence).map_err(garbage)?;
+                        // The field count is checked when the text is parsed
+                        // (`convert`), which is the only time it is known.
+                        if e.extra.len() > MAX_EXTRA_BYTES {
+                            return Err(garbage(format!(
+                                "extra fields of {} bytes (at most {MAX_EXTRA_BYTES})",
+                                e.extra.len()
+                            )));
+                        }
                     }
-                    if !(lo..=hi).contains(&x) {
-                        return Err(garbage(format!("{name} {x} is outside [{lo}, {hi}]")));
-                    }
-                }
-                if e.label.as_ref().is_some_and(|l| l.len() > MAX_LABEL_LEN) {
-                    return Err(garbage(format!("label longer than {MAX_LABEL_LEN} bytes")));
-                }
-                let extra_bytes: usize = e.extra.iter().map(|(k, v)| k.len() + v.len()).sum();
-                if e.extra.len() > MAX_EXTRA_FIELDS || extra_bytes > MAX_EXTRA_BYTES {
-                    return Err(garbage(format!(
-                        "{} extra fields of {extra_bytes} bytes (at most {MAX_EXTRA_FIELDS} fields, {MAX_EXTRA_BYTES} bytes)",
-                        e.extra.len()
-                    )));
+                    wit::NormalizeResult::Error(m) => check_error(m).map_err(garbage)?,
+                    wit::NormalizeResult::None => {}
                 }
             }
-            wit::NormalizeResult::Error(m) if m.len() > MAX_ERROR_LEN => {
-                return Err(garbage(format!(
-                    "error message of {} bytes (at most {MAX_ERROR_LEN})",
-                    m.len()
-                )));
-            }
-            wit::NormalizeResult::Error(_) | wit::NormalizeResult::None => {}
         }
+        Results::Abi1(results) => {
+            for (index, r) in results.iter().enumerate() {
+                let garbage = |message: String| CallFailure::Garbage { index, message };
+                match r {
+                    wit::abi1::NormalizeResult::Emotion(e) => {
+                        check_numbers(e.valence, e.arousal, e.confidence).map_err(garbage)?;
+                        if e.label.as_ref().is_some_and(|l| l.len() > MAX_LABEL_LEN) {
+                            return Err(garbage(format!(
+                                "label longer than {MAX_LABEL_LEN} bytes"
+                            )));
+                        }
+                        let extra_bytes: usize =
+                            e.extra.iter().map(|(k, v)| k.len() + v.len()).sum();
+                        if e.extra.len() > MAX_EXTRA_FIELDS || extra_bytes > MAX_EXTRA_BYTES {
+                            return Err(garbage(format!(
+                                "{} extra fields of {extra_bytes} bytes (at most {MAX_EXTRA_FIELDS} fields, {MAX_EXTRA_BYTES} bytes)",
+                                e.extra.len()
+                            )));
+                        }
+                    }
+                    wit::abi1::NormalizeResult::Error(m) => check_error(m).map_err(garbage)?,
+                    wit::abi1::NormalizeResult::None => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Valence, arousal and confidence finite and in range.
+fn check_numbers(valence: f64, arousal: f64, confidence: f64) -> Result<(), String> {
+    for (name, x, lo, hi) in [
+        ("valence", valence, -1.0, 1.0),
+        ("arousal", arousal, 0.0, 1.0),
+        ("confidence", confidence, 0.0, 1.0),
+    ] {
+        if !x.is_finite() {
+            return Err(format!("{name} is {x}"));
+        }
+        if !(lo..=hi).contains(&x) {
+            return Err(format!("{name} {x} is outside [{lo}, {hi}]"));
+        }
+    }
+    Ok(())
+}
+
+fn check_error(message: &str) -> Result<(), String> {
+    if message.len() > MAX_ERROR_LEN {
+        return Err(format!(
+            "error message of {} bytes (at most {MAX_ERROR_LEN})",
+            message.len()
+        ));
     }
     Ok(())
 }

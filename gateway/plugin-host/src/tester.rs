@@ -28,7 +28,6 @@ use crate::config::{ByteSize, Dur, HostConfig, Limits, MemoryLimitOrigin};
 use crate::convert;
 use crate::error::{HostError, ReadingError};
 use crate::runtime::{LimitsFrom, LoadRequest, LoadedPlugin, PluginInfo, Runtime};
-use crate::wit;
 
 /// Options of [`test_plugin`].
 #[derive(Debug, Clone)]
@@ -236,27 +235,16 @@ pub fn test_plugin(
                         plugin: name.clone(),
                         failure,
                     }),
-                    Ok(mut results) => match results.pop() {
-                        Some(wit::NormalizeResult::Emotion(e)) => convert::to_event(
-                            &reading,
-                            e,
-                            &plugin.producer,
+                    Ok(results) => plugin
+                        .results(
+                            &name,
+                            std::slice::from_ref(&reading),
+                            results,
                             &options.gateway_id,
-                            now,
                         )
-                        .map(Some)
-                        .map_err(|message| ReadingError::InvalidEmotion {
-                            plugin: name.clone(),
-                            message,
-                        }),
-                        Some(wit::NormalizeResult::None) => Ok(None),
-                        Some(wit::NormalizeResult::Error(message)) => Err(ReadingError::Plugin {
-                            plugin: name.clone(),
-                            message,
-                        }),
+                        .pop()
                         // `call` checked the count; kept total for safety.
-                        None => Ok(None),
-                    },
+                        .unwrap_or(Ok(None)),
                 };
                 match answer {
                     Ok(Some(event)) => {

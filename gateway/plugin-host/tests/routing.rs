@@ -11,8 +11,8 @@ use std::time::Duration;
 use common::*;
 use emotion_core::Source;
 use emotion_plugin_host::{
-    ByteSize, CallFailure, Dur, HostConfig, MEMORY_SECTION, MemoryLimitOrigin, PluginConfig,
-    PluginHost, PluginState, ReadingError, TestOptions, read_stamps, test_plugin,
+    ByteSize, CURRENT_ABI, CallFailure, Dur, HostConfig, MEMORY_SECTION, MemoryLimitOrigin,
+    PluginConfig, PluginHost, PluginState, ReadingError, TestOptions, read_stamps, test_plugin,
 };
 
 const MIB: u64 = 1 << 20;
@@ -418,7 +418,7 @@ fn malformed_or_conflicting_memory_sections_refuse_the_plugin() {
     let ok = with_section(&echo, MEMORY_SECTION, &(32 * MIB).to_le_bytes());
     assert_eq!(
         read_stamps(&ok).map(|s| (s.abi_version, s.memory_need)),
-        Ok((1, Some(32 * MIB)))
+        Ok((CURRENT_ABI, Some(32 * MIB)))
     );
 }
 
@@ -433,7 +433,7 @@ fn the_text_encoder_declares_its_need() {
         )
     });
     let stamps = read_stamps(&bytes).expect("readable stamps");
-    assert_eq!(stamps.abi_version, 1);
+    assert_eq!(stamps.abi_version, CURRENT_ABI);
     let need = stamps
         .memory_need
         .expect("text-encoder declares a memory need");

@@ -24,8 +24,8 @@ pub mod reference;
 use std::sync::Mutex;
 
 use emotion_plugin_sdk::{
-    ActionUnit, AuValue, Emotion, Facial, HeadPose, Info, Outcome, Payload, Plugin, Point, Reading,
-    Source, json,
+    ActionUnit, AuValue, Emotion, Facial, HeadPose, Info, Label, Outcome, Payload, Plugin, Point,
+    Reading, Source, json,
 };
 use serde_json::{Map, Value};
 use std::f64::consts::PI;
@@ -416,51 +416,55 @@ fn payload_kind(p: &Payload) -> &'static str {
 /// The emotion for an analysis, with its explanation in extra fields.
 pub fn to_emotion(a: &Analysis) -> Emotion {
     let mut e = Emotion::new(a.valence, a.arousal, a.confidence);
-    e.label = a.label.map(str::to_owned);
-    let mut m = String::with_capacity(96);
-    m.push_str(r#"{"variant":""#);
-    m.push_str(a.best.variant.name);
-    m.push_str(r#"","source":""#);
-    m.push_str(a.best.variant.source);
-    m.push_str(r#"","score":"#);
-    json::push_fixed(&mut m, a.best.f1, 3);
-    m.push('}');
-    e.extra.push(("facs_match".into(), m));
-    let mut r = String::with_capacity(40);
-    r.push_str(r#"{"label":""#);
-    r.push_str(a.runner_up.0);
-    r.push_str(r#"","score":"#);
-    json::push_fixed(&mut r, a.runner_up.1, 3);
-    r.push('}');
-    e.extra.push(("runner_up".into(), r));
-    let mut units = String::with_capacity(32);
-    units.push('[');
-    for (i, u) in a.active.iter().enumerate() {
-        if i > 0 {
-            units.push(',');
+    // The analysis' labels are the gateway's (`facs::Emotion::label`).
+    e.label = a.label.and_then(Label::from_name);
+    // The four fields are written straight into the one object text the
+    // host parses; room for all of them at once.
+    e.extra.reserve(256);
+    e.push_extra_with("facs_match", |m| {
+        m.push_str(r#"{"variant":""#);
+        m.push_str(a.best.variant.name);
+        m.push_str(r#"","source":""#);
+        m.push_str(a.best.variant.source);
+        m.push_str(r#"","score":"#);
+        json::push_fixed(m, a.best.f1, 3);
+        m.push('}');
+    });
+    e.push_extra_with("runner_up", |r| {
+        r.push_str(r#"{"label":""#);
+        r.push_str(a.runner_up.0);
+        r.push_str(r#"","score":"#);
+        json::push_fixed(r, a.runner_up.1, 3);
+        r.push('}');
+    });
+    e.push_extra_with("active_units", |units| {
+        units.push('[');
+        for (i, u) in a.active.iter().enumerate() {
+            if i > 0 {
+                units.push(',');
+            }
+            json::push_fixed(units, f64::from(*u), 0);
         }
-        json::push_fixed(&mut units, f64::from(*u), 0);
-    }
-    units.push(']');
-    e.extra.push(("active_units".into(), units));
-    let mut q = String::with_capacity(80);
-    for (i, (k, x)) in [
-        ("detection", a.factors.detection),
-        ("pose", a.factors.pose),
-        ("expression", a.factors.expression),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        q.push_str(if i == 0 { "{\"" } else { ",\"" });
-        q.push_str(k);
-        q.push_str("\":");
-        json::push_fixed(&mut q, x, 3);
-    }
-    q.push_str(r#","input":""#);
-    q.push_str(a.input.as_str());
-    q.push_str("\"}");
-    e.extra.push(("quality".into(), q));
+        units.push(']');
+    });
+    e.push_extra_with("quality", |q| {
+        for (i, (k, x)) in [
+            ("detection", a.factors.detection),
+            ("pose", a.factors.pose),
+            ("expression", a.factors.expression),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            q.push_str(if i == 0 { "{\"" } else { ",\"" });
+            q.push_str(k);
+            q.push_str("\":");
+            json::push_fixed(q, x, 3);
+        }
+        q.push_str(r#","input":""#);
+        q.push_str(a.input.as_str());
+        q.push_str("\"}");
+    });
     e
 }
 

@@ -366,7 +366,7 @@ fn openface_rows_are_read() {
     let Outcome::Emotion(e) = normalize_with(&s, reading(Payload::Json(row.into()))) else {
         panic!("expected an emotion");
     };
-    assert_eq!(e.label.as_deref(), Some("joy"));
+    assert_eq!(e.label.map(Label::as_str), Some("joy"));
     assert!(e.confidence > 0.9);
     let lost = r#"{"confidence": 0.1, "success": 0, "AU12_r": 0.0}"#;
     assert!(matches!(
@@ -413,11 +413,11 @@ fn openface_values_out_of_range_are_errors_not_clamped() {
     let Outcome::Emotion(e) = outcome(r#"{"AU06_r": 5, "AU12_r": 5, "AU04_r": 0}"#) else {
         panic!("the ends of the scale must be accepted");
     };
-    assert_eq!(e.label.as_deref(), Some("joy"));
+    assert_eq!(e.label.map(Label::as_str), Some("joy"));
     let Outcome::Emotion(e) = outcome(r#"{"AU06_r": 0, "AU12_r": 0}"#) else {
         panic!("zero intensities are a face at rest");
     };
-    assert_eq!(e.label.as_deref(), Some("neutral"));
+    assert_eq!(e.label.map(Label::as_str), Some("neutral"));
     // The wire form says the same about a huge intensity, briefly.
     let mut f = units(&[(6, 3.0), (12, 3.0)]);
     f.action_units[1].value = AuValue::Intensity(1e308);
@@ -440,9 +440,13 @@ fn extra_fields_are_json_and_confidence_stays_in_range() {
             };
             assert!((0.80..=0.95).contains(&e.confidence));
             assert!((-1.0..=1.0).contains(&e.valence) && (0.0..=1.0).contains(&e.arousal));
-            for (k, v) in &e.extra {
-                serde_json::from_str::<Value>(v).unwrap_or_else(|err| panic!("{k}: {v}: {err}"));
-            }
+            // One JSON object, four fields.
+            let fields = serde_json::from_str::<Map<String, Value>>(&e.extra)
+                .unwrap_or_else(|err| panic!("{}: {err}", e.extra));
+            assert_eq!(
+                fields.keys().map(String::as_str).collect::<Vec<_>>(),
+                ["active_units", "facs_match", "quality", "runner_up"]
+            );
         }
     }
 }
@@ -483,4 +487,15 @@ fn info_names_the_plugin_and_its_source() {
     assert_eq!(info.name, "facial");
     assert_eq!(info.sources, vec![Source::Facial]);
     serde_json::from_str::<Value>(&info.settings_schema).expect("schema is JSON");
+}
+
+#[test]
+fn every_facs_label_is_a_gateway_label() {
+    // `to_emotion` maps the analysis' label by name: none may be lost.
+    for emotion in facs::Emotion::ALL {
+        assert_eq!(
+            Label::from_name(emotion.label()).map(Label::as_str),
+            Some(emotion.label())
+        );
+    }
 }

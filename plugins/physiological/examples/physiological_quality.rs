@@ -114,11 +114,9 @@ fn hrv_section() -> bool {
         skin_temperature_c: None,
     };
     let through = match engine.process(&reading("hrv", T0, Source::Physiological, p)) {
-        Outcome::Emotion(e) => e
-            .extra
-            .iter()
-            .find(|(k, _)| k == "hrv")
-            .and_then(|(_, v)| serde_json::from_str::<Value>(v).ok()),
+        Outcome::Emotion(e) => serde_json::from_str::<Value>(&e.extra)
+            .ok()
+            .and_then(|mut extra| extra.get_mut("hrv").map(Value::take)),
         _ => None,
     };
     let same = through.as_ref().is_some_and(|h| {

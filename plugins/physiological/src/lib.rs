@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use emotion_plugin_sdk::{
-    Emotion, Info, Outcome, Payload, Physiological, Plugin, Reading, Source, json,
+    Emotion, Info, Label, Outcome, Payload, Physiological, Plugin, Reading, Source, json,
 };
 use serde_json::{Map, Value};
 
@@ -690,16 +690,16 @@ impl Assessment {
     /// The emotion, with the stress index, HRV, EDA and baseline figures in
     /// its extra fields.
     pub fn to_emotion(&self) -> Emotion {
-        let mut e = Emotion::labelled(self.label, self.valence, self.arousal, self.confidence);
-        let fixed = |x: f64, d: u32| {
-            let mut s = String::with_capacity(8);
-            json::push_fixed(&mut s, x, d);
-            s
-        };
-        e.extra
-            .push(("stress_index".into(), fixed(self.stress_index, 3)));
+        let mut e = Emotion::new(self.valence, self.arousal, self.confidence);
+        // The assessment's labels are the gateway's (a test checks each).
+        e.label = Label::from_name(self.label);
+        // One object text for every field (the host parses it once).
+        e.extra.reserve(512);
+        e.push_extra_with("stress_index", |o| {
+            json::push_fixed(o, self.stress_index, 3)
+        });
         if let Some(hr) = self.values[Channel::HeartRate.index()] {
-            e.extra.push(("heart_rate_bpm".into(), fixed(hr, 1)));
+            e.push_extra_with("heart_rate_bpm", |o| json::push_fixed(o, hr, 1));
         }
         if let Some(t) = &self.hrv {
             let mut o = Obj::new();
@@ -717,7 +717,7 @@ impl Assessment {
                         HrvWindow::Rolling => "\"rolling_60s\"",
                     },
                 );
-            e.extra.push(("hrv".into(), o.done()));
+            e.push_extra("hrv", &o.done());
         }
         if let Some(f) = &self.eda {
             let mut o = Obj::new();
@@ -728,7 +728,7 @@ impl Assessment {
                 .num("scr_threshold_us", f.threshold_us, 4)
                 .num("noise_us", f.noise_us, 4)
                 .num("duration_s", f.duration_s, 1);
-            e.extra.push(("eda".into(), o.done()));
+            e.push_extra("eda", &o.done());
         }
         let mut zs = Obj::new();
         for ch in Channel::ALL {
@@ -736,15 +736,14 @@ impl Assessment {
         }
         let mut b = Obj::new();
         b.num("warmth", self.warmth, 2).raw("z", &zs.done());
-        e.extra.push(("baseline".into(), b.done()));
+        e.push_extra("baseline", &b.done());
         if !self.dropped.is_empty() {
             let list: Vec<String> = self
                 .dropped
                 .iter()
                 .map(|d| Value::String(d.clone()).to_string())
                 .collect();
-            e.extra
-                .push(("dropped".into(), format!("[{}]", list.join(","))));
+            e.push_extra("dropped", &format!("[{}]", list.join(",")));
         }
         e
     }

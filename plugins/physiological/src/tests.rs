@@ -28,13 +28,12 @@ fn reading(user: &str, ts: i64, source: Source, p: Physiological) -> Reading {
 }
 
 fn extra(e: &Emotion, key: &str) -> Value {
-    let text = &e
-        .extra
-        .iter()
-        .find(|(k, _)| k == key)
-        .unwrap_or_else(|| panic!("no extra field `{key}` in {:?}", e.extra))
-        .1;
-    serde_json::from_str(text).unwrap_or_else(|err| panic!("{key}: {text}: {err}"))
+    let fields: serde_json::Map<String, Value> = serde_json::from_str(&e.extra)
+        .unwrap_or_else(|err| panic!("extra is not a JSON object: {}: {err}", e.extra));
+    fields
+        .get(key)
+        .cloned()
+        .unwrap_or_else(|| panic!("no extra field `{key}` in {}", e.extra))
 }
 
 fn emotion(out: Outcome) -> Emotion {
@@ -390,9 +389,12 @@ fn extra_fields_are_json_and_numbers_in_range() {
             assert!((-1.0..=1.0).contains(&e.valence) && (0.0..=1.0).contains(&e.arousal));
             let (lo, hi) = confidence_range(source);
             assert!((lo..=hi).contains(&e.confidence));
-            for (k, v) in &e.extra {
-                serde_json::from_str::<Value>(v).unwrap_or_else(|err| panic!("{k}: {v}: {err}"));
-            }
+            serde_json::from_str::<serde_json::Map<String, Value>>(&e.extra)
+                .unwrap_or_else(|err| panic!("{}: {err}", e.extra));
+            assert!(
+                e.label.is_some(),
+                "every assessment label is a gateway label"
+            );
             let si = extra(&e, "stress_index").as_f64().expect("number");
             assert!((0.0..=1.0).contains(&si));
             assert!(extra(&e, "eda")["scl_us"].as_f64().is_some());

@@ -6,13 +6,14 @@
 //! * `survey` readings carry JSON with Self-Assessment Manikin ratings
 //!   (Bradley & Lang 1994), both on the usual 1–9 scale:
 //!   `{"sam_valence": 7, "sam_arousal": 3}`, optionally with a label the
-//!   respondent picked: `{"sam_valence": 7, "sam_arousal": 3, "label": "calm"}`.
+//!   respondent picked, one of the gateway's labels (another is an error answer):
+//!   `{"sam_valence": 7, "sam_arousal": 3, "label": "calm"}`.
 //! * `behavioral` readings carry interaction counts and an activity level:
 //!   `{"positive": 4, "negative": 1, "activity": 0.7}`.
 //!
 //! Settings (all optional): `{"survey_confidence": 0.95, "behavioral_confidence": 0.6}`.
 
-use emotion_plugin_sdk::{Emotion, Info, Outcome, Payload, Plugin, Reading, Source};
+use emotion_plugin_sdk::{Emotion, Info, Label, Outcome, Payload, Plugin, Reading, Source};
 use serde_json::{Map, Value};
 
 pub struct Template;
@@ -128,8 +129,15 @@ fn survey(settings: &Settings, fields: &Map<String, Value>) -> Result<Outcome, S
     let mut emotion = Emotion::new((v - 5.0) / 4.0, (a - 1.0) / 8.0, settings.survey_confidence);
     match fields.get("label") {
         None | Some(Value::Null) => {}
-        // Passed through: the host refuses labels it does not know.
-        Some(Value::String(label)) => emotion.label = Some(label.clone()),
+        // One of the gateway's labels, spelled as the gateway reads them.
+        Some(Value::String(label)) => match Label::from_name(label) {
+            Some(l) => emotion.label = Some(l),
+            None => {
+                return Err(format!(
+                    "`label` {label:?} is not one of the gateway's labels"
+                ));
+            }
+        },
         Some(_) => return Err("`label` must be a string".into()),
     }
     Ok(Outcome::Emotion(
@@ -198,7 +206,7 @@ mod tests {
             panic!("expected an emotion, got {out:?}");
         };
         assert_eq!((e.valence, e.arousal), (1.0, 0.0));
-        assert_eq!(e.label.as_deref(), Some("calm"));
+        assert_eq!(e.label, Some(Label::Calm));
     }
 
     #[test]
@@ -207,6 +215,7 @@ mod tests {
             r#"{"sam_valence": 12, "sam_arousal": 1}"#,
             "[1]",
             r#"{"sam_arousal": 1}"#,
+            r#"{"sam_valence": 5, "sam_arousal": 5, "label": "elation"}"#,
         ] {
             let out = normalize_with(&Settings::default(), reading(Source::Survey, json));
             assert!(matches!(out, Outcome::Error(_)), "{json}: {out:?}");

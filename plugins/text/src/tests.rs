@@ -204,7 +204,8 @@ fn batch_answers_every_reading_in_order() {
     let first = emotion(outs[0].clone());
     assert!(first.valence > 0.0);
     assert!(first.label.is_none(), "the gateway names the nearest label");
-    assert!(first.extra.iter().any(|(k, _)| k == "text"));
+    let fields = first.extra_fields().expect("one JSON object");
+    assert!(fields.iter().any(|(k, _)| k == "text"));
     assert!(matches!(outs[1], Outcome::Error(_)));
     assert!(emotion(outs[2].clone()).valence < 0.0);
 }

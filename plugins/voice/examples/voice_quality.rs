@@ -76,7 +76,7 @@ fn run(voice: &mut Voice, user: &str, samples: &[i16], rate: u32) -> Result1 {
             arousal: e.arousal,
             valence: e.valence,
             confidence: e.confidence,
-            label: e.label.unwrap_or_else(|| "-".into()),
+            label: e.label.map_or("-", |l| l.as_str()).into(),
         },
         other => panic!("{user}: expected an emotion, got {other:?}"),
     }

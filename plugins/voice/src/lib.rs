@@ -25,7 +25,7 @@
 
 use std::sync::Mutex;
 
-use emotion_plugin_sdk::{Emotion, Info, Outcome, Plugin, Reading, Source};
+use emotion_plugin_sdk::{Emotion, Info, Label, Outcome, Plugin, Reading, Source};
 use serde_json::{Map, Value};
 
 pub mod affect;
@@ -399,8 +399,11 @@ impl Output {
             e.confidence
                 .clamp(affect::CONFIDENCE_MIN, affect::CONFIDENCE_MAX),
         );
-        emotion.label = e.label.map(str::to_owned);
-        emotion.extra = self.extra();
+        // The estimate's labels are the gateway's (a test checks them).
+        emotion.label = e.label.and_then(Label::from_name);
+        for (k, v) in self.extra() {
+            emotion.push_extra(&k, &v);
+        }
         Outcome::Emotion(emotion)
     }
 }

@@ -1,7 +1,9 @@
 //! Unit tests on synthetic signals and prosody features. The tests on real
 //! synthesized speech (espeak-ng) are in `tests/speech.rs`.
 
-use emotion_plugin_sdk::{Facial, Payload, Pcm, Prosody, Reading, Source, Text, Voice as WitVoice};
+use emotion_plugin_sdk::{
+    Facial, Label, Payload, Pcm, Prosody, Reading, Source, Text, Voice as WitVoice,
+};
 
 use crate::affect::{self, CONFIDENCE_MAX, CONFIDENCE_MIN};
 use crate::features::{self, AnalysisError};
@@ -592,11 +594,12 @@ fn emotion_carries_label_and_features() {
     assert!((0.0..=1.0).contains(&e.arousal));
     assert!((-1.0..=1.0).contains(&e.valence));
     assert!(matches!(
-        e.label.as_deref(),
+        e.label.map(Label::as_str),
         Some("calm" | "neutral" | "excitement" | "anger" | "sadness")
     ));
-    assert!(e.extra.len() <= 64);
-    let keys: Vec<&str> = e.extra.iter().map(|(k, _)| k.as_str()).collect();
+    let fields = e.extra_fields().expect("one JSON object");
+    assert!(fields.len() <= 64);
+    let keys: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
     for k in [
         "input",
         "f0_mean_hz",
@@ -612,13 +615,12 @@ fn emotion_carries_label_and_features() {
     ] {
         assert!(keys.contains(&k), "missing {k} in {keys:?}");
     }
-    for (k, v) in &e.extra {
+    for (k, v) in &fields {
         let parsed: serde_json::Value =
             serde_json::from_str(v).unwrap_or_else(|err| panic!("{k} = {v}: {err}"));
         assert!(!parsed.is_null(), "{k} is null");
     }
-    let size: usize = e.extra.iter().map(|(k, v)| k.len() + v.len()).sum();
-    assert!(size < 64 * 1024);
+    assert!(e.extra.len() < 64 * 1024);
 
     let no_labels = Voice::new(Settings {
         labels: false,

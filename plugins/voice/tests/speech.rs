@@ -39,7 +39,7 @@ fn score(voice: &mut Voice, user: &str, samples: Vec<i16>, rate: u32) -> Scored 
             Scored {
                 arousal: e.arousal,
                 confidence: e.confidence,
-                label: e.label,
+                label: e.label.map(|l| l.as_str().to_owned()),
             }
         }
         other => panic!("expected an emotion, got {other:?}"),

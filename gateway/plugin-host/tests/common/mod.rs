@@ -11,9 +11,10 @@ use emotion_core::reading::RawReading;
 use emotion_plugin_host::HostConfig;
 
 /// Every component the tests use, as `scripts/build-plugins.sh` names them.
-pub const PLUGINS: [&str; 13] = [
+pub const PLUGINS: [&str; 14] = [
     "template",
     "echo",
+    "echo-abi1",
     "echo-v2",
     "echo-faulty",
     "lexicon",

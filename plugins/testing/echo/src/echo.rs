@@ -11,7 +11,7 @@
 //!
 //! Each crate exports it (or a wrapper, as `echo-faulty` does) itself.
 
-use emotion_plugin_sdk::{Emotion, Info, Outcome, Payload, Plugin, Reading, Source};
+use emotion_plugin_sdk::{Emotion, Info, Label, Outcome, Payload, Plugin, Reading, Source};
 
 pub struct Echo;
 
@@ -35,12 +35,15 @@ impl Plugin for Echo {
         let number = |i: usize| words.get(i).and_then(|w| w.parse::<f64>().ok());
         let emotion = match (words.first(), number(0)) {
             (Some(_), Some(v)) => Emotion::new(v, number(1).unwrap_or(0.5), 0.7),
-            (Some(label), None) => Emotion::labelled(
-                *label,
-                number(1).unwrap_or(0.0),
-                number(2).unwrap_or(0.5),
-                0.7,
-            ),
+            // ABI 2 labels are the gateway's: a name it does not know is
+            // this plugin's error answer (under ABI 1 the host judged it;
+            // see echo-abi1).
+            (Some(label), None) => match Label::from_name(label) {
+                Some(l) => {
+                    Emotion::labelled(l, number(1).unwrap_or(0.0), number(2).unwrap_or(0.5), 0.7)
+                }
+                None => return Outcome::error(format!("unknown label `{label}`")),
+            },
             (None, _) => return Outcome::error("empty text"),
         };
         // JSON-quote the content by hand: the SDK has no JSON dependency.

@@ -3,7 +3,7 @@
 //! restart (a fresh instance starts counting again) is visible.
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use emotion_plugin_sdk::{Emotion, Info, Outcome, Plugin, Reading, Source};
+use emotion_plugin_sdk::{Emotion, Info, Label, Outcome, Plugin, Reading, Source};
 
 pub struct TrapThird;
 
@@ -15,7 +15,7 @@ impl Plugin for TrapThird {
     }
 
     fn normalize_one(_reading: Reading) -> Outcome {
-        Outcome::Emotion(Emotion::labelled("calm", -0.1, 0.3, 0.9))
+        Outcome::Emotion(Emotion::labelled(Label::Calm, -0.1, 0.3, 0.9))
     }
 
     fn normalize(readings: Vec<Reading>) -> Vec<Outcome> {
