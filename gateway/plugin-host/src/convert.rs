@@ -7,8 +7,11 @@ use emotion_core::{EmotionEvent, EmotionLabel, Json};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::runtime::MAX_EXTRA_FIELDS;
 use crate::wit;
+
+/// Most extra fields one emotion may carry (both ABIs); beyond it a plugin's
+/// output is garbage, not context.
+pub(crate) const MAX_EXTRA_FIELDS: usize = 64;
 
 /// The WIT reading for a raw reading; a missing session or timestamp is
 /// filled in from `now` (the gateway's clock at reception).

@@ -18,6 +18,7 @@ use crate::abi::{ABI_1, ABI_2, SUPPORTED_ABIS, read_stamps};
 use crate::cache::{Cache, Origin};
 use crate::config::{HostConfig, Limits, MemoryLimitOrigin};
 use crate::convert;
+use crate::convert::MAX_EXTRA_FIELDS;
 use crate::error::{CallFailure, LoadError, ReadingError, ReadingResult};
 use crate::wit;
 
@@ -29,7 +30,6 @@ const LOG_LINES_PER_CALL: u32 = 64;
 const MAX_LOG_LINE: usize = 2048;
 /// Bounds on what a plugin may hand back, beyond which output is garbage.
 const MAX_LABEL_LEN: usize = 64;
-pub(crate) const MAX_EXTRA_FIELDS: usize = 64;
 const MAX_EXTRA_BYTES: usize = 64 * 1024;
 const MAX_ERROR_LEN: usize = 4096;
 
