@@ -54,7 +54,8 @@ impl Runtime {
     pub(crate) fn new(tick: Duration) -> Result<Self, String> {
         let mut config = wasmtime::Config::new();
         // Deadlines: generated code checks the epoch at loop headers and
-        // function entries (~5 % cost, less than fuel's ~10 %).
+        // function entries (10-16 % of a small reading's host time, measured
+        // in the README; fuel costs more).
         config.epoch_interruption(true);
         config.wasm_component_model(true);
         config.parallel_compilation(true);
