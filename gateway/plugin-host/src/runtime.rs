@@ -55,7 +55,7 @@ impl Runtime {
         let mut config = wasmtime::Config::new();
         // Deadlines: generated code checks the epoch at loop headers and
         // function entries (10-16 % of a small reading's host time, measured
-        // in the README; fuel costs more).
+        // in the README; fuel is the slower mechanism by wasmtime's docs).
         config.epoch_interruption(true);
         config.wasm_component_model(true);
         config.parallel_compilation(true);
