@@ -334,7 +334,7 @@ fn outcome(a: &Analysis) -> Outcome {
         return Outcome::error("internal error: non-finite score");
     }
     let extra = format!(
-        "{{\"model\":\"all-MiniLM-L6-v2-int8\",\"tokens\":{},\"words\":{},\"known\":{:.3},\"truncated\":{}}}",
+        "{{\"model\":\"all-MiniLM-L6-v2-emobank-lora-int8\",\"tokens\":{},\"words\":{},\"known\":{:.3},\"truncated\":{}}}",
         a.tokens, a.words, a.known, a.truncated
     );
     Outcome::Emotion(Emotion::new(a.valence, a.arousal, a.confidence).with_extra("text", extra))
