@@ -178,14 +178,10 @@ pub(crate) fn to_event_with_id(
     // Parsed JSON holds U+0000 only where its text had the escape `\u0000`
     // (serde_json refuses raw control characters in strings and keys).
     let context_may_hold_nul = text.contains("\\u0000");
+    let coordinates = Coordinates::new(label, emotion.valence, emotion.arousal, emotion.confidence);
     event(
         reading,
-        Coordinates {
-            label,
-            valence: emotion.valence,
-            arousal: emotion.arousal,
-            confidence: emotion.confidence,
-        },
+        coordinates,
         extra,
         context_may_hold_nul,
         (producer, gateway_id, now, event_id),
@@ -235,14 +231,10 @@ pub(crate) fn abi1_to_event_with_id(
             .map_err(|e| format!("extra field `{key}` is not valid JSON ({e}): {text:?}"))?;
         extra.insert(key, value);
     }
+    let coordinates = Coordinates::new(label, emotion.valence, emotion.arousal, emotion.confidence);
     event(
         reading,
-        Coordinates {
-            label,
-            valence: emotion.valence,
-            arousal: emotion.arousal,
-            confidence: emotion.confidence,
-        },
+        coordinates,
         extra,
         context_may_hold_nul,
         (producer, gateway_id, now, event_id),
@@ -255,6 +247,17 @@ struct Coordinates {
     valence: f64,
     arousal: f64,
     confidence: f64,
+}
+
+impl Coordinates {
+    fn new(label: EmotionLabel, valence: f64, arousal: f64, confidence: f64) -> Self {
+        Self {
+            label,
+            valence,
+            arousal,
+            confidence,
+        }
+    }
 }
 
 /// The event, checked storable. `context_may_hold_nul`: whether `extra`
