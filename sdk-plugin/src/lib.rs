@@ -202,34 +202,9 @@ impl Label {
     /// The label with this name, read as the gateway reads one (surrounding
     /// spaces and letter case ignored); `None` for a name it does not know.
     pub fn from_name(name: &str) -> Option<Label> {
-        // The exact spelling first: a plugin's own label constants take one
-        // compiled `match`, not a scan of 23 case-insensitive compares.
-        let exact = match name {
-            "joy" => Some(Label::Joy),
-            "sadness" => Some(Label::Sadness),
-            "anger" => Some(Label::Anger),
-            "fear" => Some(Label::Fear),
-            "trust" => Some(Label::Trust),
-            "disgust" => Some(Label::Disgust),
-            "surprise" => Some(Label::Surprise),
-            "anticipation" => Some(Label::Anticipation),
-            "optimism" => Some(Label::Optimism),
-            "disappointment" => Some(Label::Disappointment),
-            "contempt" => Some(Label::Contempt),
-            "anxiety" => Some(Label::Anxiety),
-            "love" => Some(Label::Love),
-            "remorse" => Some(Label::Remorse),
-            "awe" => Some(Label::Awe),
-            "aggressiveness" => Some(Label::Aggressiveness),
-            "neutral" => Some(Label::Neutral),
-            "unknown" => Some(Label::Unknown),
-            "calm" => Some(Label::Calm),
-            "excitement" => Some(Label::Excitement),
-            "boredom" => Some(Label::Boredom),
-            "contentment" => Some(Label::Contentment),
-            "stress" => Some(Label::Stress),
-            _ => None,
-        };
+        // The exact spelling first (a plugin's own label names), then as the
+        // gateway reads one.
+        let exact = Label::ALL.into_iter().find(|l| l.as_str() == name);
         exact.or_else(|| {
             let name = name.trim();
             Label::ALL
@@ -298,13 +273,6 @@ impl Emotion {
         text.push(':');
         write(text);
         text.push('}');
-    }
-
-    /// The extra fields as `(key, JSON text)` pairs, read back from the
-    /// object text (for tests and tools; `None` if the text is not a JSON
-    /// object). No fields: an empty list.
-    pub fn extra_fields(&self) -> Option<Vec<(String, String)>> {
-        json::object_fields(&self.extra)
     }
 }
 
@@ -638,20 +606,11 @@ mod tests {
     fn extra_fields_build_one_object() {
         let mut e = Emotion::new(0.1, 0.2, 0.3);
         assert_eq!(e.extra, "");
-        assert_eq!(e.extra_fields(), Some(vec![]));
         e = e
             .with_extra("n", "3")
             .with_extra(String::from("say \"hi\""), "\"x\"");
         e.push_extra_with("f", |o| json::push_fixed(o, 0.25, 2));
         assert_eq!(e.extra, r#"{"n":3,"say \"hi\"":"x","f":0.25}"#);
-        assert_eq!(
-            e.extra_fields(),
-            Some(vec![
-                ("n".to_owned(), "3".to_owned()),
-                ("say \"hi\"".to_owned(), "\"x\"".to_owned()),
-                ("f".to_owned(), "0.25".to_owned()),
-            ])
-        );
     }
 
     #[test]
