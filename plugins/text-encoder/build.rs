@@ -178,7 +178,10 @@ impl Tensors {
     }
 }
 
-/// IEEE 754 half precision to f32 (exact).
+/// IEEE 754 half precision to f32 (exact). Written here rather than taking
+/// the `half` crate as a build dependency for one function; a wrong
+/// conversion fails the reference test (`tools/reference.py` merges the
+/// adapters with numpy).
 fn f16_to_f32(h: u16) -> f32 {
     let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
     let exp = i32::from((h >> 10) & 0x1f);

@@ -854,6 +854,7 @@ fn check_numbers(valence: f64, arousal: f64, confidence: f64) -> Result<(), Stri
     Ok(())
 }
 
+/// An error message a plugin answered, within its size bound.
 fn check_error(message: &str) -> Result<(), String> {
     if message.len() > MAX_ERROR_LEN {
         return Err(format!(
