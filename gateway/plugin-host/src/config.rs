@@ -14,6 +14,7 @@
 //! batch_max_latency = "5ms"
 //! queue_capacity = 10000
 //! watch_interval = "1s"             # "0s" disables the directory poller
+//! profiler = "none"                 # "perfmap": name plugin code for `perf`
 //!
 //! [plugins.quarantine]
 //! after_failures = 3
@@ -102,6 +103,8 @@ pub struct HostConfig {
     pub watch_interval: Dur,
     /// Granularity of deadlines: the epoch ticker's period.
     pub epoch_tick: Dur,
+    /// Whether plugins' compiled code is named for a profiler.
+    pub profiler: Profiler,
     pub quarantine: QuarantineConfig,
     pub canary: CanaryConfig,
     /// Which plugin (file name without `.wasm`) reads each source, keyed by
@@ -126,12 +129,26 @@ impl Default for HostConfig {
             queue_capacity: 10_000,
             watch_interval: Dur(Duration::from_secs(1)),
             epoch_tick: Dur(Duration::from_millis(5)),
+            profiler: Profiler::None,
             quarantine: QuarantineConfig::default(),
             canary: CanaryConfig::default(),
             sources: BTreeMap::new(),
             per_plugin: BTreeMap::new(),
         }
     }
+}
+
+/// Naming plugins' compiled code for a sampling profiler. Off by default:
+/// without it `perf` shows a plugin's whole run as anonymous JIT addresses,
+/// so a vendor cannot tell their own functions from the ABI glue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profiler {
+    #[default]
+    None,
+    /// Append each compiled function's address range and name to
+    /// `/tmp/perf-<pid>.map`, which `perf report` reads (Linux).
+    PerfMap,
 }
 
 /// When a failing plugin is taken out of service, and for how long.
@@ -537,6 +554,7 @@ mod tests {
             batch_max_size = 50
             batch_max_latency = "2ms"
             watch_interval = "0s"
+            profiler = "perfmap"
             [quarantine]
             after_failures = 2
             initial_backoff = "500ms"
@@ -573,6 +591,8 @@ mod tests {
         );
         assert_eq!(c.settings("other"), "{}");
         assert_eq!(c.cache_dir(), PathBuf::from("/var/cache/plugins"));
+        assert_eq!(c.profiler, Profiler::PerfMap);
+        assert!(toml::from_str::<HostConfig>(r#"profiler = "vtune""#).is_err());
         assert_eq!(
             c.canary,
             CanaryConfig {

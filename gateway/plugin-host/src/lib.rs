@@ -73,7 +73,7 @@ pub use batcher::PendingReading;
 pub use canary::{CanaryState, CanaryStatus, CanaryVersion};
 pub use config::{
     ByteSize, CanaryConfig, ConfigError, DeclaredMemoryError, Dur, HostConfig, Limits,
-    MemoryLimitOrigin, PluginConfig, QuarantineConfig,
+    MemoryLimitOrigin, PluginConfig, Profiler, QuarantineConfig,
 };
 pub use convert::{to_event, to_wit};
 pub use error::{CallFailure, HostError, LoadError, ReadingError, ReadingResult};

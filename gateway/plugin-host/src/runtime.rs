@@ -16,7 +16,7 @@ use wasmtime::{Engine, ResourceLimiter, Store, Trap};
 
 use crate::abi::{ABI_1, ABI_2, SUPPORTED_ABIS, read_stamps};
 use crate::cache::{Cache, Origin};
-use crate::config::{HostConfig, Limits, MemoryLimitOrigin};
+use crate::config::{HostConfig, Limits, MemoryLimitOrigin, Profiler};
 use crate::convert;
 use crate::convert::MAX_EXTRA_FIELDS;
 use crate::error::{CallFailure, LoadError, ReadingError, ReadingResult};
@@ -51,8 +51,11 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    pub(crate) fn new(tick: Duration) -> Result<Self, String> {
+    pub(crate) fn new(tick: Duration, profiler: Profiler) -> Result<Self, String> {
         let mut config = wasmtime::Config::new();
+        if profiler == Profiler::PerfMap {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         // Deadlines: generated code checks the epoch at loop headers and
         // function entries (10-16 % of a small reading's host time, measured
         // in the README; fuel is the slower mechanism by wasmtime's docs).

@@ -24,7 +24,7 @@ use chrono::Utc;
 use emotion_core::reading::RawReading;
 use serde_json::{Value, json};
 
-use crate::config::{ByteSize, Dur, HostConfig, Limits, MemoryLimitOrigin};
+use crate::config::{ByteSize, Dur, HostConfig, Limits, MemoryLimitOrigin, Profiler};
 use crate::convert;
 use crate::error::{HostError, ReadingError};
 use crate::runtime::{LimitsFrom, LoadRequest, LoadedPlugin, PluginInfo, Runtime};
@@ -153,7 +153,7 @@ pub fn test_plugin(
         source,
     })?;
     let tick = HostConfig::default().epoch_tick.0;
-    let runtime = Arc::new(Runtime::new(tick).map_err(HostError::Engine)?);
+    let runtime = Arc::new(Runtime::new(tick, Profiler::None).map_err(HostError::Engine)?);
     let name = component
         .file_stem()
         .map_or_else(|| "plugin".to_owned(), |s| s.to_string_lossy().into_owned());

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use emotion_core::Source;
 use emotion_plugin_facial::reference::{self, Encoding};
-use emotion_plugin_host::{Dur, HostConfig, PluginHost, wit};
+use emotion_plugin_host::{Dur, HostConfig, PluginHost, Profiler, wit};
 use emotion_plugin_physiological::synth::{self, Rng, State};
 use emotion_plugin_sdk as sdk;
 use emotion_plugin_sdk::Plugin;
@@ -197,6 +197,12 @@ fn main() {
         deadline: Dur(Duration::from_secs(1)),
         batch_max_size: 1000,
         watch_interval: Dur(Duration::ZERO),
+        // In profiling mode, name the plugin's functions for `perf`.
+        profiler: if std::env::var_os("BENCH_PROFILE").is_some() {
+            Profiler::PerfMap
+        } else {
+            Profiler::None
+        },
         ..HostConfig::default()
     };
     let host = PluginHost::new(config, "bench").expect("host");

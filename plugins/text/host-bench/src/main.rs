@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use emotion_core::Source;
-use emotion_plugin_host::{Dur, HostConfig, PluginHost, wit};
+use emotion_plugin_host::{Dur, HostConfig, PluginHost, Profiler, wit};
 use emotion_plugin_sdk as sdk;
 use emotion_plugin_sdk::Plugin;
 use emotion_plugin_text::TextPlugin;
@@ -130,6 +130,12 @@ fn main() {
         deadline: Dur(Duration::from_secs(1)),
         batch_max_size: 1000,
         watch_interval: Dur(Duration::ZERO),
+        // In profiling mode, name the plugin's functions for `perf`.
+        profiler: if std::env::var_os("BENCH_PROFILE").is_some() {
+            Profiler::PerfMap
+        } else {
+            Profiler::None
+        },
         ..HostConfig::default()
     };
     let started = Instant::now();
