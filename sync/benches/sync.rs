@@ -91,14 +91,16 @@ fn make_events(n: usize, offset: u64) -> Vec<EmotionEvent> {
                 ingested_at: at,
                 gateway_id: "bench-gw".into(),
                 producer: "client".into(),
-                context: Some(Json(json!({"time_period": "morning", "activity": "work"}))),
+                context: Some(Json::new(
+                    json!({"time_period": "morning", "activity": "work"}),
+                )),
                 biometrics: i
                     .is_multiple_of(2)
-                    .then(|| Json(json!({"heart_rate": 60.0 + 40.0 * a}))),
+                    .then(|| Json::new(json!({"heart_rate": 60.0 + 40.0 * a}))),
                 location: None,
                 device_info: i
                     .is_multiple_of(4)
-                    .then(|| Json(json!({"platform": "Android"}))),
+                    .then(|| Json::new(json!({"platform": "Android"}))),
                 raw_data: None,
             }
         })
@@ -129,8 +131,9 @@ const RAW_TYPES: [Type; 17] = [
     Type::TEXT,
 ];
 
-fn j(o: &Option<Json>) -> Option<&serde_json::Value> {
-    o.as_ref().map(|j| &j.0)
+/// The bench's events hold parsed values, so this borrows (no parse).
+fn j(o: &Option<Json>) -> Option<std::borrow::Cow<'_, serde_json::Value>> {
+    o.as_ref().map(Json::value)
 }
 
 /// The reference: binary COPY of the same rows, same batches, into `table`.
@@ -149,13 +152,14 @@ async fn raw_copy(
             .expect("COPY");
         let mut w = pin!(BinaryCopyInWriter::new(sink, &RAW_TYPES));
         for e in *batch {
-            let (c, r, b, l, d) = (
+            let values = [
                 j(&e.context),
                 j(&e.raw_data),
                 j(&e.biometrics),
                 j(&e.location),
                 j(&e.device_info),
-            );
+            ];
+            let [c, r, b, l, d] = [0, 1, 2, 3, 4].map(|i| values[i].as_deref());
             let row: [&(dyn ToSql + Sync); 17] = [
                 &e.user_id,
                 &e.event_id,

@@ -10,7 +10,7 @@ use emotion_core::credit::CreditSummary;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::{IsNull, ToSql, Type};
 use tokio_postgres::{Client, NoTls, Statement, Transaction};
 use uuid::Uuid;
 
@@ -951,9 +951,33 @@ impl SyncClient {
     }
 }
 
-/// The JSON inside an optional event object, for a jsonb column.
-fn json(j: &Option<emotion_core::Json>) -> Option<&Value> {
-    j.as_ref().map(|j| &j.0)
+/// An optional event object for a json or jsonb column.
+fn json(j: &Option<emotion_core::Json>) -> Option<JsonSql<'_>> {
+    j.as_ref().map(JsonSql)
+}
+
+/// An event object as a json/jsonb parameter, written from its text: a
+/// plugin's context arrives as checked JSON text and goes to the database
+/// without being parsed (`Option<&Value>`'s `ToSql` needs a parsed value).
+#[derive(Debug)]
+struct JsonSql<'a>(&'a emotion_core::Json);
+
+impl ToSql for JsonSql<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        // jsonb's binary form is a version byte (1) and the JSON text.
+        if *ty == Type::JSONB {
+            out.extend_from_slice(&[1]);
+        }
+        out.extend_from_slice(self.0.text().as_bytes());
+        Ok(IsNull::No)
+    }
+
+    tokio_postgres::types::accepts!(JSON, JSONB);
+    tokio_postgres::types::to_sql_checked!();
 }
 
 /// The connection in `slot`, opened anew if there is none or it broke.

@@ -26,7 +26,7 @@ async fn poison_constraint(c: &mut SyncClient) {
 }
 
 fn poisoned(mut e: EmotionEvent) -> EmotionEvent {
-    e.context = Some(Json(json!({"poison": true})));
+    e.context = Some(Json::new(json!({"poison": true})));
     e
 }
 
@@ -159,7 +159,7 @@ async fn a_nul_the_validation_would_have_refused_is_dead_lettered_with_22p05() {
     // Events in the buffer from before validation refused U+0000 still sync.
     let (_db, mut c) = fresh().await;
     let mut batch = events("u1", 0..50);
-    batch[20].context = Some(Json(json!({"notes": ["a", "b\u{0}c"]})));
+    batch[20].context = Some(Json::new(json!({"notes": ["a", "b\u{0}c"]})));
     batch[33].user_id = "u\u{0}1".to_owned();
     let after = positions(9, batch.len());
     let (out, dead) = write(&mut c, &batch, &after, Cursor::new(10, 0)).await;

@@ -111,7 +111,7 @@ async fn every_column_round_trips() {
         (e.valence, e.arousal)
     );
     assert_eq!(r.get::<_, Option<f64>>(7), e.confidence);
-    let j = |o: &Option<emotion_core::Json>| o.as_ref().map(|j| j.0.clone());
+    let j = |o: &Option<emotion_core::Json>| o.clone().map(emotion_core::Json::into_value);
     assert_eq!(r.get::<_, Option<serde_json::Value>>(8), j(&e.context));
     assert_eq!(
         r.get::<_, Option<serde_json::Value>>(9),

@@ -66,12 +66,12 @@ fn event(i: u64, n: u64) -> EmotionEvent {
         ingested_at: at,
         gateway_id: "gw-bench".into(),
         producer: "client".into(),
-        context: Some(Json(
+        context: Some(Json::new(
             json!({"time_period": "afternoon", "day_of_week": "friday", "weather": "sunny", "seq": i}),
         )),
         biometrics: None,
         location: None,
-        device_info: Some(Json(
+        device_info: Some(Json::new(
             json!({"device_type": "smartwatch", "platform": "iOS", "app_version": "2.3.1"}),
         )),
         raw_data: None,

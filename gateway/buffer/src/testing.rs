@@ -24,7 +24,7 @@ pub fn sample_events(n: usize, user: &str) -> Vec<EmotionEvent> {
             ingested_at: t0 + Duration::seconds(i as i64),
             gateway_id: "gw".into(),
             producer: "client".into(),
-            context: Some(Json(serde_json::json!({"i": i}))),
+            context: Some(Json::new(serde_json::json!({"i": i}))),
             biometrics: None,
             location: None,
             device_info: None,

@@ -221,7 +221,7 @@ impl Checked {
             .or(self.body_session)
             .unwrap_or_else(|| default_session_id(&self.user_id, ctx.now));
         let [context, biometrics, location, device_info, raw_data] =
-            OBJECTS.map(|(field, _)| take(field).filter(|v| v.is_object()).map(Json));
+            OBJECTS.map(|(field, _)| take(field).filter(|v| v.is_object()).map(Json::new));
         let event = EmotionEvent {
             event_id: self.event_id,
             user_id: self.user_id,
@@ -586,7 +586,11 @@ pub fn check_storable(e: &EmotionEvent) -> Result<(), ValidationError> {
         ("raw_data", &e.raw_data),
     ];
     for (field, j) in objects {
-        if let Some(path) = j.as_ref().and_then(|j| find_nul(field, &j.0)) {
+        let path = j
+            .as_ref()
+            .filter(|j| j.may_hold_nul())
+            .and_then(|j| find_nul(field, &j.value()));
+        if let Some(path) = path {
             errors.push(FieldError {
                 field,
                 message: nul_message(&path),
@@ -1042,7 +1046,7 @@ mod tests {
             &ctx(now()),
         )
         .expect("valid");
-        ev.context = Some(Json(json!({"notes": [1, {"t": "\u{0}"}]})));
+        ev.context = Some(Json::new(json!({"notes": [1, {"t": "\u{0}"}]})));
         let e = check_storable(&ev).expect_err("NUL");
         assert_eq!(e.errors[0].field, "context");
         assert!(e.errors[0].message.contains("context.notes[1].t"), "{e}");

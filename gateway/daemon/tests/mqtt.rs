@@ -996,7 +996,7 @@ async fn upstream_consumes_with_manual_acks_and_a_persistent_session() {
     let evs = wait_stored(&gw, "up", 1500).await;
     let mut seqs: Vec<u64> = evs
         .iter()
-        .filter_map(|e| e.context.as_ref()?.0.get("seq")?.as_u64())
+        .filter_map(|e| e.context.as_ref()?.value().get("seq")?.as_u64())
         .collect();
     seqs.sort_unstable();
     assert_eq!(seqs, (0..1500).collect::<Vec<_>>(), "each exactly once");

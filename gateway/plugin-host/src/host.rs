@@ -332,7 +332,9 @@ impl PluginHost {
     /// `gateway_id` is stamped on every event.
     pub fn new(config: HostConfig, gateway_id: impl Into<String>) -> Result<Self, HostError> {
         let trusted = config.validate()?;
-        let runtime = Arc::new(Runtime::new(config.epoch_tick.0, config.profiler).map_err(HostError::Engine)?);
+        let runtime = Arc::new(
+            Runtime::new(config.epoch_tick.0, config.profiler).map_err(HostError::Engine)?,
+        );
         let cache = match Cache::open(&config.cache_dir(), &runtime.engine) {
             Ok(c) => {
                 c.prune_foreign();

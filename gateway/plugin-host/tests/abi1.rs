@@ -98,7 +98,7 @@ fn abi1_component_loads_and_answers_like_its_abi2_build() {
     // A label in another case is read as the gateway reads it.
     assert_eq!(event(&a[3]).emotion_label, EmotionLabel::Stress);
     assert_eq!(
-        event(&a[0]).context.map(|c| c.0),
+        event(&a[0]).context.map(emotion_core::Json::into_value),
         Some(json!({"echo": "joy 0.8 0.7"}))
     );
     assert_eq!(event(&a[0]).producer, "echo-abi1@1.0.0");

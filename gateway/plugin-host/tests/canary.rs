@@ -65,9 +65,8 @@ fn check_answer(
             let echoed = e
                 .context
                 .as_ref()
-                .and_then(|c| c.0.get("echo"))
-                .and_then(|v| v.as_str());
-            if e.producer == producer && echoed == Some(content) {
+                .and_then(|c| c.value().get("echo")?.as_str().map(str::to_owned));
+            if e.producer == producer && echoed.as_deref() == Some(content) {
                 Ok(())
             } else {
                 Err(format!(

@@ -62,10 +62,10 @@ fn swap_under_load_loses_nothing_and_refuses_broken_replacements() {
                                 let echoed = e
                                     .context
                                     .as_ref()
-                                    .and_then(|c| c.0.get("echo"))
-                                    .and_then(|v| v.as_str())
-                                    .unwrap_or_default()
-                                    .to_owned();
+                                    .and_then(|c| {
+                                        c.value().get("echo")?.as_str().map(str::to_owned)
+                                    })
+                                    .unwrap_or_default();
                                 assert_eq!(echoed, format!("0.25 0.5 {id}"), "answer for {id}");
                                 Ok(e.producer)
                             }

@@ -43,15 +43,15 @@ pub fn event_at(user: &str, n: u64, at: DateTime<Utc>) -> EmotionEvent {
         ingested_at: ingested,
         gateway_id: "gw-test".to_owned(),
         producer: "client".to_owned(),
-        context: Some(Json(json!({"time_period": "afternoon", "n": n}))),
-        biometrics: Some(Json(json!({"heart_rate": 72.5}))),
+        context: Some(Json::new(json!({"time_period": "afternoon", "n": n}))),
+        biometrics: Some(Json::new(json!({"heart_rate": 72.5}))),
         location: if n.is_multiple_of(2) {
-            Some(Json(json!({"type": "home"})))
+            Some(Json::new(json!({"type": "home"})))
         } else {
             None
         },
-        device_info: Some(Json(json!({"platform": "iOS"}))),
-        raw_data: Some(Json(json!({"action_units": {"AU6": 2.0}}))),
+        device_info: Some(Json::new(json!({"platform": "iOS"}))),
+        raw_data: Some(Json::new(json!({"action_units": {"AU6": 2.0}}))),
     }
 }
 

@@ -43,7 +43,7 @@ pub fn event(user: &str, t: i64) -> EmotionEvent {
         ingested_at: t0 + Duration::seconds(t),
         gateway_id: "gw".into(),
         producer: "client".into(),
-        context: Some(Json(
+        context: Some(Json::new(
             serde_json::json!({"t": t, "note": "some text to make the event a realistic size"}),
         )),
         biometrics: None,
