@@ -73,12 +73,12 @@ const ABSOLUTE_FLOOR_DB: f64 = -70.0;
 const ACTIVE_RANGE_DB: f64 = 30.0;
 /// ...and this far above the noise floor.
 const ABOVE_NOISE_DB: f64 = 6.0;
-/// Syllable nuclei: peaks within this many dB of the loudest, and a dip of
-/// more than this many dB to the next peak (de Jong & Wempe 2009; the
-/// middle of the soft count's ramp).
+/// Syllable nuclei: peaks within this many dB of the loudest, and standing
+/// more than this many dB above their surroundings (de Jong & Wempe 2009;
+/// the middle of the soft count's ramp).
 const NUCLEUS_RANGE_DB: f64 = 25.0;
 const NUCLEUS_MIN_DIP_DB: f64 = 2.0;
-/// A peak counts in proportion to its dip from this far below
+/// A peak counts in proportion to its prominence from this far below
 /// [`NUCLEUS_MIN_DIP_DB`] to this far above it (from 1 dB, in full at 3 dB).
 const NUCLEUS_DIP_RAMP_DB: f64 = 1.0;
 /// Shortest pause, frames (0.3 s).
@@ -714,14 +714,25 @@ const NUCLEUS_MAX_APERIODICITY: f64 = 0.5;
 
 /// Syllable nuclei after de Jong & Wempe (2009): peaks of the vowel-band
 /// level contour (smoothed over ±20 ms), within 25 dB of its 99th percentile
-/// and above the active-speech threshold, each more than 2 dB above the
-/// lowest point between it and the next peak, and voiced.
+/// and above the active-speech threshold, standing more than 2 dB above
+/// their surroundings, and voiced.
 ///
-/// The count is soft: a peak counts in proportion to its dip from 1 dB to
-/// 3 dB (half at de Jong & Wempe's 2 dB). Dips near the threshold come and
-/// go with small changes of speed, range or level, and a whole syllable
-/// gained or lost moved the rate of a 15-syllable sentence by 7 %, enough to
-/// lower arousal when a step up in speed or pitch range should raise it.
+/// "Above their surroundings" is the peak's topographic prominence: its
+/// height over the higher of its two bases, each the lowest point between
+/// it and the nearest higher peak on that side. de Jong & Wempe took the dip
+/// to the next peak only, so a bump on the falling flank of a long vowel
+/// (a diphthong's glide, a sonorant coda) counted as a syllable of its own
+/// in slow speech, and a flat top split in two lost it when the second
+/// half's dip was shallow: the count moved with the tempo and the level
+/// (nearly 17 nuclei at 120 words/min and 14 at 300 in the same sentences).
+/// Like Mermelstein's (1975) convex-hull segmentation, a dip counts only
+/// against the lower of the levels on its two sides.
+///
+/// The count is soft: a peak counts in proportion to its prominence from
+/// 1 dB to 3 dB (half at de Jong & Wempe's 2 dB). Prominences near the
+/// threshold come and go with small changes of speed, range or level, and a
+/// whole syllable gained or lost moves the rate of a 15-syllable sentence by
+/// 7 %, enough to lower arousal when a step up in speed should raise it.
 ///
 /// Voiced means: a voiced frame of the F0 track within ±1 frame, or — for
 /// short vowels of fast speech, where the track's 30 ms minimum run and its
@@ -759,16 +770,23 @@ fn syllable_nuclei(c: &Contours<'_>, active_threshold: f64) -> f64 {
                 && (i.saturating_sub(2)..=(i + 2).min(n - 1))
                     .any(|j| c.aperiodicity[j] <= NUCLEUS_MAX_APERIODICITY))
     };
+    let low = |a: usize, b: usize| smooth[a..=b].iter().copied().fold(f64::INFINITY, f64::min);
     let mut count = 0.0;
     for (k, &p) in peaks.iter().enumerate() {
-        let end = peaks.get(k + 1).copied().unwrap_or(n);
-        let dip = smooth[p..end].iter().copied().fold(f64::INFINITY, f64::min);
-        let dip = if end == n { dip.min(threshold) } else { dip };
-        if voiced_near(p) {
-            count += ((smooth[p] - dip - NUCLEUS_MIN_DIP_DB + NUCLEUS_DIP_RAMP_DB)
-                / (2.0 * NUCLEUS_DIP_RAMP_DB))
-                .clamp(0.0, 1.0);
+        if !voiced_near(p) {
+            continue;
         }
+        // Each base: the lowest point between the peak and the nearest
+        // higher peak on that side (on to the edge, and at most the
+        // threshold, where there is none).
+        let left = peaks[..k].iter().rev().find(|&&q| smooth[q] >= smooth[p]);
+        let right = peaks[k + 1..].iter().find(|&&q| smooth[q] > smooth[p]);
+        let left_base = left.map_or_else(|| low(0, p).min(threshold), |&q| low(q, p));
+        let right_base = right.map_or_else(|| low(p, n - 1).min(threshold), |&q| low(p, q));
+        let prominence = smooth[p] - left_base.max(right_base);
+        count += ((prominence - NUCLEUS_MIN_DIP_DB + NUCLEUS_DIP_RAMP_DB)
+            / (2.0 * NUCLEUS_DIP_RAMP_DB))
+            .clamp(0.0, 1.0);
     }
     count
 }
