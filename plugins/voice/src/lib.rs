@@ -337,7 +337,7 @@ impl Output {
             put("loudness_db", num(a.loudness_dbfs, 1));
             put("loudness_unit", "\"dBFS\"".into());
             put("voiced_fraction", num(a.voiced_fraction, 3));
-            put("syllable_nuclei", a.nuclei.to_string());
+            put("syllable_nuclei", num(a.nuclei, 1));
             if let Some(r) = a.speech_rate {
                 put("speech_rate", num(r, 2));
             }

@@ -117,6 +117,48 @@ fn vowel_pitch_follows_its_contour() {
     assert!(a.voiced_fraction > 0.95, "{}", a.voiced_fraction);
 }
 
+#[test]
+fn a_short_run_an_octave_below_both_neighbours_is_dropped() {
+    // Voiced runs (Hz, frames) separated by two unvoiced frames.
+    let track = |runs: &[(f64, usize)]| {
+        let mut f0 = Vec::new();
+        for &(hz, n) in runs {
+            f0.extend([0.0, 0.0]);
+            f0.extend(std::iter::repeat_n(hz, n));
+        }
+        f0.extend([0.0, 0.0]);
+        f0
+    };
+    let voiced = |f0: &[f64]| f0.iter().filter(|&&f| f > 0.0).count();
+    // Half the period between two runs at 200 Hz: a tracking error.
+    let mut f0 = track(&[(200.0, 20), (100.0, 5), (205.0, 20)]);
+    features::drop_subharmonic_runs(&mut f0);
+    assert_eq!(voiced(&f0), 40, "{f0:?}");
+    // Kept: a long low run, a run only 7 semitones down, a final low run
+    // with nothing voiced after it, and a low run far from its neighbours.
+    for runs in [
+        vec![(200.0, 20), (100.0, 11), (205.0, 20)],
+        vec![(200.0, 20), (133.0, 5), (205.0, 20)],
+        vec![(200.0, 20), (100.0, 5)],
+    ] {
+        let mut f0 = track(&runs);
+        let before = voiced(&f0);
+        features::drop_subharmonic_runs(&mut f0);
+        assert_eq!(voiced(&f0), before, "{runs:?}");
+    }
+    let mut f0 = track(&[(200.0, 20)]);
+    f0.extend(std::iter::repeat_n(0.0, 20));
+    f0.extend(std::iter::repeat_n(100.0, 5));
+    f0.extend([0.0, 0.0]);
+    f0.extend(std::iter::repeat_n(205.0, 20));
+    features::drop_subharmonic_runs(&mut f0);
+    assert_eq!(
+        voiced(&f0),
+        45,
+        "a gap of 200 ms leaves time to fall and rise"
+    );
+}
+
 // --- Silence, noise, quality ---------------------------------------------------
 
 #[test]
