@@ -5,30 +5,48 @@
 //! 2nd ed., Springer 2012, and Dawson, Schell and Filion, *The electrodermal
 //! system*, Handbook of Psychophysiology, 2007):
 //!
-//! 1. smooth with a centred moving average of about 0.75 s (SCRs are slower
-//!    than 1 Hz; sensor noise is not);
-//! 2. find peaks with hysteresis: a peak is confirmed once the signal has
-//!    fallen from it by half the amplitude threshold (a response still
-//!    rising when the window ends is not counted);
-//! 3. the onset of each peak is found by walking back from the steepest
-//!    point of its rise (within 8 s, and after the previous peak) to the
-//!    first step that climbs less than a tenth as steeply — so a response
-//!    riding on a rising tonic level still gets its own onset; when the
-//!    signal is still climbing steadily 8 s before the peak, the rise is too
-//!    slow for an SCR (rise times are 1–3 s): it is a tonic drift and does
-//!    not count. Otherwise the response counts when peak − onset reaches
-//!    the amplitude threshold
-//!    (default 0.02 µS; 0.01 µS is the classic laboratory criterion,
-//!    wrist-worn sensors are noisier);
+//! 1. the sensor's noise floor from the second differences; motion spikes
+//!    removed by a Hampel-type filter; a centred 1.5-s moving average;
+//! 2. candidates: a rise of [`CANDIDATE_FACTOR`] noise SDs of the smoothed
+//!    signal (at least the amplitude floor) above the lowest point since the
+//!    last peak, carried along the tonic level's fall; peaks with hysteresis
+//!    or where the climb stalls; then a second look at the local maxima the
+//!    first pass did not take;
+//! 3. each candidate's onset, its amplitude against the tonic slope before
+//!    it, tests against tonic climbs and symmetric artefacts, and a response
+//!    template fitted to the raw samples (level, trend, the previous
+//!    response's recovery, template): a rise of [`NOISE_FACTOR`] noise SDs
+//!    counts at t ≥ [`TEMPLATE_T_STRONG`], a smaller one at t ≥
+//!    [`TEMPLATE_T`];
 //! 4. the tonic level is the median of the smoothed signal outside the
 //!    responses (each from its onset to its peak plus twice its rise time
-//!    plus 1 s of recovery); if responses cover everything, the mean of
-//!    their onsets.
+//!    plus 1 s of recovery).
+//!
+//! The plugin's README describes each step and its measured effect.
 
 /// Default SCR amplitude threshold, µS.
 pub const DEFAULT_MIN_AMPLITUDE_US: f64 = 0.01;
-/// The threshold is at least this many SDs of the smoothed signal's noise.
+/// A rise of at least this many SDs of the smoothed signal's noise counts
+/// on little evidence of a response's shape ([`TEMPLATE_T_STRONG`]) ...
 pub const NOISE_FACTOR: f64 = 5.0;
+/// ... one down to this many SDs only on clear evidence ([`TEMPLATE_T`]).
+pub const CANDIDATE_FACTOR: f64 = 3.0;
+/// t statistic of the response template (see [`TEMPLATE_PRE_S`]) that a
+/// rise of [`CANDIDATE_FACTOR`]–[`NOISE_FACTOR`] noise SDs must reach ...
+pub const TEMPLATE_T: f64 = 4.0;
+/// ... and that a larger rise must reach (it only has to look like a
+/// response rather than a dip-and-return or a bend in the drift).
+pub const TEMPLATE_T_STRONG: f64 = 2.0;
+/// The template is fitted to the despiked raw signal from this long before
+/// a rise's onset (not before the previous response's peak) ...
+pub const TEMPLATE_PRE_S: f64 = 4.0;
+/// ... to this long after its peak (or the foot of a larger next rise) ...
+pub const TEMPLATE_POST_S: f64 = 6.0;
+/// ... and recovers with this time constant, s (recoveries take 3–10 s).
+pub const TEMPLATE_TAU_S: f64 = 6.0;
+/// A local maximum taken in the second look is at least this far from any
+/// response counted, s.
+pub const SECOND_APART_S: f64 = 2.5;
 /// A sample this many noise SDs from its running median may be a spike.
 pub const SPIKE_FACTOR: f64 = 5.0;
 /// Half-width of the running median that removes motion spikes, s: spikes
@@ -57,6 +75,9 @@ pub const SMOOTHING_S: f64 = 1.5;
 pub const SYMMETRIC_NOISE: f64 = 3.0;
 /// The tonic slope before a rise is fitted over this many seconds ...
 pub const TONIC_WINDOW_S: f64 = 5.0;
+/// ... or over this many samples when that is longer (at 4 Hz 5 s are 20
+/// samples, too few to see a slow fall through the noise: 8 s there) ...
+pub const TONIC_MIN_SAMPLES: usize = 32;
 /// ... ending this long before the rise's foot: the foot is the lowest
 /// point found, and the samples next to it lean down with it.
 pub const TONIC_GAP_S: f64 = 0.5;
@@ -69,7 +90,7 @@ pub const TONIC_AFTER_PEAK_S: f64 = 1.5;
 pub const RISE_SHARE: f64 = 0.85;
 /// A falling tonic slope is taken only beyond this many standard errors
 /// (the noise of a fitted slope would otherwise inflate small rises) ...
-pub const TONIC_FALL_SE: f64 = 3.0;
+pub const TONIC_FALL_SE: f64 = 1.5;
 /// ... and at most this fast, µS/s: a steeper fall is a response's recovery,
 /// which slows as it goes (extrapolated as a line it would overstate the
 /// next rise).
@@ -96,7 +117,9 @@ pub struct Features {
     pub scl_us: f64,
     /// Noise SD of the smoothed signal, µS.
     pub noise_us: f64,
-    /// SCR threshold used, µS.
+    /// Smallest rise that may count as a response, µS (with a clear
+    /// response shape; [`NOISE_FACTOR`] / [`CANDIDATE_FACTOR`] of it counts
+    /// on a weak one).
     pub threshold_us: f64,
     pub scrs: Vec<Scr>,
 }
@@ -218,7 +241,7 @@ impl TonicSlope {
             sxy += i as f64 * v;
             sum.push((sy, sxy));
         }
-        let window = ((TONIC_WINDOW_S * rate_hz).round() as usize).max(1);
+        let window = ((TONIC_WINDOW_S * rate_hz).round() as usize).max(TONIC_MIN_SAMPLES);
         TonicSlope {
             sum,
             window,
@@ -273,6 +296,119 @@ impl TonicSlope {
         }
         (b + shrink).min(0.0).max(-self.max_fall)
     }
+}
+
+/// How strongly the despiked raw signal `x` around a candidate (onset `o`,
+/// peak `p`) shows a response's shape rather than noise (a matched filter
+/// with nuisance terms): the t statistic of the template's amplitude in a
+/// least-squares fit of level + linear trend (+ the recovery of the previous
+/// response, peaking at `prev`, when it is within 4 time constants) +
+/// template, over the samples from [`TEMPLATE_PRE_S`] before the onset (not
+/// before `prev`) to `end`, with the sensor's per-sample noise `sigma`. The
+/// template is 0 before the onset, rises along an S-curve (smoothstep) to 1
+/// at the peak and recovers exponentially with time constant [`TEMPLATE_TAU_S`]. It uses
+/// every sample of the rise and the slow recovery, where the trough-to-peak
+/// amplitude uses two smoothed ones: at 4 Hz this is what tells a 0.02-µS
+/// response from noise. Infinite for a positive fit on a noise-free signal.
+#[allow(clippy::too_many_arguments)]
+fn template_t_stat(
+    x: &[f64],
+    rate_hz: f64,
+    sigma: f64,
+    o: usize,
+    p: usize,
+    prev: Option<usize>,
+    end: usize,
+) -> f64 {
+    let (pre_s, tau_s) = (TEMPLATE_PRE_S, TEMPLATE_TAU_S);
+    let n = x.len();
+    if n == 0 || p >= n || o > p {
+        return 0.0;
+    }
+    let mut start = o.saturating_sub((pre_s * rate_hz).round() as usize);
+    if let Some(q) = prev.filter(|&q| q < o) {
+        start = start.max(q + 1);
+    }
+    let end = end.min(n - 1);
+    let rise = (p - o).max(1) as f64;
+    let decay = (-1.0 / (tau_s * rate_hz)).exp();
+    // The previous response's recovery, when it is close enough to matter.
+    let prev_decay = prev
+        .filter(|&q| q < o && (o - q) as f64 <= 4.0 * tau_s * rate_hz)
+        .map(|q| (q, decay));
+    let k = if prev_decay.is_some() { 4 } else { 3 };
+    let reference = x[o];
+    let mut a = [[0.0f64; 4]; 4];
+    let mut r = [0.0f64; 4];
+    let mut g_after = 1.0;
+    // The previous response's recovery at `start`, then one step at a time.
+    let mut h = prev_decay.map_or(0.0, |(q, d)| d.powi((start - q) as i32) / d);
+    for (j, &v) in x.iter().enumerate().take(end + 1).skip(start) {
+        let u = (j as f64 - o as f64) / rate_hz;
+        let g = if j <= o {
+            0.0
+        } else if j <= p {
+            // Smoothstep (within 0.01 of a half cosine, without its cost).
+            let s = (j - o) as f64 / rise;
+            s * s * (3.0 - 2.0 * s)
+        } else {
+            g_after *= decay;
+            g_after
+        };
+        let mut row = [1.0, u, 0.0, 0.0];
+        match prev_decay {
+            Some((_, d)) => {
+                h *= d;
+                row[2] = h;
+                row[3] = g;
+            }
+            None => row[2] = g,
+        }
+        let v = v - reference;
+        for ((a_i, r_i), &row_i) in a.iter_mut().zip(r.iter_mut()).zip(&row).take(k) {
+            for (a_im, &row_m) in a_i.iter_mut().zip(&row).take(k) {
+                *a_im += row_i * row_m;
+            }
+            *r_i += row_i * v;
+        }
+    }
+    // Solve (Gauss–Jordan, partial pivoting) for the coefficients and for
+    // the last column of the inverse (the template's variance factor).
+    let last = k - 1;
+    let mut aug = [[0.0f64; 6]; 4];
+    for (i, (aug_i, (a_i, &r_i))) in aug.iter_mut().zip(a.iter().zip(&r)).enumerate().take(k) {
+        aug_i[..k].copy_from_slice(&a_i[..k]);
+        aug_i[4] = r_i;
+        aug_i[5] = if i == last { 1.0 } else { 0.0 };
+    }
+    for c in 0..k {
+        let piv = (c..k)
+            .max_by(|&i, &m| aug[i][c].abs().total_cmp(&aug[m][c].abs()))
+            .unwrap_or(c);
+        aug.swap(c, piv);
+        let pivot = aug[c];
+        let d = pivot[c];
+        if d.is_nan() || d.abs() <= 1e-12 {
+            return 0.0;
+        }
+        for (i, row) in aug.iter_mut().enumerate().take(k) {
+            if i != c {
+                let f = row[c] / d;
+                for (value, &above) in row.iter_mut().zip(&pivot).skip(c) {
+                    *value -= f * above;
+                }
+            }
+        }
+    }
+    let amplitude = aug[last][4] / aug[last][last];
+    let variance = aug[last][5] / aug[last][last];
+    if variance.is_nan() || variance <= 0.0 || !amplitude.is_finite() {
+        return 0.0;
+    }
+    if sigma <= 0.0 {
+        return if amplitude > 0.0 { f64::INFINITY } else { 0.0 };
+    }
+    amplitude / (sigma * variance.sqrt())
 }
 
 /// Replaces motion spikes by the running median (a Hampel filter with a
@@ -371,8 +507,9 @@ fn despike(x: &[f64], half: usize, limit: f64, shoulder: f64) -> Vec<f64> {
 
 /// Analyse a window of skin conductance (µS) sampled at `rate_hz`; samples
 /// must have passed [`validate`]. `min_amplitude_us` is the absolute floor
-/// of the SCR threshold; the threshold used is the larger of it and
-/// [`NOISE_FACTOR`] times the noise of the smoothed signal.
+/// of the SCR thresholds, which are the larger of it and [`NOISE_FACTOR`]
+/// (or, with a clear response shape, [`CANDIDATE_FACTOR`]) times the noise of
+/// the smoothed signal.
 pub fn analyze(samples: &[f64], rate_hz: f64, min_amplitude_us: f64) -> Features {
     analyze_from(samples, rate_hz, min_amplitude_us, 0, 0).0
 }
@@ -488,11 +625,34 @@ fn analyze_from(
         sigma,
     );
     let w = ((SMOOTHING_S * rate_hz).round() as usize).max(1) | 1;
-    let y = if w > 1 { smooth(&x, w) } else { x };
+    let y = if w > 1 { smooth(&x, w) } else { x.clone() };
     let noise_us = sigma / (w as f64).sqrt();
-    let threshold = min_amplitude_us.max(NOISE_FACTOR * noise_us);
+    // A response at least this large needs little evidence of its shape ...
+    let strong = min_amplitude_us.max(NOISE_FACTOR * noise_us);
+    // ... one down to this size needs a clear one.
+    let threshold = min_amplitude_us.max(CANDIDATE_FACTOR * noise_us);
     let max_rise = ((MAX_RISE_S * rate_hz).round() as usize).max(1);
-    let fall = threshold / 2.0;
+    // Hysteresis of the peak search: half the amplitude that counts alone
+    // (noise falls by less).
+    let fall = strong / 2.0;
+    let post = ((TEMPLATE_POST_S * rate_hz).round() as usize).max(1);
+    // The template's t statistic for a rise from `o` to `p` of `amplitude`
+    // after the response peaking at `prev`.
+    let template_t = |o: usize, p: usize, prev: Option<usize>, amplitude: f64| -> f64 {
+        // The window ends at the foot of a next rise that would dominate the
+        // fit (a response of its own, and twice this one), if one comes first.
+        let mut end = (p + post).min(n - 1);
+        let mut trough = p;
+        for j in p + 1..=end {
+            if y[j] < y[trough] {
+                trough = j;
+            } else if y[j] - y[trough] >= strong.max(2.0 * amplitude) {
+                end = trough;
+                break;
+            }
+        }
+        template_t_stat(&x, rate_hz, sigma, o, p, prev, end)
+    };
 
     let mut scrs: Vec<Scr> = Vec::new();
     // Earliest sample an onset may take: just after the previous peak.
@@ -508,9 +668,9 @@ fn analyze_from(
     // falling level may barely rise in the raw signal).
     let mut low = y[0];
     let (mut low_at, mut low_fall) = (0usize, 0.0f64);
-    let confirm = |p: usize, floor: &mut usize, scrs: &mut Vec<Scr>| {
+    let evaluate = |p: usize, floor: usize, prev: Option<usize>| -> Option<(Scr, f64)> {
         let window_start = p.saturating_sub(max_rise);
-        let from = window_start.max(*floor);
+        let from = window_start.max(floor);
         // The steepest part of the rise, then its foot: the lowest point
         // within MAX_ONSET_S before it (rises last 1–3 s).
         let (mut steep_at, mut steep) = (p, 0.0);
@@ -525,7 +685,7 @@ fn analyze_from(
             .min_by(|a, b| y[*a].total_cmp(&y[*b]))
             .unwrap_or(search);
         // The drift during the rise is not part of the response.
-        let before = tonic.at(onset, *floor);
+        let before = tonic.at(onset, floor);
         let rise = p - onset;
         let amplitude = if steep > 0.0 {
             y[p] - y[onset] - before * rise as f64
@@ -555,12 +715,29 @@ fn analyze_from(
         let symmetric = y[p + 1..(p + quick + 1).min(n)]
             .iter()
             .any(|&v| y[p] - v > 0.5 * amplitude + SYMMETRIC_NOISE * noise_us);
-        if amplitude >= threshold && !drift && !symmetric {
-            scrs.push(Scr {
+        if amplitude < threshold || drift || symmetric {
+            return None;
+        }
+        // The shape: a rise that stays up, as a response's slow recovery
+        // does, and as noise, wander and spike residue do not.
+        let need_t = if amplitude >= strong {
+            TEMPLATE_T_STRONG
+        } else {
+            TEMPLATE_T
+        };
+        let t = template_t(onset, p, prev, amplitude);
+        (t >= need_t).then_some((
+            Scr {
                 onset,
                 peak: p,
                 amplitude_us: amplitude,
-            });
+            },
+            t,
+        ))
+    };
+    let confirm = |p: usize, floor: &mut usize, scrs: &mut Vec<Scr>| {
+        if let Some((scr, _)) = evaluate(p, *floor, scrs.last().map(|s| s.peak)) {
+            scrs.push(scr);
         }
         *floor = p + 1;
     };
@@ -602,6 +779,60 @@ fn analyze_from(
                     (low, low_at, low_fall) = (y[i], i, tonic.at(i, floor).min(0.0));
                 }
             }
+        }
+    }
+
+    // Second look: local maxima (over ±1 s) that the running-low pass did
+    // not take as a response's peak — a small response merged into the
+    // climb of a neighbour or of the tonic level, or a peak placed seconds
+    // off — judged by the same tests, at least SECOND_APART_S from any
+    // response counted.
+    {
+        let reach = (rate_hz.round() as usize).max(1);
+        let apart = ((SECOND_APART_S * rate_hz).round() as usize).max(1);
+        let mut extra: Vec<(Scr, f64)> = Vec::new();
+        let mut k = 0usize; // next accepted response at or after p
+        for p in lag..n.saturating_sub(lag) {
+            // (Most samples fail next to themselves: no wider look.)
+            if y[p - 1] >= y[p] || y[p + 1] > y[p] {
+                continue;
+            }
+            let lo = p.saturating_sub(reach);
+            let hi = (p + reach).min(n - 1);
+            if y[lo..p].iter().any(|&v| v >= y[p]) || y[p + 1..=hi].iter().any(|&v| v > y[p]) {
+                continue;
+            }
+            while k < scrs.len() && scrs[k].peak < p {
+                k += 1;
+            }
+            let prev = k.checked_sub(1).map(|i| scrs[i].peak);
+            if prev.is_some_and(|q| p - q < apart)
+                || scrs
+                    .get(k)
+                    .is_some_and(|s| s.peak - p < apart || s.onset <= p)
+            {
+                continue;
+            }
+            // Quick test before the full one: a rise of the threshold within
+            // the last few seconds.
+            let from = p.saturating_sub(max_rise).max(prev.map_or(0, |q| q + 1));
+            if y[p] - y[from..p].iter().copied().fold(f64::INFINITY, f64::min) < threshold {
+                continue;
+            }
+            if let Some(found) = evaluate(p, prev.map_or(0, |q| q + 1), prev) {
+                match extra.last_mut() {
+                    Some(last) if p - last.0.peak < apart => {
+                        if found.1 > last.1 {
+                            *last = found;
+                        }
+                    }
+                    _ => extra.push(found),
+                }
+            }
+        }
+        if !extra.is_empty() {
+            scrs.extend(extra.into_iter().map(|(s, _)| s));
+            scrs.sort_by_key(|s| s.peak);
         }
     }
 
@@ -712,12 +943,15 @@ mod tests {
         assert!(f.scrs.iter().all(|s| (s.amplitude_us - 0.1).abs() < 0.01));
     }
 
-    /// Detected over true responses, recall and precision (±2 s of the
-    /// peak) over `windows` generated wrist traces of 120 s.
-    fn sweep(w: &synth::Wrist, windows: u64, seed: u64) -> (f64, f64, f64) {
+    /// Detected over true responses (overall and at 4, 8, 16 and 32 Hz),
+    /// recall and precision (±2 s of the peak) over `windows` generated
+    /// wrist traces of 120 s, a quarter at each rate.
+    fn sweep(w: &synth::Wrist, windows: u64, seed: u64) -> (f64, [f64; 4], f64, f64) {
         let (mut found, mut truth, mut hits) = (0usize, 0usize, 0usize);
+        let mut by_rate = [(0usize, 0usize); 4];
         for k in 0..windows {
-            let rate = [4.0, 8.0, 16.0, 32.0][(k % 4) as usize];
+            let r = (k % 4) as usize;
+            let rate = [4.0, 8.0, 16.0, 32.0][r];
             let trace = synth::wrist_scr_trace(seed + k, rate, 120.0, w);
             let f = analyze(&trace.samples, rate, DEFAULT_MIN_AMPLITUDE_US);
             let mut used = vec![false; f.scrs.len()];
@@ -731,9 +965,12 @@ mod tests {
             }
             found += f.scrs.len();
             truth += trace.peaks_s.len();
+            by_rate[r].0 += f.scrs.len();
+            by_rate[r].1 += trace.peaks_s.len();
         }
         (
             found as f64 / truth as f64,
+            by_rate.map(|(f, t)| f as f64 / t.max(1) as f64),
             hits as f64 / truth as f64,
             hits as f64 / found.max(1) as f64,
         )
@@ -741,25 +978,44 @@ mod tests {
 
     #[test]
     fn small_and_large_responses_are_counted_on_noisy_drifting_wrist_traces() {
-        // Seeds apart from the quality report's (7000…): 120 windows of 120 s
-        // per amplitude, tonic drift and wander, white noise 0.005–0.01 µS,
-        // quantization, motion spikes.
-        // The target: found/true within ±10 % from 0.02 to 1 µS.
+        // Seeds apart from the quality report's (7000…): 240 windows of 120 s
+        // per amplitude, 60 at each rate, tonic drift and wander, white noise
+        // 0.005–0.01 µS, quantization, motion spikes.
+        // The target: found/true within ±10 % from 0.02 to 1 µS, at
+        // every sample rate.
+        let mut failures = Vec::new();
         for amplitude in [0.02, 0.03, 0.05, 0.1, 0.3, 1.0] {
-            let (ratio, recall, precision) = sweep(&synth::Wrist::at(amplitude), 120, 50_000);
-            // 0.02 µS is about 4 noise SDs of the smoothed signal at 4 Hz
-            // with 0.01 µS of noise: a fifth are missed, most of them at 4
-            // Hz (measured 0.910 found/true, recall 0.816, precision 0.897).
+            let (ratio, by_rate, recall, precision) =
+                sweep(&synth::Wrist::at(amplitude), 240, 50_000);
             let (min_recall, min_precision) = if amplitude < 0.03 {
-                (0.78, 0.85)
+                (0.82, 0.9)
             } else {
-                (0.9, 0.88)
+                (0.9, 0.9)
             };
-            assert!(
-                (0.9..=1.1).contains(&ratio) && recall >= min_recall && precision >= min_precision,
-                "{amplitude} µS: found/true {ratio:.3}, recall {recall:.3}, precision {precision:.3}"
-            );
+            if !((0.9..=1.1).contains(&ratio) && recall >= min_recall && precision >= min_precision)
+            {
+                failures.push(format!(
+                    "{amplitude} µS: found/true {ratio:.3}, recall {recall:.3}, precision {precision:.3}"
+                ));
+            }
+            for (rate, r) in [4, 8, 16, 32].into_iter().zip(by_rate) {
+                // Not reached: 0.02 µS at 4 Hz, where a response is about 4
+                // noise SDs of the smoothed signal with 0.01 µS of noise
+                // (measured 0.885 on these seeds, 0.87 on the quality
+                // report's, 0.82 on its seeds + 100000; 0.72 here before the
+                // template test); held at its level so that it cannot slip
+                // back.
+                let low = if amplitude < 0.03 && rate == 4 {
+                    0.8
+                } else {
+                    0.9
+                };
+                if !(low..=1.1).contains(&r) {
+                    failures.push(format!("{amplitude} µS at {rate} Hz: found/true {r:.3}"));
+                }
+            }
         }
+        assert!(failures.is_empty(), "{failures:#?}");
     }
 
     #[test]
@@ -778,10 +1034,11 @@ mod tests {
                 .scrs
                 .len();
         }
-        // 34 measured (0.28 per window; the quality report's seeds gave 0.63
-        // before the tonic slope was fitted clear of the rise's foot).
+        // 23 measured (0.19 per window); 34 before the template test, and
+        // the quality report's seeds gave 0.63 per window before the tonic
+        // slope was fitted clear of the rise's foot.
         assert!(
-            false_found <= 45,
+            false_found <= 30,
             "{false_found} false responses in 120 windows"
         );
     }
@@ -839,8 +1096,9 @@ mod tests {
             }
         }
         assert!(spikes > 300, "{spikes}");
+        // 6 measured.
         assert!(
-            false_found <= 20,
+            false_found <= 12,
             "{false_found} false responses among {spikes} spikes"
         );
         // A 0.5-µS spike of 0.5 s on a flat level, either sign, and on the
@@ -867,9 +1125,11 @@ mod tests {
         let q = analyze(&quiet.samples, 8.0, DEFAULT_MIN_AMPLITUDE_US);
         let n = analyze(&noisy.samples, 8.0, DEFAULT_MIN_AMPLITUDE_US);
         assert_eq!(q.threshold_us, DEFAULT_MIN_AMPLITUDE_US);
-        // 0.03 µS per sample, 9-sample smoothing: 0.01 µS, threshold ~0.05.
-        assert!((n.noise_us - 0.01).abs() < 0.002, "{}", n.noise_us);
-        assert!((n.threshold_us - 0.05).abs() < 0.01, "{}", n.threshold_us);
+        // 0.03 µS per sample, 13-sample smoothing: 0.0083 µS; the smallest
+        // rise that may count (with a clear response shape) is 3 of those,
+        // ~0.025.
+        assert!((n.noise_us - 0.0083).abs() < 0.002, "{}", n.noise_us);
+        assert!((n.threshold_us - 0.025).abs() < 0.006, "{}", n.threshold_us);
         assert!(n.scrs.is_empty(), "{:?}", n.scrs);
         // A response three times the noise floor's threshold still counts.
         let loud = synth::scr_trace(12, 8.0, 60.0, 3.0, &[30.0], &[0.15], 0.03);
