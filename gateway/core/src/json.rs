@@ -14,10 +14,11 @@
 //! [`Json::value`] parses text when something needs to look inside.
 
 use std::borrow::Cow;
+use std::fmt;
 
+use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 /// Free-form JSON attached to an event.
 #[derive(Debug, Clone)]
@@ -26,8 +27,15 @@ pub struct Json(Repr);
 #[derive(Debug, Clone)]
 enum Repr {
     Value(Value),
-    /// Valid JSON text (checked when it was made).
-    Text(Box<RawValue>),
+    /// Valid JSON text (checked by every constructor).
+    Text(Box<str>),
+}
+
+/// JSON text that was refused, given back with the reason.
+#[derive(Debug)]
+pub struct TextError {
+    pub error: serde_json::Error,
+    pub text: String,
 }
 
 impl Json {
@@ -38,7 +46,18 @@ impl Json {
 
     /// JSON text, checked to be valid JSON (not parsed into a `Value`).
     pub fn from_text(text: String) -> Result<Self, serde_json::Error> {
-        RawValue::from_string(text).map(|t| Json(Repr::Text(t)))
+        check(&text, std::marker::PhantomData::<IgnoredAny>)?;
+        Ok(Json(Repr::Text(text.into_boxed_str())))
+    }
+
+    /// The text of one JSON object, checked in one pass that also counts
+    /// its fields (duplicates included): the form of a plugin's extra
+    /// fields.
+    pub fn object_from_text(text: String) -> Result<(Self, usize), TextError> {
+        match check(&text, FieldCount) {
+            Ok(fields) => Ok((Json(Repr::Text(text.into_boxed_str())), fields)),
+            Err(error) => Err(TextError { error, text }),
+        }
     }
 
     /// The value, parsed from the text if this holds text. Text was checked
@@ -47,7 +66,7 @@ impl Json {
     pub fn value(&self) -> Cow<'_, Value> {
         match &self.0 {
             Repr::Value(v) => Cow::Borrowed(v),
-            Repr::Text(t) => Cow::Owned(serde_json::from_str(t.get()).unwrap_or(Value::Null)),
+            Repr::Text(t) => Cow::Owned(serde_json::from_str(t).unwrap_or(Value::Null)),
         }
     }
 
@@ -55,7 +74,7 @@ impl Json {
     pub fn into_value(self) -> Value {
         match self.0 {
             Repr::Value(v) => v,
-            Repr::Text(t) => serde_json::from_str(t.get()).unwrap_or(Value::Null),
+            Repr::Text(t) => serde_json::from_str(&t).unwrap_or(Value::Null),
         }
     }
 
@@ -65,7 +84,7 @@ impl Json {
             // serde_json's writer, not `Display` (which goes through
             // `fmt::Write` and is slower on the ingest path).
             Repr::Value(v) => Cow::Owned(serde_json::to_string(v).unwrap_or_default()),
-            Repr::Text(t) => Cow::Borrowed(t.get()),
+            Repr::Text(t) => Cow::Borrowed(t),
         }
     }
 
@@ -74,7 +93,7 @@ impl Json {
         match &self.0 {
             Repr::Value(v) => v.is_object(),
             // Valid JSON text starting with `{` (after whitespace) is an object.
-            Repr::Text(t) => t.get().trim_start().starts_with('{'),
+            Repr::Text(t) => t.trim_start().starts_with('{'),
         }
     }
 
@@ -87,7 +106,7 @@ impl Json {
     pub fn may_hold_nul(&self) -> bool {
         match &self.0 {
             Repr::Value(_) => true,
-            Repr::Text(t) => t.get().contains("\\u0000"),
+            Repr::Text(t) => t.contains("\\u0000"),
         }
     }
 }
@@ -98,7 +117,7 @@ impl PartialEq for Json {
     fn eq(&self, other: &Self) -> bool {
         match (&self.0, &other.0) {
             (Repr::Value(a), Repr::Value(b)) => a == b,
-            (Repr::Text(a), Repr::Text(b)) if a.get() == b.get() => true,
+            (Repr::Text(a), Repr::Text(b)) if a == b => true,
             _ => self.value() == other.value(),
         }
     }
@@ -114,8 +133,7 @@ impl Serialize for Json {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match (&self.0, serializer.is_human_readable()) {
             (Repr::Value(v), true) => v.serialize(serializer),
-            // A raw value is written as itself only by serde_json; any other
-            // human-readable format gets the parsed value.
+            // Human-readable formats (the API's JSON) get the parsed value.
             (Repr::Text(_), true) => self.value().serialize(serializer),
             (_, false) => serializer.serialize_str(&self.text()),
         }
@@ -135,6 +153,42 @@ impl<'de> Deserialize<'de> for Json {
     }
 }
 
+/// Check that `text` is one JSON value (whitespace around it allowed) with
+/// `seed`, which sees the value without building it.
+fn check<'de, T: serde::de::DeserializeSeed<'de>>(
+    text: &'de str,
+    seed: T,
+) -> Result<T::Value, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let out = seed.deserialize(&mut de)?;
+    de.end()?;
+    Ok(out)
+}
+
+/// Counts an object's fields, skipping (but checking) every key and value.
+struct FieldCount;
+
+impl<'de> serde::de::DeserializeSeed<'de> for FieldCount {
+    type Value = usize;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<usize, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FieldCount {
+    type Value = usize;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<usize, A::Error> {
+        let mut n = 0;
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
 impl From<Value> for Json {
     fn from(v: Value) -> Self {
         Json::new(v)
@@ -150,6 +204,9 @@ mod tests {
     fn text_and_value_forms_are_equal_by_meaning() {
         let v = Json::new(json!({"a": 1, "b": [true, "x"]}));
         let t = Json::from_text(r#"{ "b": [true, "x"], "a": 1 }"#.into()).expect("valid");
+        let (o, fields) =
+            Json::object_from_text(r#"{"a": 1, "b": [true, "x"]}"#.into()).expect("an object");
+        assert_eq!((&o, fields), (&v, 2));
         assert_eq!(v, t);
         assert_ne!(t, Json::new(json!({"a": 2, "b": [true, "x"]})));
         assert_eq!(t.value().into_owned(), json!({"a": 1, "b": [true, "x"]}));
@@ -159,8 +216,22 @@ mod tests {
 
     #[test]
     fn invalid_text_is_refused() {
-        for bad in ["", "{", r#"{"a":}"#, "{\"a\":\"\u{1}\"}", "nul"] {
+        for bad in [
+            "",
+            "{",
+            r#"{"a":}"#,
+            "{\"a\":\"\u{1}\"}",
+            "nul",
+            r#"{"a":"\x"}"#,
+            "{} {}",
+        ] {
             assert!(Json::from_text(bad.into()).is_err(), "{bad:?}");
+            assert!(Json::object_from_text(bad.into()).is_err(), "{bad:?}");
+        }
+        for not_object in ["[1]", "\"x\"", "2"] {
+            let e = Json::object_from_text(not_object.into()).expect_err(not_object);
+            assert_eq!(e.text, not_object);
+            assert!(e.error.to_string().contains("a JSON object"), "{}", e.error);
         }
     }
 

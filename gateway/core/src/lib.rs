@@ -16,6 +16,6 @@ pub mod units;
 
 pub use analyzer::{Analyzer, AnalyzerConfig};
 pub use event::{EmotionEvent, FieldError, IngestContext, ValidationError};
-pub use json::Json;
+pub use json::{Json, TextError};
 pub use label::{Coordinates, EmotionLabel};
 pub use source::Source;

@@ -4,9 +4,6 @@
 use chrono::{DateTime, TimeZone, Utc};
 use emotion_core::reading::{AuValue, RawReading, ReadingPayload, VoicePayload};
 use emotion_core::{EmotionEvent, EmotionLabel, Json};
-use std::fmt;
-
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -173,55 +170,27 @@ pub(crate) fn to_event_with_id(
 }
 
 /// An ABI 2 emotion's extra fields as the event's context: checked to be one
-/// JSON object of at most [`MAX_EXTRA_FIELDS`] fields, and kept as the text
-/// it is (parsing it into a map, only for the buffer to write it back as
-/// text, was a fifth of the host's time per facial frame). No fields: no
-/// context.
+/// JSON object of at most [`MAX_EXTRA_FIELDS`] fields in one pass, and kept
+/// as the text it is (parsing it into a map, only for the buffer to write
+/// it back as text, was a fifth of the host's time per facial frame). No
+/// fields: no context.
 fn extra_context(text: String) -> Result<Option<Json>, String> {
     if text.is_empty() {
         return Ok(None);
     }
-    let not_an_object = |e: serde_json::Error| {
+    let (context, fields) = Json::object_from_text(text).map_err(|e| {
         format!(
-            "the extra fields are not a JSON object ({e}): {}",
-            excerpt(&text)
+            "the extra fields are not a JSON object ({}): {}",
+            e.error,
+            excerpt(&e.text)
         )
-    };
-    let FieldCount(fields) = serde_json::from_str(&text).map_err(not_an_object)?;
+    })?;
     if fields > MAX_EXTRA_FIELDS {
         return Err(format!(
             "{fields} extra fields (at most {MAX_EXTRA_FIELDS})"
         ));
     }
-    if fields == 0 {
-        return Ok(None);
-    }
-    Json::from_text(text)
-        .map(Some)
-        .map_err(|e| format!("the extra fields: {e}"))
-}
-
-/// The number of fields of a JSON object, read without building it.
-struct FieldCount(usize);
-
-impl<'de> Deserialize<'de> for FieldCount {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Count;
-        impl<'de> Visitor<'de> for Count {
-            type Value = FieldCount;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FieldCount, A::Error> {
-                let mut n = 0;
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {
-                    n += 1;
-                }
-                Ok(FieldCount(n))
-            }
-        }
-        deserializer.deserialize_map(Count)
-    }
+    Ok((fields > 0).then_some(context))
 }
 
 /// The start of a long text, for an error message.
