@@ -1,7 +1,7 @@
 //! Small JSON helpers for the extra fields plugins attach to their emotions
 //! (see [`Emotion::with_extra`](crate::Emotion::with_extra)): fast number
-//! formatting, string quoting, and reading an object's fields back. The SDK
-//! has no JSON dependency (plugins need not pay for one).
+//! formatting and string quoting. The SDK has no JSON dependency (plugins
+//! need not pay for one).
 
 use std::fmt::Write as _;
 
@@ -15,7 +15,7 @@ pub fn push_fixed(out: &mut String, x: f64, decimals: u32) {
     }
     let decimals = decimals.min(6);
     let scale = 10u64.pow(decimals);
-    let scaled = (x.abs() * scale as f64).round();
+    let scaled = round_half_up(x.abs() * scale as f64);
     if scaled >= 9.0e15 {
         // Beyond exact integers: let the standard formatter do it.
         let _ = write!(out, "{x:.prec$}", prec = decimals as usize);
@@ -32,15 +32,32 @@ pub fn push_fixed(out: &mut String, x: f64, decimals: u32) {
     }
 }
 
+/// `y.round()` for `y >= 0` (halves away from zero). `f64::round` has no
+/// WebAssembly instruction and becomes a call into the guest's libm; `trunc`
+/// is one instruction, and `y - trunc(y)` is exact.
+fn round_half_up(y: f64) -> f64 {
+    let t = y.trunc();
+    if y - t >= 0.5 { t + 1.0 } else { t }
+}
+
 /// Decimal digits of `n`, zero-padded to at least `width`.
 fn push_digits(out: &mut String, mut n: u64, width: usize) {
     let mut buf = [b'0'; 20];
     let mut i = buf.len();
-    loop {
+    // Digits in 32-bit arithmetic as soon as they fit: wasm32 has no 64-bit
+    // multiply-high, so a 64-bit division by 10 stays a division there
+    // (natively it is a multiplication), and the extra text's numbers fit.
+    while n > u64::from(u32::MAX) {
         i -= 1;
         buf[i] = b'0' + (n % 10) as u8;
         n /= 10;
-        if n == 0 {
+    }
+    let mut m = u32::try_from(n).unwrap_or(u32::MAX);
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (m % 10) as u8;
+        m /= 10;
+        if m == 0 {
             break;
         }
     }
@@ -114,6 +131,38 @@ mod tests {
         s.push(' ');
         push_fixed(&mut s, 7.0, 0);
         assert_eq!(s, "null 0.00 63.92 7");
+    }
+
+    #[test]
+    fn rounding_and_digits_match_the_standard_library() {
+        let mut ys: Vec<f64> = vec![
+            0.0,
+            0.5,
+            1.5,
+            2.5,
+            0.499_999_999_999_999_94,
+            4_503_599_627_370_495.5,
+        ];
+        let mut y = 1e-3_f64;
+        while y < 9e15 {
+            ys.extend([y, y + 0.5, (y * 7.3).floor() + 0.5, y.next_up()]);
+            y *= 1.7;
+        }
+        for y in ys {
+            assert_eq!(round_half_up(y), y.round(), "{y:e}");
+        }
+        for (n, width) in [
+            (0, 1),
+            (7, 3),
+            (4_294_967_295, 1),
+            (4_294_967_296, 1),
+            (10_000_000_000, 12),
+            (u64::MAX, 1),
+        ] {
+            let mut s = String::new();
+            push_digits(&mut s, n, width);
+            assert_eq!(s, format!("{n:0width$}"));
+        }
     }
 
     #[test]

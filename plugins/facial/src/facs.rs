@@ -275,7 +275,9 @@ impl Units {
 
     /// Intensity above the noise floor.
     fn evidence(&self, au: usize) -> f64 {
-        (self.intensity[au] - NOISE_FLOOR).max(0.0)
+        // 0 for NaN, as `f64::max` (see `larger`).
+        let e = self.intensity[au] - NOISE_FLOOR;
+        if e > 0.0 { e } else { 0.0 }
     }
 
     /// How strong the expression is, 0–1: the strongest expressive unit
@@ -287,8 +289,16 @@ impl Units {
             .map(|&u| usize::from(u))
             .filter(|&u| expressive(u))
             .map(|u| (self.evidence(u) / LEVEL_B).min(1.0) * (weight(u) / 0.8).min(1.0))
-            .fold(0.0, f64::max)
+            .fold(0.0, larger)
     }
+}
+
+/// The larger of `a` and `b`, `a` when `b` is NaN (as `f64::max` when `a`
+/// is not NaN, as in the folds here, which start at 0). `f64::max` has no
+/// WebAssembly instruction with its NaN rule and becomes a call into the
+/// guest's libm.
+fn larger(a: f64, b: f64) -> f64 {
+    if b > a { b } else { a }
 }
 
 /// The best variant of each emotion and its score.
@@ -308,7 +318,7 @@ pub fn score(units: &Units) -> [Match; 7] {
         .active
         .iter()
         .map(|&u| units.evidence(usize::from(u)))
-        .fold(0.0, f64::max);
+        .fold(0.0, larger);
     let mut total = 0.0;
     if max_e > 0.0 {
         for &u in &units.active {
