@@ -244,7 +244,7 @@ impl Emotion {
     /// Attach an extra field; `json` must be valid JSON text (`"\"text\""`,
     /// `"3.5"`, `"{\"a\":1}"`), the host refuses the reading otherwise.
     /// The fields go into one JSON object text ([`Emotion::extra`]), which the
-    /// host parses once.
+    /// host checks once and keeps as text.
     pub fn with_extra(mut self, key: impl AsRef<str>, json: impl AsRef<str>) -> Self {
         self.push_extra(key.as_ref(), json.as_ref());
         self

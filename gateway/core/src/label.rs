@@ -62,6 +62,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -215,18 +216,28 @@ impl EmotionLabel {
     /// Distance is Euclidean on the circle (arousal rescaled to [-1, 1]) so both
     /// axes weigh the same. Never returns `unknown`.
     pub fn nearest(valence: f64, arousal: f64) -> EmotionLabel {
+        // The table's points, computed once: two trigonometric calls per
+        // label per question were most of the plugin host's conversion of an
+        // emotion without a label.
+        static POINTS: LazyLock<Vec<(EmotionLabel, f64, f64)>> = LazyLock::new(|| {
+            EmotionLabel::ALL
+                .into_iter()
+                .filter_map(|l| {
+                    l.coordinates()
+                        .map(|c| (l, c.valence, 2.0 * c.arousal - 1.0))
+                })
+                .collect()
+        });
         let y = 2.0 * arousal - 1.0;
         let mut best = EmotionLabel::Neutral;
         let mut best_d = f64::INFINITY;
-        for label in Self::ALL {
-            if let Some(c) = label.coordinates() {
-                let dv = c.valence - valence;
-                let da = (2.0 * c.arousal - 1.0) - y;
-                let d = dv * dv + da * da;
-                if d < best_d {
-                    best_d = d;
-                    best = label;
-                }
+        for &(label, v, a) in POINTS.iter() {
+            let dv = v - valence;
+            let da = a - y;
+            let d = dv * dv + da * da;
+            if d < best_d {
+                best_d = d;
+                best = label;
             }
         }
         best

@@ -23,7 +23,7 @@
 //! text, empty or whitespace-only text, text over the size limit. Text with
 //! nothing to read (only punctuation or symbols) is "no emotion".
 
-use emotion_plugin_sdk::{Emotion, Info, Outcome, Payload, Plugin, Reading, Source};
+use emotion_plugin_sdk::{Emotion, Info, Outcome, Payload, Plugin, Reading, Source, json};
 use serde_json::{Map, Value};
 
 pub mod emoji;
@@ -209,13 +209,19 @@ pub fn normalize_reading(settings: &Settings, reading: Reading) -> Outcome {
             if !(a.valence.is_finite() && a.arousal.is_finite() && a.confidence.is_finite()) {
                 return Outcome::error("internal error: non-finite score");
             }
-            let extra = format!(
-                "{{\"vader_compound\":{:.4},\"words\":{},\"known\":{:.3}}}",
-                a.compound, a.words, a.known
-            );
-            Outcome::Emotion(
-                Emotion::new(a.valence, a.arousal, a.confidence).with_extra("text", extra),
-            )
+            // Written in place with the SDK's number formatting (`format!`'s
+            // exact float algorithm cost more than the rest of the extra).
+            let mut e = Emotion::new(a.valence, a.arousal, a.confidence);
+            e.push_extra_with("text", |o| {
+                o.push_str("{\"vader_compound\":");
+                json::push_fixed(o, a.compound, 4);
+                o.push_str(",\"words\":");
+                json::push_fixed(o, a.words as f64, 0);
+                o.push_str(",\"known\":");
+                json::push_fixed(o, a.known, 3);
+                o.push('}');
+            });
+            Outcome::Emotion(e)
         }
         Ok(None) => Outcome::None,
         Err(e) => Outcome::error(e.to_string()),
