@@ -16,7 +16,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
@@ -46,7 +46,7 @@ impl Json {
 
     /// JSON text, checked to be valid JSON (not parsed into a `Value`).
     pub fn from_text(text: String) -> Result<Self, serde_json::Error> {
-        check(&text, std::marker::PhantomData::<IgnoredAny>)?;
+        check(&text, Checked)?;
         Ok(Json(Repr::Text(text.into_boxed_str())))
     }
 
@@ -155,7 +155,7 @@ impl<'de> Deserialize<'de> for Json {
 
 /// Check that `text` is one JSON value (whitespace around it allowed) with
 /// `seed`, which sees the value without building it.
-fn check<'de, T: serde::de::DeserializeSeed<'de>>(
+fn check<'de, T: DeserializeSeed<'de>>(
     text: &'de str,
     seed: T,
 ) -> Result<T::Value, serde_json::Error> {
@@ -165,10 +165,58 @@ fn check<'de, T: serde::de::DeserializeSeed<'de>>(
     Ok(out)
 }
 
-/// Counts an object's fields, skipping (but checking) every key and value.
+/// Any JSON value, walked without building it. Numbers are converted (not
+/// only skipped), so text is refused exactly where parsing it into a
+/// [`Value`] would fail (`1e400`, out of `f64`'s range, say): checked text
+/// always parses again.
+struct Checked;
+
+impl<'de> DeserializeSeed<'de> for Checked {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Checked {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Checked)?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_key::<IgnoredAny>()?.is_some() {
+            map.next_value_seed(Checked)?;
+        }
+        Ok(())
+    }
+}
+
+/// Counts an object's fields, checking every value as [`Checked`] does.
 struct FieldCount;
 
-impl<'de> serde::de::DeserializeSeed<'de> for FieldCount {
+impl<'de> DeserializeSeed<'de> for FieldCount {
     type Value = usize;
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<usize, D::Error> {
         deserializer.deserialize_map(self)
@@ -182,7 +230,8 @@ impl<'de> Visitor<'de> for FieldCount {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<usize, A::Error> {
         let mut n = 0;
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {
+        while map.next_key::<IgnoredAny>()?.is_some() {
+            map.next_value_seed(Checked)?;
             n += 1;
         }
         Ok(n)
@@ -224,6 +273,8 @@ mod tests {
             "nul",
             r#"{"a":"\x"}"#,
             "{} {}",
+            // Valid syntax, but no `f64`: parsing it into a `Value` fails.
+            r#"{"a":[1e400]}"#,
         ] {
             assert!(Json::from_text(bad.into()).is_err(), "{bad:?}");
             assert!(Json::object_from_text(bad.into()).is_err(), "{bad:?}");

@@ -449,7 +449,7 @@ mod tests {
         let r = reading();
         let e = to_event(&r, emotion(Some(wit::Label::Joy), ""), "p@1", "gw", now()).expect("joy");
         assert_eq!(e.emotion_label, EmotionLabel::Joy);
-        for bad in ["{oops", "[1,2]", "3", r#"{"k":1}{"#] {
+        for bad in ["{oops", "[1,2]", "3", r#"{"k":1}{"#, r#"{"k":[1e400]}"#] {
             let err = to_event(&r, emotion(None, bad), "p@1", "gw", now()).expect_err(bad);
             assert!(err.contains("not a JSON object"), "{bad}: {err}");
         }
