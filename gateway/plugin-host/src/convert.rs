@@ -4,6 +4,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use emotion_core::reading::{AuValue, RawReading, ReadingPayload, VoicePayload};
 use emotion_core::{EmotionEvent, EmotionLabel, Json};
+use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -159,12 +160,10 @@ pub(crate) fn to_event_with_id(
     };
     let coordinates = Coordinates::new(label, emotion.valence, emotion.arousal, emotion.confidence);
     let context = extra_context(emotion.extra)?;
-    let context_may_hold_nul = context.as_ref().is_some_and(Json::may_hold_nul);
     event(
         reading,
         coordinates,
         context,
-        context_may_hold_nul,
         (producer, gateway_id, now, event_id),
     )
 }
@@ -224,27 +223,36 @@ pub(crate) fn abi1_to_event_with_id(
             .map_err(|e| format!("label: {e}"))?,
         None => EmotionLabel::nearest(emotion.valence, emotion.arousal),
     };
-    let mut extra = Map::new();
-    // Parsed JSON holds U+0000 only where its text had a raw NUL (in a key)
-    // or the escape `\u0000` (serde_json refuses raw control characters in
-    // strings): without either, walking the parsed context again for NULs,
-    // which was a tenth of the conversion, can be skipped.
-    let mut context_may_hold_nul = false;
-    for (key, text) in emotion.extra {
-        context_may_hold_nul |= key.contains('\0') || text.contains("\\u0000");
-        let value: Value = serde_json::from_str(&text)
-            .map_err(|e| format!("extra field `{key}` is not valid JSON ({e}): {text:?}"))?;
-        extra.insert(key, value);
-    }
     let coordinates = Coordinates::new(label, emotion.valence, emotion.arousal, emotion.confidence);
-    let context = (!extra.is_empty()).then(|| Json::new(Value::Object(extra)));
+    let context = extra_context(abi1_extra_text(emotion.extra)?)?;
     event(
         reading,
         coordinates,
         context,
-        context_may_hold_nul,
         (producer, gateway_id, now, event_id),
     )
+}
+
+/// ABI 1's `(key, JSON text)` pairs as one JSON object text, so both ABIs'
+/// extra fields become the context the same way ([`extra_context`]). Each
+/// value must be one JSON value on its own (`1,"x":2` must not smuggle in
+/// a field); no pairs: empty text.
+fn abi1_extra_text(pairs: Vec<(String, String)>) -> Result<String, String> {
+    let mut out = String::new();
+    for (key, text) in pairs {
+        serde_json::from_str::<IgnoredAny>(&text)
+            .map_err(|e| format!("extra field `{key}` is not valid JSON ({e}): {text:?}"))?;
+        out.push(if out.is_empty() { '{' } else { ',' });
+        // A key is any string: serde_json escapes it (a NUL becomes
+        // `\u0000`, which the storability check then finds).
+        out.push_str(&Value::String(key).to_string());
+        out.push(':');
+        out.push_str(&text);
+    }
+    if !out.is_empty() {
+        out.push('}');
+    }
+    Ok(out)
 }
 
 /// An emotion's label and numbers, whichever ABI carried them.
@@ -266,20 +274,18 @@ impl Coordinates {
     }
 }
 
-/// The event, checked storable. `context_may_hold_nul`: whether `extra`
-/// needs the walk for U+0000 (see the callers).
+/// The event, checked storable.
 fn event(
     reading: &wit::Reading,
     c: Coordinates,
     context: Option<Json>,
-    context_may_hold_nul: bool,
     (producer, gateway_id, now, event_id): (&str, &str, DateTime<Utc>, Uuid),
 ) -> Result<EmotionEvent, String> {
     let timestamp = Utc
         .timestamp_millis_opt(reading.timestamp_ms)
         .single()
         .unwrap_or(now);
-    let mut event = EmotionEvent {
+    let event = EmotionEvent {
         event_id,
         user_id: reading.user_id.clone(),
         session_id: reading.session_id.clone(),
@@ -305,16 +311,9 @@ fn event(
     // The rule every client event passes in `validate`: nothing the central
     // database cannot store (a U+0000 in `extra`, say), or the event would be
     // acknowledged and then refused by every sync attempt.
-    // The same check without the context when it has no NUL (see above).
-    let context = if context_may_hold_nul {
-        None
-    } else {
-        event.context.take()
-    };
+    // (`check_storable` walks a context kept as text only when the text has
+    // the escape `\u0000`: see `Json::may_hold_nul`.)
     emotion_core::event::check_storable(&event).map_err(|e| e.to_string())?;
-    if context.is_some() {
-        event.context = context;
-    }
     Ok(event)
 }
 
