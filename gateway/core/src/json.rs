@@ -6,9 +6,11 @@
 //! this wrapper writes itself as a JSON string in binary formats and as plain JSON
 //! in human-readable ones.
 //!
-//! A [`Json`] holds either a parsed [`Value`] (what a client's event or the
-//! API builds) or checked JSON text (a plugin's extra fields, an object read
-//! back from the buffer). Text is stored and written as it came: a plugin's
+//! A [`Json`] holds either a parsed [`Value`] (what the API builds, a
+//! client event's `biometrics` and `device_info`, whose fields are checked)
+//! or checked JSON text (a plugin's extra fields, a client event's
+//! `context`, `location` and `raw_data` as sent over WebSocket or MQTT, an
+//! object read back from the buffer). Text is stored and written as it came: a plugin's
 //! context used to be parsed into a map only to be written back as text by
 //! the buffer, which was a fifth of the plugin host's time per facial frame.
 //! [`Json::value`] parses text when something needs to look inside.

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use emotion_core::event::{FieldError, IngestContext, default_session_id, validate_owned};
+use emotion_core::event::{
+    Body, BodyError, FieldError, IngestContext, default_session_id, validate_body,
+};
 use emotion_core::reading::RawReading;
 use emotion_core::{EmotionEvent, Source};
 use emotion_plugin_host::ReadingError;
@@ -338,7 +340,7 @@ impl Shared {
         event_id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<EmotionEvent, Rejection> {
-        let body = json_object(payload)?;
+        let body = event_body(payload)?;
         // A session in the body wins (devices that track their own); without
         // one, the device's current session for this user.
         let has_session = !matches!(body.get("session_id"), None | Some(Value::Null));
@@ -352,7 +354,7 @@ impl Shared {
             event_id,
             confidence_in_source_range: self.handles.confidence_in_source_range,
         };
-        validate_owned(body, &ctx).map_err(|e| Rejection {
+        validate_body(body, &ctx).map_err(|e| Rejection {
             kind: RejectKind::ValidationError,
             message: e.to_string(),
             fields: Some(e.errors),
@@ -419,6 +421,20 @@ impl Shared {
             fields: Some(e.errors),
         })
     }
+}
+
+/// An event's payload, its free-form objects kept as text ([`Body`]); the
+/// same refusals as [`json_object`].
+fn event_body(payload: &[u8]) -> Result<Body, Rejection> {
+    Body::parse(payload).map_err(|e| match e {
+        BodyError::NotObject => {
+            Rejection::new(RejectKind::InvalidJson, "payload must be a JSON object")
+        }
+        BodyError::NotJson(e) => Rejection::new(
+            RejectKind::InvalidJson,
+            format!("payload must be valid JSON (UTF-8): {e}"),
+        ),
+    })
 }
 
 fn json_object(payload: &[u8]) -> Result<Map<String, Value>, Rejection> {

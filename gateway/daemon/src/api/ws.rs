@@ -11,12 +11,14 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::Utc;
 use emotion_core::analyzer::Analysis;
-use emotion_core::event::{IngestContext, default_session_id, parse_user_id, validate_owned};
+use emotion_core::event::{
+    Body, BodyError, IngestContext, default_session_id, parse_user_id, validate_body,
+};
 use emotion_core::{EmotionLabel, Source};
 use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::auth::{AuthError, Principal, Scope, presented_token};
@@ -306,8 +308,9 @@ pub(crate) async fn serve(socket: WebSocket, state: AppState, principal: Princip
             msg = incoming.next(), if reading && pending.len() < max_in_flight => {
                 liveness.heard();
                 let text = match msg {
-                    Some(Ok(Message::Text(t))) => t.to_string(),
-                    Some(Ok(Message::Binary(b))) => match String::from_utf8(b.to_vec()) {
+                    // The frame's own bytes, not a copy.
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Binary(b))) => match Utf8Bytes::try_from(b) {
                         Ok(t) => t,
                         Err(_) => {
                             pending.push_back(ready(error_reply("invalid_json", "Message must be valid JSON (UTF-8 text)")));
@@ -340,9 +343,9 @@ pub(crate) async fn serve(socket: WebSocket, state: AppState, principal: Princip
                 }
                 let reply = match &mode {
                     Mode::Events { user, session, style } => {
-                        handle_message(&state, &principal, &text, user.as_deref(), session.as_deref(), *style).await
+                        handle_message(&state, &principal, text.as_str(), user.as_deref(), session.as_deref(), *style).await
                     }
-                    Mode::Readings(handle) => handle(&state, &principal, &text),
+                    Mode::Readings(handle) => handle(&state, &principal, text.as_str()),
                 };
                 pending.push_back(reply);
             }
@@ -515,10 +518,14 @@ async fn handle_message(
     session: Option<&str>,
     style: ReplyStyle,
 ) -> ReplyFuture {
-    let body: Map<String, Value> = match serde_json::from_str(text) {
-        Ok(Value::Object(m)) => m,
-        Ok(_) => return ready(error_reply("invalid_json", "Message must be a JSON object")),
-        Err(_) => return ready(error_reply("invalid_json", "Message must be valid JSON")),
+    let body = match Body::parse(text.as_bytes()) {
+        Ok(body) => body,
+        Err(BodyError::NotObject) => {
+            return ready(error_reply("invalid_json", "Message must be a JSON object"));
+        }
+        Err(BodyError::NotJson(_)) => {
+            return ready(error_reply("invalid_json", "Message must be valid JSON"));
+        }
     };
     let ctx = IngestContext {
         user_id: user,
@@ -530,7 +537,7 @@ async fn handle_message(
         confidence_in_source_range: state.config.validation.confidence
             == crate::config::ConfidenceCheck::SourceRange,
     };
-    let event = match validate_owned(body, &ctx) {
+    let event = match validate_body(body, &ctx) {
         Ok(e) => e,
         Err(e) => {
             state.counters.record_rejected();
