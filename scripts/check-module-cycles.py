@@ -28,7 +28,8 @@ import sys
 from dataclasses import dataclass, field
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SKIP_DIRS = {"target", ".git", "node_modules"}
+# vendor/: third-party crates kept as published (vendor/sled/PATCHED.md).
+SKIP_DIRS = {"target", ".git", "node_modules", "vendor"}
 
 IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 ITEM_RE = re.compile(
