@@ -158,36 +158,52 @@ pub enum BodyError {
     NotObject,
 }
 
-/// A JSON object's fields in the order written, duplicates included, each
-/// value as its text.
-struct RawFields<'a>(Vec<(String, &'a RawValue)>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for RawFields<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Fields;
-        impl<'de> serde::de::Visitor<'de> for Fields {
-            type Value = RawFields<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut m: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::with_capacity(m.size_hint().unwrap_or(16));
-                while let Some(entry) = m.next_entry::<String, &'de RawValue>()? {
-                    out.push(entry);
-                }
-                Ok(RawFields(out))
-            }
-        }
-        d.deserialize_map(Fields)
-    }
-}
-
 /// The objects [`Body::parse`] keeps as text: nothing in the gateway looks
 /// inside them before they are stored.
 const TEXT_OBJECTS: [&str; 3] = ["context", "location", "raw_data"];
+
+/// Reads a message's fields in the order written: each one parsed into a
+/// `Value`, but the objects of [`TEXT_OBJECTS`], taken as their text and
+/// checked. Every value is checked, a duplicate key's earlier ones too
+/// (parsing into a `Value` refuses `1e400` even where a later key replaces
+/// it); the last one counts, as in a `Value`.
+struct TextPath;
+
+impl<'de> serde::de::Visitor<'de> for TextPath {
+    type Value = Body;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Body, A::Error> {
+        use serde::de::Error as _;
+        let mut fields = Map::new();
+        let mut texts: Vec<(&'static str, Json)> = Vec::new();
+        while let Some(key) = m.next_key::<String>()? {
+            texts.retain(|(f, _)| *f != key);
+            let Some(field) = TEXT_OBJECTS.iter().find(|f| **f == key) else {
+                let value: Value = m.next_value()?;
+                fields.insert(key, value);
+                continue;
+            };
+            let raw: &'de RawValue = m.next_value()?;
+            let text = raw.get();
+            // U+0000 is refused with its path, which the parsed value gives.
+            if text.starts_with('{') && !text.contains("\\u0000") {
+                // Checked in one pass, numbers included.
+                let (object, _) = Json::object_from_text(text.to_owned())
+                    .map_err(|e| A::Error::custom(e.error))?;
+                fields.remove(&key);
+                texts.push((*field, object));
+            } else {
+                let value: Value = serde_json::from_str(text).map_err(A::Error::custom)?;
+                fields.insert(key, value);
+            }
+        }
+        Ok(Body { fields, texts })
+    }
+}
 
 impl Body {
     /// Parse one message. Errors and the fields' values are exactly those of
@@ -195,7 +211,11 @@ impl Body {
     /// take as it is (a number out of range, an object that may hold U+0000,
     /// a field that is not an object) goes through that parse instead.
     pub fn parse(json: &[u8]) -> Result<Body, BodyError> {
-        if let Some(body) = Self::keeping_text(json) {
+        // UTF-8 checked once for the whole message: serde_json then reads it
+        // as text, without checking each string again.
+        if let Ok(text) = std::str::from_utf8(json)
+            && let Some(body) = Self::keeping_text(text)
+        {
             return Ok(body);
         }
         match serde_json::from_slice::<Value>(json) {
@@ -208,31 +228,13 @@ impl Body {
         }
     }
 
-    /// The text path; `None` leaves the message to the plain parse.
-    fn keeping_text(json: &[u8]) -> Option<Body> {
-        let RawFields(raw) = serde_json::from_slice(json).ok()?;
-        let mut fields = Map::new();
-        let mut texts: Vec<(&'static str, Json)> = Vec::new();
-        // Every value is checked, a duplicate key's earlier ones too (parsing
-        // into a `Value` refuses `1e400` even where a later key replaces
-        // it); the last one counts, as in a `Value`.
-        for (key, raw) in raw {
-            let text = raw.get();
-            texts.retain(|(f, _)| *f != key);
-            if let Some(field) = TEXT_OBJECTS.iter().find(|f| **f == key)
-                && text.starts_with('{')
-                // U+0000 is refused with its path, which the parsed value gives.
-                && !text.contains("\\u0000")
-            {
-                // Checked in one pass, numbers included.
-                let (object, _) = Json::object_from_text(text.to_owned()).ok()?;
-                fields.remove(&key);
-                texts.push((*field, object));
-                continue;
-            }
-            fields.insert(key, serde_json::from_str(text).ok()?);
-        }
-        Some(Body { fields, texts })
+    /// The text path, one pass over the message; `None` leaves it to the
+    /// plain parse.
+    fn keeping_text(text: &str) -> Option<Body> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let body = serde::Deserializer::deserialize_map(&mut de, TextPath).ok()?;
+        de.end().ok()?;
+        Some(body)
     }
 
     /// A top-level field that was parsed (not one of the objects kept as text).
@@ -971,6 +973,15 @@ mod tests {
         for text in &cases {
             let (a, b) = (via_value(text, &ctx(now())), via_body(text, &ctx(now())));
             assert_eq!(a, b, "{text}");
+        }
+        // Bytes that are not UTF-8 (an MQTT payload): refused as before.
+        let bad = b"{\"user_id\": \"u1\", \"context\": {\"a\": \"\xff\"}}";
+        let expected = serde_json::from_slice::<Value>(bad)
+            .expect_err("not UTF-8")
+            .to_string();
+        match Body::parse(bad) {
+            Err(BodyError::NotJson(e)) => assert_eq!(e.to_string(), expected),
+            other => panic!("{other:?}"),
         }
         // The text path really kept the text (stored as it came).
         let body = Body::parse(cases[0].as_bytes()).expect("body");
