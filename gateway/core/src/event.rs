@@ -211,14 +211,25 @@ impl Body {
     /// take as it is (a number out of range, an object that may hold U+0000,
     /// a field that is not an object) goes through that parse instead.
     pub fn parse(json: &[u8]) -> Result<Body, BodyError> {
-        // UTF-8 checked once for the whole message: serde_json then reads it
-        // as text, without checking each string again.
-        if let Ok(text) = std::str::from_utf8(json)
-            && let Some(body) = Self::keeping_text(text)
-        {
-            return Ok(body);
+        match std::str::from_utf8(json) {
+            Ok(text) => Self::parse_str(text),
+            Err(_) => Self::plain(serde_json::from_slice(json)),
         }
-        match serde_json::from_slice::<Value>(json) {
+    }
+
+    /// [`Body::parse`] for text already known to be UTF-8 (a WebSocket text
+    /// frame): serde_json reads it without checking each string again.
+    pub fn parse_str(text: &str) -> Result<Body, BodyError> {
+        match Self::keeping_text(text) {
+            Some(body) => Ok(body),
+            None => Self::plain(serde_json::from_str(text)),
+        }
+    }
+
+    /// The whole message parsed into a `Value`: the fallback, and the judge
+    /// of every error.
+    fn plain(parsed: Result<Value, serde_json::Error>) -> Result<Body, BodyError> {
+        match parsed {
             Ok(Value::Object(fields)) => Ok(Body {
                 fields,
                 texts: Vec::new(),

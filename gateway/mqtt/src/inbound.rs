@@ -423,10 +423,23 @@ impl Shared {
     }
 }
 
-/// An event's payload, its free-form objects kept as text ([`Body`]); the
-/// same refusals as [`json_object`].
+/// An event's payload, its free-form objects kept as text ([`Body`]).
 fn event_body(payload: &[u8]) -> Result<Body, Rejection> {
-    Body::parse(payload).map_err(|e| match e {
+    Body::parse(payload).map_err(invalid_payload)
+}
+
+/// A reading's payload, parsed.
+fn json_object(payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
+    match serde_json::from_slice::<Value>(payload) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(invalid_payload(BodyError::NotObject)),
+        Err(e) => Err(invalid_payload(BodyError::NotJson(e))),
+    }
+}
+
+/// The refusal of a payload that is not a JSON object.
+fn invalid_payload(e: BodyError) -> Rejection {
+    match e {
         BodyError::NotObject => {
             Rejection::new(RejectKind::InvalidJson, "payload must be a JSON object")
         }
@@ -434,20 +447,6 @@ fn event_body(payload: &[u8]) -> Result<Body, Rejection> {
             RejectKind::InvalidJson,
             format!("payload must be valid JSON (UTF-8): {e}"),
         ),
-    })
-}
-
-fn json_object(payload: &[u8]) -> Result<Map<String, Value>, Rejection> {
-    match serde_json::from_slice::<Value>(payload) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(Rejection::new(
-            RejectKind::InvalidJson,
-            "payload must be a JSON object",
-        )),
-        Err(e) => Err(Rejection::new(
-            RejectKind::InvalidJson,
-            format!("payload must be valid JSON (UTF-8): {e}"),
-        )),
     }
 }
 

@@ -518,7 +518,7 @@ async fn handle_message(
     session: Option<&str>,
     style: ReplyStyle,
 ) -> ReplyFuture {
-    let body = match Body::parse(text.as_bytes()) {
+    let body = match Body::parse_str(text) {
         Ok(body) => body,
         Err(BodyError::NotObject) => {
             return ready(error_reply("invalid_json", "Message must be a JSON object"));
