@@ -24,8 +24,9 @@ if [ "${1:-}" = "--no-sim" ]; then
 fi
 
 ensure_rust
-# The gateway builds the real Bluetooth transport (btleplug needs libdbus).
-ensure_apt libdbus-1-dev pkg-config
+# The gateway builds the real Bluetooth transport (btleplug needs libdbus)
+# and jemalloc (its C build runs make).
+ensure_apt libdbus-1-dev pkg-config make
 ./scripts/build-plugins.sh
 cargo build --release -p emotion-gateway -p emotion-firmware-sim
 

@@ -14,7 +14,7 @@ python3 scripts/check-module-cycles.py
 # the voice plugin's tests render speech with espeak-ng and sox; the MQTT
 # tests talk to the embedded broker with Mosquitto's clients and start private
 # Mosquitto brokers; the dashboard test drives Debian's chromium.
-ensure_apt libdbus-1-dev pkg-config espeak-ng sox
+ensure_apt libdbus-1-dev pkg-config make espeak-ng sox
 ./scripts/install-mqtt-test-deps.sh
 ./scripts/install-browser-test-deps.sh
 log "building the WebAssembly plugins (installs the wasm target if missing)"
