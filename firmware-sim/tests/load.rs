@@ -292,6 +292,12 @@ fn websocket_open_loop_keeps_its_rate_and_measures_from_the_due_time() {
         "{due} {wrote}"
     );
     assert!(f(&due["mean_ms"]) >= f(&wrote["mean_ms"]), "{due} {wrote}");
+    // The tool's own lateness is reported, and is exactly the difference of
+    // the two (means are exact sums, not bucketed).
+    let lag = &r["send_lag"];
+    assert_eq!(lag["count"], due["count"]);
+    let (d, w, l) = (f(&due["mean_ms"]), f(&wrote["mean_ms"]), f(&lag["mean_ms"]));
+    assert!((d - w - l).abs() <= 0.001, "{due} {wrote} {lag}");
 }
 
 /// Devices d0…d3 with tokens, bound to users mu0…mu3.

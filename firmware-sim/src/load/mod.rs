@@ -25,6 +25,7 @@
 pub mod hist;
 pub mod http;
 pub mod mqtt_wire;
+mod pacer;
 pub mod procfs;
 
 use std::collections::BTreeMap;
@@ -49,6 +50,7 @@ use crate::journey::Journey;
 use crate::mqtt::MqttVersion;
 use crate::ws::{EventGen, stream_url};
 use hist::Histogram;
+use pacer::Pacer;
 
 /// Events pre-serialized per connection (varied sources and values).
 const POOL: usize = 16;
@@ -301,6 +303,9 @@ pub struct LoadReport {
     pub latency: Option<Latency>,
     /// Open loop only: from when each was actually written.
     pub latency_from_write: Option<Latency>,
+    /// Open loop only: how late this tool wrote each acknowledged message
+    /// after it was due (its own pacing error, part of `latency`).
+    pub send_lag: Option<Latency>,
     pub gateway: GatewayFigures,
     pub client: ClientFigures,
     pub cpus: usize,
@@ -350,13 +355,14 @@ impl Timeline {
 }
 
 /// How messages are paced on one connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Pacing {
     Closed,
-    /// One message every `period`, the first at `first`.
+    /// Connection `conn`'s share of the run's schedule, released by the
+    /// pacer's thread.
     Open {
-        first: Instant,
-        period: Duration,
+        pacer: Arc<Pacer>,
+        conn: usize,
     },
 }
 
@@ -382,6 +388,8 @@ struct ConnStats {
     interval_acked: u64,
     hist: Histogram,
     hist_write: Histogram,
+    /// Open loop: how late each message was written after it was due.
+    hist_lag: Histogram,
     error: Option<String>,
 }
 
@@ -680,16 +688,19 @@ pub async fn run(
         cancel: cancel.child_token(),
         window,
     });
-    let pacing = |c: usize| match o.rate {
+    let pacer = match o.rate {
+        None => None,
+        Some(rate) => Some(
+            Pacer::start(base, rate, o.connections, end, run.cancel.clone())
+                .map_err(|e| LoadError::Options(format!("starting the pacer thread: {e}")))?,
+        ),
+    };
+    let pacing = |c: usize| match &pacer {
         None => Pacing::Closed,
-        Some(rate) => {
-            let period = Duration::from_secs_f64(o.connections as f64 / rate);
-            // Staggered, so the connections do not all send at once.
-            Pacing::Open {
-                first: base + period.mul_f64(c as f64 / o.connections as f64),
-                period,
-            }
-        }
+        Some((pacer, _)) => Pacing::Open {
+            pacer: pacer.clone(),
+            conn: c,
+        },
     };
     let mut tasks = Vec::with_capacity(o.connections);
     match conns {
@@ -856,6 +867,11 @@ pub async fn run(
         } else {
             None
         },
+        send_lag: if o.rate.is_some() {
+            Latency::of(&total.hist_lag)
+        } else {
+            None
+        },
         gateway: gw,
         client,
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -916,6 +932,7 @@ fn merge(total: &mut ConnStats, s: ConnStats, errors: &mut Vec<String>) {
     }
     total.hist.add(&s.hist);
     total.hist_write.add(&s.hist_write);
+    total.hist_lag.add(&s.hist_lag);
     if let Some(e) = s.error
         && errors.len() < MAX_ERRORS
         && !errors.contains(&e)
@@ -1202,49 +1219,46 @@ async fn mqtt_connect(
 
 /// The next due time of a writer, or `None` when it is done. Closed loop:
 /// now (after a window slot was free). Open loop: the schedule, waiting
-/// for it; a writer that fell behind sends what is overdue at once, each
-/// message keeping its due time.
+/// for the pacer to release the message; a writer that fell behind sends
+/// what is overdue at once, each message keeping its due time.
 struct Schedule {
     pacing: Pacing,
-    next_due: Instant,
+    /// Messages of this connection taken so far (open loop).
+    taken: u64,
 }
 
 impl Schedule {
     fn new(pacing: Pacing) -> Self {
-        let next_due = match pacing {
-            Pacing::Open { first, .. } => first,
-            Pacing::Closed => Instant::now(),
-        };
-        Schedule { pacing, next_due }
+        Schedule { pacing, taken: 0 }
     }
 
     /// Whether the next message is due now (open loop) — else the writer
     /// flushes before waiting.
     fn due_now(&self) -> bool {
-        match self.pacing {
+        match &self.pacing {
             Pacing::Closed => true,
-            Pacing::Open { .. } => self.next_due <= Instant::now(),
+            Pacing::Open { pacer, conn } => pacer.is_released(*conn, self.taken),
         }
     }
 
     async fn next(&mut self, run: &Run) -> Option<Instant> {
         let end = run.timeline.end;
-        match self.pacing {
+        match &self.pacing {
             Pacing::Closed => {
                 (Instant::now() < end && !run.cancel.is_cancelled()).then(Instant::now)
             }
-            Pacing::Open { period, .. } => {
-                let due = self.next_due;
+            Pacing::Open { pacer, conn } => {
+                let due = pacer.due(*conn, self.taken);
                 if due >= end || run.cancel.is_cancelled() {
                     return None;
                 }
-                if due > Instant::now() {
+                if !pacer.is_released(*conn, self.taken) {
                     tokio::select! {
-                        _ = tokio::time::sleep_until(due) => {}
+                        _ = pacer.released(*conn, self.taken) => {}
                         _ = run.cancel.cancelled() => return None,
                     }
                 }
-                self.next_due = due + period;
+                self.taken += 1;
                 Some(due)
             }
         }
@@ -1280,6 +1294,7 @@ async fn ws_connection(conn: WsConn, pacing: Pacing, run: Arc<Run>) -> ConnStats
         let (ring, permits, run) = (ring.clone(), permits.clone(), run.clone());
         async move {
             let tl = run.timeline;
+            let closed = matches!(pacing, Pacing::Closed);
             let mut schedule = Schedule::new(pacing);
             let mut out = Written {
                 interval_sent: 0,
@@ -1306,7 +1321,7 @@ async fn ws_connection(conn: WsConn, pacing: Pacing, run: Arc<Run>) -> ConnStats
                     break;
                 }
                 let now = Instant::now();
-                if matches!(pacing, Pacing::Closed) {
+                if closed {
                     due = now;
                 }
                 ring.put(i, tl.ns(due), tl.ns(now));
@@ -1402,6 +1417,7 @@ async fn ws_connection(conn: WsConn, pacing: Pacing, run: Arc<Run>) -> ConnStats
                 let now_ns = tl.ns(now);
                 st.hist.record(now_ns.saturating_sub(due));
                 st.hist_write.record(now_ns.saturating_sub(wrote));
+                st.hist_lag.record(wrote.saturating_sub(due));
             }
         } else {
             st.refused += 1;
@@ -1445,6 +1461,7 @@ async fn mqtt_connection(conn: MqttConn, qos: u8, pacing: Pacing, run: Arc<Run>)
         let (ring, permits, run) = (ring.clone(), permits.clone(), run.clone());
         async move {
             let tl = run.timeline;
+            let closed = matches!(pacing, Pacing::Closed);
             let mut schedule = Schedule::new(pacing);
             let mut out = Written {
                 interval_sent: 0,
@@ -1476,7 +1493,7 @@ async fn mqtt_connection(conn: MqttConn, qos: u8, pacing: Pacing, run: Arc<Run>)
                     }
                 }
                 let now = Instant::now();
-                if matches!(pacing, Pacing::Closed) {
+                if closed {
                     due = now;
                 }
                 let pkid = (i % 65_535) as u16 + 1;
@@ -1544,6 +1561,8 @@ async fn mqtt_connection(conn: MqttConn, qos: u8, pacing: Pacing, run: Arc<Run>)
                                     let now_ns = tl.ns(now);
                                     st.hist.record(now_ns.saturating_sub(due));
                                     st.hist_write.record(now_ns.saturating_sub(wrote));
+                                    st.hist_lag.record(wrote.saturating_sub(due));
+                                    st.hist_lag.record(wrote.saturating_sub(due));
                                 }
                             } else {
                                 st.refused += 1;
@@ -1755,6 +1774,13 @@ impl std::fmt::Display for LoadReport {
             }
             if let Some(l) = &self.latency_from_write {
                 writeln!(f, "                 {} from the write", lat_line(l))?;
+            }
+            if let Some(l) = &self.send_lag {
+                writeln!(
+                    f,
+                    "sent late by     p50 {:.3} ms  p99 {:.3} ms  max {:.2} ms (this tool's pacing, part of the latency from when due)",
+                    l.p50_ms, l.p99_ms, l.max_ms
+                )?;
             }
         }
         if let Some(c) = &self.gateway.commits {

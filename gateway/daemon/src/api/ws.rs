@@ -626,9 +626,17 @@ pub(crate) fn accepted_reply(a: &Accepted, style: ReplyStyle) -> String {
         duplicate: a.is_duplicate(),
         event: (style == ReplyStyle::ProcessedWithEvent).then_some(&*a.event),
     };
-    serde_json::to_string(&reply)
-        .unwrap_or_else(|_| error_reply("internal", "reply could not be encoded"))
+    // A reply is about 1 KB: sized up front rather than grown from
+    // serde_json's 128 bytes (four copies; perf: memmove under the reply).
+    let mut out = Vec::with_capacity(REPLY_CAPACITY);
+    match serde_json::to_writer(&mut out, &reply).map(|()| String::from_utf8(out)) {
+        Ok(Ok(s)) => s,
+        _ => error_reply("internal", "reply could not be encoded"),
+    }
 }
+
+/// Room for a `processed` reply without its event (about 1.1 KB).
+const REPLY_CAPACITY: usize = 1536;
 
 /// Pushes on change come at most this often (a burst of events is one push).
 const METRICS_COALESCE: std::time::Duration = std::time::Duration::from_millis(250);
