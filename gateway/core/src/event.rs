@@ -28,8 +28,10 @@ pub struct EmotionEvent {
     /// `None` when the sender gave none; the original schema allows NULL.
     pub confidence: Option<f64>,
     /// When the emotion happened (sender's clock, UTC).
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub timestamp: DateTime<Utc>,
     /// When this gateway accepted it.
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub ingested_at: DateTime<Utc>,
     pub gateway_id: String,
     /// `plugin-name@version` for plugin output, `client` for events sent ready-made.

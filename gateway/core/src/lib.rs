@@ -11,6 +11,7 @@ pub mod json;
 pub mod label;
 mod num;
 pub mod reading;
+pub mod rfc3339;
 pub mod source;
 pub mod units;
 
