@@ -358,6 +358,28 @@ fn mqtt_qos1_on_the_embedded_broker_every_puback_is_a_stored_event() {
     );
     let held: u64 = (0..4).map(|i| user_events(&gw, &format!("mu{i}"))).sum();
     assert_eq!(held, u(&r["acknowledged"]));
+
+    // Open loop over MQTT: every PUBACK counted once in each latency.
+    let mut args = vec![
+        "--transport",
+        "mqtt",
+        "--connections",
+        "4",
+        "--rate",
+        "400",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.3",
+    ];
+    args.extend(MQTT_LOGIN);
+    let (code, r, stderr) = load(&gw, &args);
+    assert_eq!(code, Some(0), "{stderr}\n{r:#}");
+    check_report(&gw, &r, &stderr);
+    let count = &r["latency"]["count"];
+    assert!(u(count) > 0, "{r:#}");
+    assert_eq!(&r["latency_from_write"]["count"], count, "{r:#}");
+    assert_eq!(&r["send_lag"]["count"], count, "{r:#}");
 }
 
 #[test]

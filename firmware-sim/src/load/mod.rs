@@ -463,10 +463,11 @@ fn check(o: &LoadOptions) -> Result<(), LoadError> {
         ));
     }
     if let Some(r) = o.rate
-        && !(r.is_finite() && r > 0.0 && r <= 10_000_000.0)
+        && !(r.is_finite() && (0.001..=10_000_000.0).contains(&r))
     {
+        // Below 0.001/s a message's due time is beyond what `Instant` holds.
         return bad(format!(
-            "--rate must be a positive number of events per second (at most 10,000,000), got {r}"
+            "--rate must be a number of events per second from 0.001 to 10,000,000, got {r}"
         ));
     }
     if o.users == 0 || o.users > o.connections {
@@ -1562,7 +1563,6 @@ async fn mqtt_connection(conn: MqttConn, qos: u8, pacing: Pacing, run: Arc<Run>)
                                     st.hist.record(now_ns.saturating_sub(due));
                                     st.hist_write.record(now_ns.saturating_sub(wrote));
                                     st.hist_lag.record(wrote.saturating_sub(due));
-                                    st.hist_lag.record(wrote.saturating_sub(due));
                                 }
                             } else {
                                 st.refused += 1;
@@ -1928,6 +1928,17 @@ mod tests {
             })
             .contains("--rate")
         );
+        for rate in [1e-20, 0.0, -1.0, 2e7] {
+            assert!(
+                msg(LoadOptions {
+                    rate: Some(rate),
+                    depth: 1,
+                    ..options()
+                })
+                .contains("--rate"),
+                "{rate}"
+            );
+        }
         assert!(
             msg(LoadOptions {
                 connections: 0,
