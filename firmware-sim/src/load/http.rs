@@ -36,14 +36,26 @@ pub async fn get_json(
     token: &str,
     timeout: Duration,
 ) -> Result<Value, String> {
+    get_json_up_to(authority, path, token, timeout, MAX_RESPONSE).await
+}
+
+/// [`get_json`] for responses of up to `max_bytes` (a user's events, say);
+/// a longer one is an error, not a truncated document.
+pub async fn get_json_up_to(
+    authority: &str,
+    path: &str,
+    token: &str,
+    timeout: Duration,
+    max_bytes: u64,
+) -> Result<Value, String> {
     let url = format!("http://{authority}{path}");
-    tokio::time::timeout(timeout, get(authority, path, token))
+    tokio::time::timeout(timeout, get(authority, path, token, max_bytes))
         .await
         .map_err(|_| format!("GET {url}: no answer within {timeout:?}"))?
         .map_err(|e| format!("GET {url}: {e}"))
 }
 
-async fn get(authority: &str, path: &str, token: &str) -> Result<Value, String> {
+async fn get(authority: &str, path: &str, token: &str, max_bytes: u64) -> Result<Value, String> {
     let mut tcp = TcpStream::connect(authority)
         .await
         .map_err(|e| e.to_string())?;
@@ -54,10 +66,14 @@ async fn get(authority: &str, path: &str, token: &str) -> Result<Value, String> 
         .await
         .map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
-    tcp.take(MAX_RESPONSE)
+    // One byte over the limit tells a long response from one of exactly it.
+    tcp.take(max_bytes.saturating_add(1))
         .read_to_end(&mut raw)
         .await
         .map_err(|e| e.to_string())?;
+    if raw.len() as u64 > max_bytes {
+        return Err(format!("a response over {max_bytes} bytes"));
+    }
     let (status, body) = parse_response(&raw)?;
     if !(200..300).contains(&status) {
         let text = String::from_utf8_lossy(&body);
