@@ -339,23 +339,30 @@ const MQTT_LOGIN: [&str; 6] = [
     "mu{i}",
 ];
 
+/// [`load`] over MQTT as the devices of [`mqtt_devices`].
+fn load_mqtt(gw: &Gateway, args: &[&str]) -> (Option<i32>, Value, String) {
+    let mut all = vec!["--transport", "mqtt"];
+    all.extend(args);
+    all.extend(MQTT_LOGIN);
+    load(gw, &all)
+}
+
 #[test]
 fn mqtt_qos1_on_the_embedded_broker_every_puback_is_a_stored_event() {
     let gw = start_gateway("mqtt-q1", &mqtt_devices("0"));
-    let mut args = vec![
-        "--transport",
-        "mqtt",
-        "--connections",
-        "4",
-        "--depth",
-        "16",
-        "--duration",
-        "2",
-        "--warmup",
-        "0.5",
-    ];
-    args.extend(MQTT_LOGIN);
-    let (code, r, stderr) = load(&gw, &args);
+    let (code, r, stderr) = load_mqtt(
+        &gw,
+        &[
+            "--connections",
+            "4",
+            "--depth",
+            "16",
+            "--duration",
+            "2",
+            "--warmup",
+            "0.5",
+        ],
+    );
     assert_eq!(code, Some(0), "{stderr}\n{r:#}");
     check_report(&gw, &r, &stderr);
     assert_eq!(r["mqtt_qos"], 1);
@@ -371,20 +378,19 @@ fn mqtt_qos1_on_the_embedded_broker_every_puback_is_a_stored_event() {
     assert_eq!(held, u(&r["acknowledged"]));
 
     // Open loop over MQTT: every PUBACK counted once in each latency.
-    let mut args = vec![
-        "--transport",
-        "mqtt",
-        "--connections",
-        "4",
-        "--rate",
-        "400",
-        "--duration",
-        "1",
-        "--warmup",
-        "0.3",
-    ];
-    args.extend(MQTT_LOGIN);
-    let (code, r, stderr) = load(&gw, &args);
+    let (code, r, stderr) = load_mqtt(
+        &gw,
+        &[
+            "--connections",
+            "4",
+            "--rate",
+            "400",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.3",
+        ],
+    );
     assert_eq!(code, Some(0), "{stderr}\n{r:#}");
     check_report(&gw, &r, &stderr);
     let count = &r["latency"]["count"];
@@ -396,26 +402,25 @@ fn mqtt_qos1_on_the_embedded_broker_every_puback_is_a_stored_event() {
 #[test]
 fn mqtt_qos0_over_3_1_1_every_published_event_is_stored() {
     let gw = start_gateway("mqtt-q0", &mqtt_devices("0"));
-    let mut args = vec![
-        "--transport",
-        "mqtt",
-        "--qos",
-        "0",
-        "--mqtt-version",
-        "3.1.1",
-        "--connections",
-        "2",
-        "--rate",
-        "400",
-        "--users",
-        "2",
-        "--duration",
-        "1.5",
-        "--warmup",
-        "0.3",
-    ];
-    args.extend(MQTT_LOGIN);
-    let (code, r, stderr) = load(&gw, &args);
+    let (code, r, stderr) = load_mqtt(
+        &gw,
+        &[
+            "--qos",
+            "0",
+            "--mqtt-version",
+            "3.1.1",
+            "--connections",
+            "2",
+            "--rate",
+            "400",
+            "--users",
+            "2",
+            "--duration",
+            "1.5",
+            "--warmup",
+            "0.3",
+        ],
+    );
     assert_eq!(code, Some(0), "{stderr}\n{r:#}");
     assert_eq!(r["acknowledged"], 0, "QoS 0 has no acknowledgement");
     assert!(r["latency"].is_null());
@@ -436,20 +441,19 @@ fn refusals_and_bad_setups_show_in_the_exit_code() {
     // The default per-device rate limit (200/s, burst 400) refuses a
     // device that publishes as fast as it can: MQTT 5 says so per message.
     let gw = start_gateway("refusals", &mqtt_devices("200"));
-    let mut args = vec![
-        "--transport",
-        "mqtt",
-        "--connections",
-        "1",
-        "--depth",
-        "32",
-        "--duration",
-        "1.5",
-        "--warmup",
-        "0",
-    ];
-    args.extend(MQTT_LOGIN);
-    let (code, r, stderr) = load(&gw, &args);
+    let (code, r, stderr) = load_mqtt(
+        &gw,
+        &[
+            "--connections",
+            "1",
+            "--depth",
+            "32",
+            "--duration",
+            "1.5",
+            "--warmup",
+            "0",
+        ],
+    );
     assert_eq!(code, Some(1), "{stderr}\n{r:#}");
     let refused = u(&r["refused"]);
     assert!(refused > 0, "{r:#}");

@@ -689,16 +689,19 @@ pub async fn run(
         cancel: cancel.child_token(),
         window,
     });
+    // The pacer's thread is left detached: it ends by itself at the run's
+    // end, or within 20 ms of a cancel.
     let pacer = match o.rate {
         None => None,
         Some(rate) => Some(
             Pacer::start(base, rate, o.connections, end, run.cancel.clone())
-                .map_err(|e| LoadError::Options(format!("starting the pacer thread: {e}")))?,
+                .map_err(|e| LoadError::Options(format!("starting the pacer thread: {e}")))?
+                .0,
         ),
     };
     let pacing = |c: usize| match &pacer {
         None => Pacing::Closed,
-        Some((pacer, _)) => Pacing::Open {
+        Some(pacer) => Pacing::Open {
             pacer: pacer.clone(),
             conn: c,
         },
