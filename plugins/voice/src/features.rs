@@ -83,6 +83,15 @@ const NUCLEUS_MIN_DIP_DB: f64 = 2.0;
 const NUCLEUS_DIP_RAMP_DB: f64 = 1.0;
 /// Shortest pause, frames (0.3 s).
 const MIN_PAUSE_FRAMES: usize = 30;
+/// The F0 range is read between these percentiles of the voiced frames ...
+const RANGE_LOW_Q: f64 = 0.15;
+/// ... and scaled to the 10th–90th percentile range that a normal spread with
+/// those percentiles has (z(0.90) / z(0.85)), which the norms and the
+/// `prosody` input's `f0_range_hz` are stated in. Read at the 10th and 90th
+/// percentiles directly, a creaky phrase end voiced in one rendering and not
+/// in the next moved the range by several semitones (README, *One factor at
+/// a time*).
+const RANGE_TO_P10_P90: f64 = 1.281_551_6 / 1.036_433_4;
 
 /// Offset from a frame's centre to the start of its YIN window at 8 kHz:
 /// half the span of integration window plus largest lag (even, so that the
@@ -130,7 +139,8 @@ pub struct Analysis {
     pub f0_median_hz: f64,
     pub f0_p10_hz: f64,
     pub f0_p90_hz: f64,
-    /// 10th–90th percentile range, semitones.
+    /// The 10th–90th percentile range, semitones, estimated from the 15th
+    /// and 85th percentiles ([`RANGE_TO_P10_P90`]).
     pub f0_range_st: f64,
     /// Standard deviation of F0, semitones.
     pub f0_sd_st: f64,
@@ -242,6 +252,9 @@ pub fn analyze(samples: &[i16], rate: u32, max_seconds: f64) -> Result<Analysis,
     let f0_median_hz = dsp::quantile(&hz, 0.5).unwrap_or(f0_mean_hz);
     let f0_p10_hz = dsp::quantile(&hz, 0.1).unwrap_or(f0_mean_hz);
     let f0_p90_hz = dsp::quantile(&hz, 0.9).unwrap_or(f0_mean_hz);
+    let f0_range_st = RANGE_TO_P10_P90
+        * (dsp::quantile(&st, 1.0 - RANGE_LOW_Q).unwrap_or(0.0)
+            - dsp::quantile(&st, RANGE_LOW_Q).unwrap_or(0.0));
     let st_mean = st.iter().sum::<f64>() / st.len() as f64;
     let f0_sd_st = (st.iter().map(|s| (s - st_mean).powi(2)).sum::<f64>() / st.len() as f64).sqrt();
 
@@ -294,7 +307,7 @@ pub fn analyze(samples: &[i16], rate: u32, max_seconds: f64) -> Result<Analysis,
         f0_median_hz,
         f0_p10_hz,
         f0_p90_hz,
-        f0_range_st: semitones(f0_p90_hz) - semitones(f0_p10_hz),
+        f0_range_st,
         f0_sd_st,
         loudness_dbfs,
         alpha_ratio_db,

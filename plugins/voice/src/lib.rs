@@ -331,7 +331,11 @@ impl Output {
             put("f0_median_hz", num(a.f0_median_hz, 1));
             put("f0_p10_hz", num(a.f0_p10_hz, 1));
             put("f0_p90_hz", num(a.f0_p90_hz, 1));
-            put("f0_range_hz", num(a.f0_p90_hz - a.f0_p10_hz, 1));
+            // The range in Hz as the prosody input reads it (log-symmetric
+            // around the mean), so a replayed event gives the same cue.
+            let range_hz =
+                2.0 * a.f0_mean_hz * (a.f0_range_st * std::f64::consts::LN_2 / 24.0).sinh();
+            put("f0_range_hz", num(range_hz, 1));
             put("f0_range_st", num(a.f0_range_st, 2));
             put("f0_sd_st", num(a.f0_sd_st, 2));
             put("loudness_db", num(a.loudness_dbfs, 1));
