@@ -398,7 +398,13 @@ async fn fused_estimates_reach_the_bound_device_once_two_sources_report() {
         v > 0.5 && v < 0.7,
         "between the two, nearer the face: {fused}"
     );
-    assert_eq!(gw.status()["results"]["fused"], 1);
+    // The counter moves just after the hand-off to the broker, so the device
+    // may hold the message first: wait for it rather than read it at once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while gw.status()["results"]["fused"] != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "{}", gw.status());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     gw.stop().await;
 }
 

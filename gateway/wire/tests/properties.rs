@@ -145,14 +145,27 @@ proptest! {
                 // Only the COBS block (between the delimiters) is damaged.
                 let inner = bytes.len() - 2;
                 match damage {
-                    0 => for (at, x) in &flips {
-                        let at = 1 + at.index(inner);
-                        // Keep the damage zero-free: a zero would split the
-                        // block into two bad ones (still resynchronized, but
-                        // counted twice).
-                        let v = bytes[at] ^ x;
-                        bytes[at] = if v == 0 { 0xA5 } else { v };
-                    },
+                    0 => {
+                        // One flip per byte: two at one byte could cancel
+                        // and leave the frame whole.
+                        let mut at_byte = std::collections::BTreeMap::new();
+                        for (at, x) in &flips {
+                            at_byte.entry(1 + at.index(inner)).or_insert(*x);
+                        }
+                        for (at, x) in at_byte {
+                            let before = bytes[at];
+                            let v = before ^ x;
+                            // Keep the damage zero-free (a zero would split
+                            // the block into two bad ones: still
+                            // resynchronized, but counted twice), and a
+                            // change.
+                            bytes[at] = match v {
+                                0 if before == 0xA5 => 0x5A,
+                                0 => 0xA5,
+                                v => v,
+                            };
+                        }
+                    }
                     1 => {
                         // Keep 1..inner-1 bytes of the block: an empty
                         // block is indistinguishable from a spare delimiter.
