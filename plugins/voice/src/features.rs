@@ -524,7 +524,7 @@ impl Segments {
         let e0 = dsp::energy(prefix, start, W4);
         for tau in 1..=TAU_MAX4 {
             let et = dsp::energy(prefix, start + tau, W4);
-            out[tau] = (e0 + et - 2.0 * r[tau]).max(0.0);
+            out[tau] = dsp::non_negative(e0 + et - 2.0 * r[tau]);
         }
     }
 }

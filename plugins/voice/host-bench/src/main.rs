@@ -12,13 +12,18 @@
 //! speech-like vowel of `emotion_plugin_voice::synth` — voiced throughout, so
 //! every frame goes through the pitch tracker: a worst case for speed. Best
 //! of 5 rounds; real-time factor = analysis time / audio duration.
+//!
+//! Profiling mode: `BENCH_PROFILE=voice[:native] BENCH_CALLS=n` runs only
+//! the 3-s reading at 16 kHz (batch 1) through the host (plugin code named
+//! for `perf` by the host's `perfmap` profiler) or natively, n times, for
+//! `perf record` to look at without the rest of the bench around it.
 
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use emotion_core::Source;
-use emotion_plugin_host::{Dur, HostConfig, PluginConfig, PluginHost, wit};
+use emotion_plugin_host::{Dur, HostConfig, PluginConfig, PluginHost, Profiler, wit};
 use emotion_plugin_sdk as sdk;
 use emotion_plugin_voice::Voice;
 use emotion_plugin_voice::synth::{self, Utterance};
@@ -110,6 +115,11 @@ fn main() {
         deadline: Dur(Duration::from_secs(2)),
         batch_max_size: 1000,
         watch_interval: Dur(Duration::ZERO),
+        profiler: if std::env::var_os("BENCH_PROFILE").is_some() {
+            Profiler::PerfMap
+        } else {
+            Profiler::None
+        },
         ..HostConfig::default()
     };
     let host = PluginHost::new(config, "bench").expect("host");
@@ -118,6 +128,34 @@ fn main() {
         status.producer.is_some(),
         "voice plugin not running: {status:?}"
     );
+    if let Ok(which) = std::env::var("BENCH_PROFILE") {
+        let native_only = match which.as_str() {
+            "voice" => false,
+            "voice:native" => true,
+            other => panic!("BENCH_PROFILE is voice or voice:native, not {other}"),
+        };
+        let calls: usize = std::env::var("BENCH_CALLS")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(2000);
+        let (sdk_r, wit_r) = readings(16000, 3.0, 1);
+        let mut v = Voice::default();
+        let start = Instant::now();
+        for _ in 0..calls {
+            if native_only {
+                for r in &sdk_r {
+                    black_box(v.normalize(r.clone()));
+                }
+            } else {
+                black_box(host.normalize_prepared(Source::Voice, &wit_r));
+            }
+        }
+        println!(
+            "{which}: {calls} calls, {:.3} ms each",
+            start.elapsed().as_secs_f64() * 1e3 / calls as f64
+        );
+        return;
+    }
 
     println!("voice plugin through the plugin host ({})", from.display());
     println!(
