@@ -410,6 +410,54 @@ fn synthetic_excited_voice_is_more_aroused_than_calm() {
     }
 }
 
+/// The PCM path reports `f0_range_hz` as the prosody input reads it, so an
+/// event replayed as prosody gives the same F0 range cue.
+#[test]
+fn a_reported_range_replayed_as_prosody_gives_the_same_cue() {
+    let u = Utterance {
+        swing_st: 6.0,
+        ..Utterance::default()
+    };
+    let out = Voice::default()
+        .process(
+            "u1",
+            VoiceInput::Pcm {
+                samples: synth::utterance(&u, 16000),
+                rate: 16000,
+            },
+        )
+        .expect("analysed")
+        .expect("speech");
+    let analysed = out.analysis.as_ref().expect("pcm analysis").f0_range_st;
+    let extra = out.extra();
+    let field = |k: &str| -> f64 {
+        extra
+            .iter()
+            .find(|(key, _)| key == k)
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or_else(|| panic!("{k} in {extra:?}"))
+    };
+    let replayed = Features {
+        f0_mean_hz: Some(field("f0_mean_hz")),
+        f0_range_hz: Some(field("f0_range_hz")),
+        loudness_db: None,
+        speech_rate: None,
+        jitter: None,
+        shimmer: None,
+        hnr_db: None,
+    };
+    let cue = prosody_cues(&replayed)
+        .into_iter()
+        .find(|(c, _)| *c == Cue::F0Range)
+        .map(|(_, v)| v)
+        .expect("a range cue");
+    // The fields are rounded to 0.1 Hz.
+    assert!(
+        (cue - analysed).abs() < 0.02,
+        "replayed {cue} st against analysed {analysed} st"
+    );
+}
+
 // --- Prosody features -------------------------------------------------------------
 
 fn neutral_features() -> Features {

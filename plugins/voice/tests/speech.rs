@@ -333,6 +333,9 @@ fn on_a_fine_grid_arousal_never_falls_with_speed_or_pitch_range() {
                 w[0].0, w[0].1, w[1].0, w[1].1
             ));
         }
+        // Not flat either: the whole span moves arousal up.
+        let gain = steps[steps.len() - 1].1 - steps[0].1;
+        assert!(gain > 0.03, "{what}: the span raises arousal by {gain:.3}");
     };
     for voice in VOICES {
         for k in [0, 3, 6, 11] {
