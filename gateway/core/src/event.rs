@@ -256,6 +256,14 @@ impl Body {
     }
 }
 
+/// Whether an event whose body has this `event_id` takes its id from
+/// [`IngestContext::event_id`] (none, or null); otherwise validation keeps
+/// the body's id or refuses it. A transport whose default id is costly to
+/// derive asks this first.
+pub fn takes_context_id(event_id: Option<&Value>) -> bool {
+    matches!(event_id, None | Some(Value::Null))
+}
+
 /// The free-form object fields of an event, each with its own check.
 type ObjectCheck = fn(&Map<String, Value>) -> Result<(), String>;
 const OBJECTS: [(&str, ObjectCheck); 5] = [
@@ -593,16 +601,19 @@ impl Fields<'_> {
 
     /// The body's `event_id` (a UUID), or `default` when missing.
     fn event_id(&mut self, default: Uuid) -> Option<Uuid> {
-        match self.body.get("event_id") {
-            None | Some(Value::Null) => Some(default),
-            Some(Value::String(s)) => match Uuid::parse_str(s) {
+        let given = self.body.get("event_id");
+        let Some(given) = given.filter(|_| !takes_context_id(given)) else {
+            return Some(default);
+        };
+        match given {
+            Value::String(s) => match Uuid::parse_str(s) {
                 Ok(id) => Some(id),
                 Err(_) => {
                     self.err("event_id", format!("must be a UUID, got `{s}`"));
                     None
                 }
             },
-            Some(other) => {
+            other => {
                 self.err(
                     "event_id",
                     format!("must be a UUID string, got {}", type_name(other)),

@@ -300,6 +300,12 @@ async fn qos1_events_are_stored_once_and_acknowledged_after_they_are_durable() {
     with_id["event_id"] = json!(own);
     dev.publish(topic, QoS::AtLeastOnce, &with_id).await;
     assert!(gw.stored(&own));
+    // A null id is no id: the derived one is used.
+    let mut null_id = event(0.1, 0.2, 5);
+    null_id["event_id"] = serde_json::Value::Null;
+    dev.publish(topic, QoS::AtLeastOnce, &null_id).await;
+    let derived = derive_event_id("device:dev-a", topic, null_id.to_string().as_bytes());
+    assert!(gw.stored(&derived), "a null event_id takes the derived id");
     dev.publish(topic, QoS::AtMostOnce, &event(0.1, 0.2, 3))
         .await;
     dev.publish(topic, QoS::AtLeastOnce, &event(0.1, 0.2, 4))
@@ -307,15 +313,16 @@ async fn qos1_events_are_stored_once_and_acknowledged_after_they_are_durable() {
     let events = gw.user_events("1").await;
     assert_eq!(
         events.len(),
-        4,
+        5,
         "QoS 0 message stored before the next QoS 1 was acknowledged"
     );
+    assert!(events.iter().all(|e| !e.event_id.is_nil()), "{events:?}");
     // One session for the device's events (they named none).
     assert!(events.iter().all(|e| e.session_id == events[0].session_id));
     let s = gw.status();
-    assert_eq!(s["messages"]["stored"], 4, "{s}");
+    assert_eq!(s["messages"]["stored"], 5, "{s}");
     assert_eq!(s["messages"]["duplicates"], 1, "{s}");
-    assert_eq!(s["devices"]["dev-a"]["stored"], 4, "{s}");
+    assert_eq!(s["devices"]["dev-a"]["stored"], 5, "{s}");
     assert_eq!(s["embedded"]["connected_clients"], 1, "{s}");
     gw.stop().await;
 }

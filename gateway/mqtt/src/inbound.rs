@@ -344,9 +344,11 @@ impl Shared {
         // The id a message without one gets (a SHA-256 of the whole
         // message at QoS 1: 3 % of the MQTT path's CPU) is derived only
         // when the body has none; a body's own id is kept or refused.
-        let event_id = match body.get("event_id") {
-            None | Some(Value::Null) => event_id(),
-            Some(_) => Uuid::nil(),
+        let event_id = if emotion_core::event::takes_context_id(body.get("event_id")) {
+            event_id()
+        } else {
+            // Never stored: validation keeps the body's id or refuses it.
+            Uuid::nil()
         };
         // A session in the body wins (devices that track their own); without
         // one, the device's current session for this user.
