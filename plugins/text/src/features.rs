@@ -205,9 +205,9 @@ pub fn extract(text: &str) -> Features {
             max_abs = max_abs.max(s.abs());
         }
     }
-    let exclamations = text.matches('!').count().min(3);
+    let (exclamations, questions) = vader::marks(text);
+    let (exclamations, questions) = (exclamations.min(3), questions.min(3));
     let emphatic_words = scores.caps_emphasis + scores.elongations;
-    let questions = text.matches('?').count().min(3);
 
     let dense = [
         scores.compound,
@@ -231,10 +231,7 @@ pub fn extract(text: &str) -> Features {
             in_lexicon.push(info.in_lexicon);
         }
     }
-    let emoticons = text
-        .split_whitespace()
-        .filter(|t| !t.chars().any(char::is_alphanumeric) && vader::lexicon_valence(t).is_some())
-        .count();
+    let emoticons = scores.emoticons;
     let (mut letters, mut latin_letters) = (0, 0);
     for c in text.chars().filter(|c| c.is_alphabetic()) {
         letters += 1;

@@ -195,33 +195,47 @@ static LEXICON_TEXT: &str = include_str!("../data/vader_lexicon.txt");
 
 type Map<V> = HashMap<Box<str>, V, FxBuildHasher>;
 
+/// What VADER's word lists say about one lower-case token. One table rather
+/// than three (lexicon, boosters, negations): a token is looked up once, and
+/// a hash lookup is about three times its native cost in WebAssembly.
+#[derive(Debug, Clone, Copy, Default)]
+struct Entry {
+    lex: Option<f64>,
+    booster: Option<f64>,
+    negation: bool,
+}
+
 struct Tables {
-    lexicon: Map<f64>,
-    boosters: Map<f64>,
-    negations: Map<()>,
+    words: Map<Entry>,
 }
 
 fn tables() -> &'static Tables {
     static TABLES: OnceLock<Tables> = OnceLock::new();
     TABLES.get_or_init(|| {
-        let mut lexicon = Map::with_capacity_and_hasher(7600, FxBuildHasher);
+        let mut words: Map<Entry> = Map::with_capacity_and_hasher(7700, FxBuildHasher);
         for line in LEXICON_TEXT.lines() {
             let mut fields = line.split('\t');
             let (Some(word), Some(value)) = (fields.next(), fields.next()) else {
                 continue;
             };
             if let Ok(v) = value.trim().parse::<f64>() {
-                lexicon.insert(word.trim().into(), v);
+                words.entry(word.trim().into()).or_default().lex = Some(v);
             }
         }
-        let boosters = BOOSTERS.iter().map(|&(w, v)| (w.into(), v)).collect();
-        let negations = NEGATE.iter().map(|&w| (w.into(), ())).collect();
-        Tables {
-            lexicon,
-            boosters,
-            negations,
+        for &(w, v) in BOOSTERS {
+            words.entry(w.into()).or_default().booster = Some(v);
         }
+        for &w in NEGATE {
+            words.entry(w.into()).or_default().negation = true;
+        }
+        Tables { words }
     })
+}
+
+impl Tables {
+    fn get(&self, lower: &str) -> Entry {
+        self.words.get(lower).copied().unwrap_or_default()
+    }
 }
 
 /// Force the tables to load (so the first reading does not pay for it).
@@ -231,12 +245,12 @@ pub fn warm_up() {
 
 /// The VADER lexicon's valence for a lower-case token, if it has one.
 pub fn lexicon_valence(lower: &str) -> Option<f64> {
-    tables().lexicon.get(lower).copied()
+    tables().get(lower).lex
 }
 
 /// Whether a lower-case token is one of VADER's degree adverbs.
 pub fn is_booster(lower: &str) -> bool {
-    tables().boosters.contains_key(lower)
+    tables().get(lower).booster.is_some()
 }
 
 /// Which rules to run.
@@ -260,6 +274,8 @@ pub struct Token<'a> {
     pub is_upper: bool,
     /// Written elongated ("goooood") and found in the lexicon once collapsed.
     pub elongated: bool,
+    /// Written without a letter or digit and in the lexicon as written (`:)`).
+    pub emoticon: bool,
     /// The lexicon's valence of `lower`.
     pub lex: Option<f64>,
     /// The booster value of `lower`.
@@ -285,6 +301,8 @@ pub struct Scores {
     pub caps_emphasis: usize,
     /// Elongated tokens that resolve to a lexicon word or booster.
     pub elongations: usize,
+    /// Emoticons ([`Token::emoticon`]).
+    pub emoticons: usize,
     pub tokens: usize,
 }
 
@@ -311,7 +329,8 @@ fn strip_ascii_punct(token: &str) -> &str {
 /// two characters or fewer (then the token was probably an emoticon).
 fn strip_punc_if_word(token: &str) -> &str {
     let stripped = strip_ascii_punct(token);
-    if stripped.chars().count() <= 2 {
+    // At most two characters (without counting all of a long word's).
+    if stripped.chars().nth(2).is_none() {
         token
     } else {
         stripped
@@ -371,44 +390,52 @@ pub fn tokenize(text: &str, mode: Mode) -> Vec<Token<'_>> {
         .map(|raw| {
             let written = strip_punc_if_word(raw);
             let mut lower = lower_case(written);
-            let mut lex = t.lexicon.get(lower.as_ref()).copied();
-            let mut booster = t.boosters.get(lower.as_ref()).copied();
+            let mut entry = t.get(&lower);
+            // Without a letter or digit, lower-casing changed nothing (every
+            // cased character is alphabetic): the lookup above was of the
+            // written form, which is the raw token unless stripping cut it.
+            let emoticon = !raw.chars().any(char::is_alphanumeric)
+                && if written.len() == raw.len() {
+                    entry.lex.is_some()
+                } else {
+                    t.get(raw).lex.is_some()
+                };
             let mut elongated = false;
             if mode == Mode::Extended
-                && lex.is_none()
-                && booster.is_none()
+                && entry.lex.is_none()
+                && entry.booster.is_none()
                 && has_elongation(&lower)
             {
                 for keep in [2, 1] {
                     let c = collapse_runs(&lower, keep);
-                    let (l, b) = (
-                        t.lexicon.get(c.as_str()).copied(),
-                        t.boosters.get(c.as_str()).copied(),
-                    );
-                    if l.is_some() || b.is_some() {
-                        (lex, booster, elongated) = (l, b, true);
+                    let found = t.get(&c);
+                    if found.lex.is_some() || found.booster.is_some() {
+                        (entry, elongated) = (found, true);
                         lower = Cow::Owned(c);
                         break;
                     }
                 }
             }
-            let negation = negated(&lower);
+            let negation = entry.negation || has_nt(&lower);
             Token {
                 text: written,
                 is_upper: py_isupper(written),
                 lower,
                 elongated,
-                lex,
-                booster,
+                emoticon,
+                lex: entry.lex,
+                booster: entry.booster,
                 negation,
             }
         })
         .collect()
 }
 
-/// A single word negates (VADER's `negated([word])`).
-fn negated(lower: &str) -> bool {
-    tables().negations.contains_key(lower) || lower.contains("n't")
+/// Whether a word holds "n't" (VADER's `negated([word])` beyond its list).
+/// A byte scan: `str::contains(&str)` builds a two-way searcher per call,
+/// a tenth of a microsecond per token in WebAssembly.
+fn has_nt(lower: &str) -> bool {
+    lower.as_bytes().windows(3).any(|w| w == b"n't")
 }
 
 /// VADER's `scalar_inc_dec`: the boost a preceding word gives.
@@ -588,16 +615,20 @@ fn but_check(w: &[Token<'_>], sentiments: &mut [f64]) {
     }
 }
 
+/// The number of `!` and `?` in a text. One pass over the bytes ('!' and
+/// '?' are ASCII, so never part of another UTF-8 character):
+/// `str::matches(char)` searches with memchr, which in WebAssembly is a slow
+/// word-at-a-time loop (a tenth of the plugin's time per reading there).
+pub fn marks(text: &str) -> (usize, usize) {
+    text.bytes().fold((0usize, 0usize), |(e, q), b| {
+        (e + usize::from(b == b'!'), q + usize::from(b == b'?'))
+    })
+}
+
 /// VADER's punctuation emphasis: up to four `!` at 0.292 each; two or three
 /// `?` at 0.18 each, more than three 0.96.
 pub fn punctuation_emphasis(text: &str) -> f64 {
-    // One pass over the bytes ('!' and '?' are ASCII, so never part of
-    // another UTF-8 character): `str::matches(char)` searches with memchr,
-    // which in WebAssembly is a slow word-at-a-time loop (a tenth of the
-    // plugin's time per reading there).
-    let (ep_count, qm_count) = text.bytes().fold((0usize, 0usize), |(e, q), b| {
-        (e + usize::from(b == b'!'), q + usize::from(b == b'?'))
-    });
+    let (ep_count, qm_count) = marks(text);
     let ep = ep_count.min(4) as f64 * 0.292;
     let qm = if qm_count > 1 {
         if qm_count <= 3 {
@@ -690,6 +721,7 @@ pub fn score_tokens(text: &str, tokens: &[Token<'_>]) -> Scores {
         punctuation: punct,
         caps_emphasis,
         elongations,
+        emoticons: tokens.iter().filter(|t| t.emoticon).count(),
         tokens: n,
     }
 }
