@@ -203,6 +203,10 @@ struct Entry {
     lex: Option<f64>,
     booster: Option<f64>,
     negation: bool,
+    /// The first word of an idiom or a multi-word booster: only then are
+    /// the phrase lists searched (string comparisons, calls to `memcmp` in
+    /// WebAssembly, for every sentiment word's neighbours otherwise).
+    phrase_start: bool,
 }
 
 struct Tables {
@@ -227,6 +231,13 @@ fn tables() -> &'static Tables {
         }
         for &w in NEGATE {
             words.entry(w.into()).or_default().negation = true;
+        }
+        let phrases = SPECIAL_CASES.iter().map(|(p, _)| p[0]);
+        let boosters = BOOSTERS
+            .iter()
+            .filter_map(|(p, _)| p.split_once(' ').map(|(a, _)| a));
+        for first in phrases.chain(boosters) {
+            words.entry(first.into()).or_default().phrase_start = true;
         }
         Tables { words }
     })
@@ -276,6 +287,8 @@ pub struct Token<'a> {
     pub elongated: bool,
     /// Written without a letter or digit and in the lexicon as written (`:)`).
     pub emoticon: bool,
+    /// `lower` begins an idiom or a multi-word booster.
+    pub phrase_start: bool,
     /// The lexicon's valence of `lower`.
     pub lex: Option<f64>,
     /// The booster value of `lower`.
@@ -423,6 +436,7 @@ pub fn tokenize(text: &str, mode: Mode) -> Vec<Token<'_>> {
                 lower,
                 elongated,
                 emoticon,
+                phrase_start: entry.phrase_start,
                 lex: entry.lex,
                 booster: entry.booster,
                 negation,
@@ -456,6 +470,9 @@ fn scalar_inc_dec(tok: &Token<'_>, valence: f64, is_cap_diff: bool) -> f64 {
 
 /// The value of a special-case phrase spelled by `words`.
 fn special(words: &[&Token<'_>]) -> Option<f64> {
+    if !words.first().is_some_and(|w| w.phrase_start) {
+        return None;
+    }
     SPECIAL_CASES
         .iter()
         .find(|(phrase, _)| {
@@ -469,7 +486,7 @@ fn multiword_booster(words: &[&Token<'_>]) -> Option<f64> {
     match words {
         // `a b` compared in place: `split_once(' ')` per booster searched
         // with memchr, a slow loop in WebAssembly, for every word pair.
-        [a, b] => BOOSTERS
+        [a, b] if a.phrase_start => BOOSTERS
             .iter()
             .find(|(phrase, _)| {
                 phrase.len() == a.lower.len() + 1 + b.lower.len()
