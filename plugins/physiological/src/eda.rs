@@ -163,6 +163,21 @@ pub fn validate(samples: &[f64], rate_hz: Option<f64>) -> Result<f64, String> {
     Ok(rate)
 }
 
+/// `x.min(cap)` as a comparison, for numbers that are not NaN. WebAssembly
+/// has no instruction with `f64::min`'s NaN rule, so `min` and `max` are
+/// calls into the guest's libm (`fmin`: 2 % of a window's time through the
+/// plugin host, in the per-sample loops); natively they are one instruction.
+#[inline]
+fn at_most(x: f64, cap: f64) -> f64 {
+    if x < cap { x } else { cap }
+}
+
+/// `x.max(floor)` as a comparison (see [`at_most`]).
+#[inline]
+fn at_least(x: f64, floor: f64) -> f64 {
+    if x > floor { x } else { floor }
+}
+
 /// Centred moving average over `w` samples (odd), shrinking at the edges.
 fn smooth(x: &[f64], w: usize) -> Vec<f64> {
     let n = x.len();
@@ -294,7 +309,7 @@ impl TonicSlope {
         if b >= 0.0 {
             return b;
         }
-        (b + shrink).min(0.0).max(-self.max_fall)
+        at_least(at_most(b + shrink, 0.0), -self.max_fall)
     }
 }
 
@@ -695,7 +710,7 @@ fn analyze_from(
         // A response stops climbing at its peak, a drift climbs on.
         let after = (p + lag.max(rate_hz.round() as usize)..=(p + max_onset_rise).min(n - 1))
             .map(|j| (y[j] - y[p]) / (j - p) as f64)
-            .fold(f64::INFINITY, f64::min);
+            .fold(f64::INFINITY, at_most);
         let pace = (y[p] - y[onset]) / rise.max(1) as f64;
         // Rise time to RISE_SHARE of the (detrended) amplitude.
         let rise_time = (onset..=p)
@@ -753,7 +768,7 @@ fn analyze_from(
                 // Looking for a rise of at least the threshold above the low.
                 let reference = low + low_fall * (i - low_at) as f64;
                 if y[i] < reference {
-                    (low, low_at, low_fall) = (y[i], i, tonic.at(i, floor).min(0.0));
+                    (low, low_at, low_fall) = (y[i], i, at_most(tonic.at(i, floor), 0.0));
                 } else if y[i] - reference >= threshold {
                     peak = Some(i);
                     start = i;
@@ -761,7 +776,7 @@ fn analyze_from(
                 }
             }
             Some(p) => {
-                steepest = steepest.max(slope);
+                steepest = at_least(steepest, slope);
                 if y[i] > y[p] {
                     let stalled = i >= start + stall
                         && (y[i] - y[i - stall]) / (stall as f64) < 0.2 * steepest;
@@ -769,14 +784,14 @@ fn analyze_from(
                         // The response topped out where the climb slowed.
                         confirm(i - stall, &mut floor, &mut scrs);
                         peak = None;
-                        (low, low_at, low_fall) = (y[i], i, tonic.at(i, floor).min(0.0));
+                        (low, low_at, low_fall) = (y[i], i, at_most(tonic.at(i, floor), 0.0));
                     } else {
                         peak = Some(i);
                     }
                 } else if y[p] - y[i] >= fall {
                     confirm(p, &mut floor, &mut scrs);
                     peak = None;
-                    (low, low_at, low_fall) = (y[i], i, tonic.at(i, floor).min(0.0));
+                    (low, low_at, low_fall) = (y[i], i, at_most(tonic.at(i, floor), 0.0));
                 }
             }
         }
@@ -816,7 +831,7 @@ fn analyze_from(
             // Quick test before the full one: a rise of the threshold within
             // the last few seconds.
             let from = p.saturating_sub(max_rise).max(prev.map_or(0, |q| q + 1));
-            if y[p] - y[from..p].iter().copied().fold(f64::INFINITY, f64::min) < threshold {
+            if y[p] - y[from..p].iter().copied().fold(f64::INFINITY, at_most) < threshold {
                 continue;
             }
             if let Some(found) = evaluate(p, prev.map_or(0, |q| q + 1), prev) {
