@@ -30,7 +30,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use emotion_core::Source;
-use emotion_plugin_host::{Dur, HostConfig, PluginHost, wit};
+use emotion_plugin_host::{Profiler, Dur, HostConfig, PluginHost, wit};
 
 fn component(name: &str) -> PathBuf {
     let file = format!("{name}.wasm");
@@ -96,6 +96,13 @@ fn run(name: &str, from: &std::path::Path, rows: &[&common::Row]) -> Run {
         // machine, not the lexicon's 100 ms.
         deadline: Dur(Duration::from_secs(30)),
         watch_interval: Dur(Duration::ZERO),
+        // `BENCH_PROFILE=1`: name the plugins' functions for `perf` (and a
+        // debugger) in /tmp/perf-<pid>.map.
+        profiler: if std::env::var_os("BENCH_PROFILE").is_some() {
+            Profiler::PerfMap
+        } else {
+            Profiler::None
+        },
         ..HostConfig::default()
     };
     let started = Instant::now();
