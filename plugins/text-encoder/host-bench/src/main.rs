@@ -20,7 +20,9 @@
 //! the sandbox, call under the deadline and memory limit, copy out, check,
 //! convert to events) in batches of 100 (the host's default batch size), one
 //! host thread; r is computed from the events' valence and arousal.
-//! `EMOBANK_CSV` overrides the data path.
+//! `EMOBANK_CSV` overrides the data path; `BENCH_PROFILE=1` writes the
+//! plugins' function names to `/tmp/perf-<pid>.map` for `perf` (or for
+//! reading their machine code with gdb while it runs).
 
 #[path = "../../examples/common/mod.rs"]
 #[allow(dead_code)]
