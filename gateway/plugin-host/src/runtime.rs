@@ -50,6 +50,10 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
+/// The version stamped on compiled plugins: wasmtime's, and the patch of
+/// its Cranelift glue (`vendor/wasmtime-internal-cranelift/PATCHED.md`).
+pub(crate) const MODULE_VERSION: &str = "48.0.8+epoch-check-preserve-all";
+
 impl Runtime {
     pub(crate) fn new(tick: Duration, profiler: Profiler) -> Result<Self, String> {
         let mut config = wasmtime::Config::new();
@@ -57,9 +61,19 @@ impl Runtime {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
         // Deadlines: generated code checks the epoch at loop headers and
-        // function entries (10-16 % of a small reading's host time, measured
-        // in the README; fuel is the slower mechanism by wasmtime's docs).
+        // function entries (10-16 % of a small reading's host time before
+        // the check's call stopped clobbering vector registers: README; fuel
+        // is the slower mechanism by wasmtime's docs).
         config.epoch_interruption(true);
+        // Code from the patched Cranelift glue is versioned apart from plain
+        // 48.0.8's, so a cache written by an unpatched build is compiled
+        // again rather than loaded (it would run, with the old slow epoch
+        // check) and an unpatched build refuses this one's artifacts.
+        config
+            .module_version(wasmtime::ModuleVersionStrategy::Custom(
+                MODULE_VERSION.into(),
+            ))
+            .map_err(|e| format!("{e:#}"))?;
         config.wasm_component_model(true);
         config.parallel_compilation(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);

@@ -12,37 +12,64 @@ use std::time::Duration;
 
 use wasmtime::{Config, Engine, Instance, Module, Store, Trap, UpdateDeadline};
 
-/// `run(n)`: sums over i in 0..n of i as f64, i·0.5 and, in a vector, i in
-/// each lane; returns the three sums added.
+/// `run(n)`: over i in 0..n, six f64 sums of i·k, four vector sums of i + k
+/// in each i32 lane and three i64 sums of i·k, all live around the loop's
+/// header (more than the registers a call may clobber without saving);
+/// returns them added as f64.
 const WAT: &str = r#"
 (module
   (func (export "run") (param $n i32) (result f64)
-    (local $i i32) (local $a f64) (local $b f64) (local $v v128)
+    (local $i i32) (local $f0 f64) (local $f1 f64) (local $f2 f64) (local $f3 f64) (local $f4 f64) (local $f5 f64) (local $v0 v128) (local $v1 v128) (local $v2 v128) (local $v3 v128) (local $j0 i64) (local $j1 i64) (local $j2 i64)
     (loop $l
-      (local.set $a (f64.add (local.get $a) (f64.convert_i32_s (local.get $i))))
-      (local.set $b (f64.add (local.get $b)
-                             (f64.mul (f64.convert_i32_s (local.get $i)) (f64.const 0.5))))
-      (local.set $v (i32x4.add (local.get $v) (i32x4.splat (local.get $i))))
+      (local.set $f0 (f64.add (local.get $f0) (f64.mul (f64.convert_i32_s (local.get $i)) (f64.const 1.0))))
+      (local.set $f1 (f64.add (local.get $f1) (f64.mul (f64.convert_i32_s (local.get $i)) (f64.const 2.0))))
+      (local.set $f2 (f64.add (local.get $f2) (f64.mul (f64.convert_i32_s (local.get $i)) (f64.const 3.0))))
+      (local.set $f3 (f64.add (local.get $f3) (f64.mul (f64.convert_i32_s (local.get $i)) (f64.const 4.0))))
+      (local.set $f4 (f64.add (local.get $f4) (f64.mul (f64.convert_i32_s (local.get $i)) (f64.const 5.0))))
+      (local.set $f5 (f64.add (local.get $f5) (f64.mul (f64.convert_i32_s (local.get $i)) (f64.const 6.0))))
+      (local.set $v0 (i32x4.add (local.get $v0) (i32x4.splat (i32.add (local.get $i) (i32.const 1)))))
+      (local.set $v1 (i32x4.add (local.get $v1) (i32x4.splat (i32.add (local.get $i) (i32.const 2)))))
+      (local.set $v2 (i32x4.add (local.get $v2) (i32x4.splat (i32.add (local.get $i) (i32.const 3)))))
+      (local.set $v3 (i32x4.add (local.get $v3) (i32x4.splat (i32.add (local.get $i) (i32.const 4)))))
+      (local.set $j0 (i64.add (local.get $j0) (i64.mul (i64.extend_i32_s (local.get $i)) (i64.const 2))))
+      (local.set $j1 (i64.add (local.get $j1) (i64.mul (i64.extend_i32_s (local.get $i)) (i64.const 3))))
+      (local.set $j2 (i64.add (local.get $j2) (i64.mul (i64.extend_i32_s (local.get $i)) (i64.const 4))))
       (local.set $i (i32.add (local.get $i) (i32.const 1)))
       (br_if $l (i32.lt_s (local.get $i) (local.get $n))))
-    (f64.add (f64.add (local.get $a) (local.get $b))
-             (f64.convert_i32_s (i32.add (i32.add (i32x4.extract_lane 0 (local.get $v))
-                                                  (i32x4.extract_lane 1 (local.get $v)))
-                                         (i32.add (i32x4.extract_lane 2 (local.get $v))
-                                                  (i32x4.extract_lane 3 (local.get $v))))))))
+    (f64.add (f64.add (f64.add (f64.add (f64.add (f64.add (f64.add (f64.add (f64.add (f64.add (f64.add (f64.add (local.get $f0) (local.get $f1)) (local.get $f2)) (local.get $f3)) (local.get $f4)) (local.get $f5)) (f64.convert_i32_s (i32.add (i32.add (i32x4.extract_lane 0 (local.get $v0)) (i32x4.extract_lane 1 (local.get $v0))) (i32.add (i32x4.extract_lane 2 (local.get $v0)) (i32x4.extract_lane 3 (local.get $v0)))))) (f64.convert_i32_s (i32.add (i32.add (i32x4.extract_lane 0 (local.get $v1)) (i32x4.extract_lane 1 (local.get $v1))) (i32.add (i32x4.extract_lane 2 (local.get $v1)) (i32x4.extract_lane 3 (local.get $v1)))))) (f64.convert_i32_s (i32.add (i32.add (i32x4.extract_lane 0 (local.get $v2)) (i32x4.extract_lane 1 (local.get $v2))) (i32.add (i32x4.extract_lane 2 (local.get $v2)) (i32x4.extract_lane 3 (local.get $v2)))))) (f64.convert_i32_s (i32.add (i32.add (i32x4.extract_lane 0 (local.get $v3)) (i32x4.extract_lane 1 (local.get $v3))) (i32.add (i32x4.extract_lane 2 (local.get $v3)) (i32x4.extract_lane 3 (local.get $v3)))))) (f64.convert_i64_s (local.get $j0))) (f64.convert_i64_s (local.get $j1))) (f64.convert_i64_s (local.get $j2)))))
 "#;
 
 const N: i32 = 20_000_000;
 
-/// The sums `run(N)` returns, computed here (the vector lanes wrap as i32).
+/// What `run(N)` returns, computed here in the same order (the f64 sums
+/// are exact: every partial sum is a multiple of 1 below 2^53; the lanes
+/// wrap as i32).
 fn expected() -> f64 {
-    let (mut a, mut b, mut lane) = (0f64, 0f64, 0i32);
+    let mut f = [0f64; 6];
+    let mut v = [0i32; 4];
+    let mut j = [0i64; 3];
     for i in 0..N {
-        a += f64::from(i);
-        b += f64::from(i) * 0.5;
-        lane = lane.wrapping_add(i);
+        for (k, f) in f.iter_mut().enumerate() {
+            *f += f64::from(i) * (k + 1) as f64;
+        }
+        for (k, v) in v.iter_mut().enumerate() {
+            *v = v.wrapping_add(i.wrapping_add(k as i32 + 1));
+        }
+        for (k, j) in j.iter_mut().enumerate() {
+            *j += i64::from(i) * (k as i64 + 2);
+        }
     }
-    a + b + f64::from(lane.wrapping_mul(4))
+    let mut r = f[0];
+    for f in &f[1..] {
+        r += f;
+    }
+    for v in v {
+        r += f64::from(v.wrapping_mul(4));
+    }
+    for j in j {
+        r += j as f64;
+    }
+    r
 }
 
 /// An engine with epoch interruption, the module, and a thread moving the
@@ -79,9 +106,11 @@ fn a_loop_keeps_its_values_across_extended_deadlines() {
     let got = run.call(&mut store, N).expect("runs to the end");
     done.store(true, Ordering::Relaxed);
     assert_eq!(got, expected());
+    // More than the check at the function's entry: the loop's own.
     assert!(
-        *store.data() > 0,
-        "the deadline was never reached: the slow path did not run"
+        *store.data() > 1,
+        "the deadline was reached {} times: the loop's slow path did not run",
+        store.data()
     );
 }
 
@@ -101,5 +130,29 @@ fn a_deadline_not_extended_stops_the_loop() {
         err.downcast_ref::<Trap>(),
         Some(&Trap::Interrupt),
         "{err:?}"
+    );
+}
+
+#[test]
+fn the_patched_glue_is_the_one_built() {
+    // `[patch.crates-io]` applies only while the versions match: after an
+    // upgrade of wasmtime cargo would warn and build the unpatched glue, and
+    // the tests above would still pass. The compiled loop must call
+    // `new_epoch` with `preserve_all`.
+    let clif = tempfile::tempdir().expect("tempdir");
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.emit_clif(clif.path());
+    let engine = Engine::new(&config).expect("engine");
+    Module::new(&engine, wat::parse_str(WAT).expect("wat")).expect("module");
+    let mut text = String::new();
+    for entry in std::fs::read_dir(clif.path()).expect("clif files") {
+        let path = entry.expect("entry").path();
+        text += &std::fs::read_to_string(&path).expect("clif text");
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.contains("sig") && l.contains("preserve_all")),
+        "no preserve_all call in the compiled loop:\n{text}"
     );
 }

@@ -194,7 +194,7 @@ mod simd {
         // a product fit in the 16 vector registers. Cranelift emits all of an
         // iteration's loads before its arithmetic, so two steps per iteration
         // (half the loop-header epoch checks) had 12 operands live and spilled
-        // the accumulators to the stack (0.90-0.95x the speed of one step).
+        // the accumulators to the stack (0.88-0.95x the speed of one step).
         while i < k {
             // SAFETY: i + 8 <= k, the length of every row (asserted above);
             // both loads accept any alignment.
