@@ -61,9 +61,9 @@ impl Runtime {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
         // Deadlines: generated code checks the epoch at loop headers and
-        // function entries (10-16 % of a small reading's host time before
-        // the check's call stopped clobbering vector registers: README; fuel
-        // is the slower mechanism by wasmtime's docs).
+        // function entries (6-9 % of a small reading's host time, 10-16 %
+        // before the check's call stopped clobbering vector registers:
+        // README; fuel is the slower mechanism by wasmtime's docs).
         config.epoch_interruption(true);
         // Code from the patched Cranelift glue is versioned apart from plain
         // 48.0.8's, so a cache written by an unpatched build is compiled
