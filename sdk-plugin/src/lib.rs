@@ -50,6 +50,7 @@ pub mod bindings {
 }
 
 pub mod json;
+pub mod num;
 
 /// Definitions shared with the gateway: source names, the prosody schema,
 /// the SplitMix64 generator for synthetic data.

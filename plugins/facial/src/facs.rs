@@ -35,6 +35,8 @@
 //! strongest diagnostic unit, saturating at FACS level B) gates the emotions
 //! against `neutral`.
 
+use emotion_plugin_sdk::num::larger;
+
 /// Action units are numbered 1–99 (the host validates that range).
 pub const MAX_AU: usize = 100;
 
@@ -275,7 +277,7 @@ impl Units {
 
     /// Intensity above the noise floor.
     fn evidence(&self, au: usize) -> f64 {
-        // 0 for NaN, as `f64::max` (see `larger`).
+        // 0 for NaN, as `f64::max` (see `emotion_plugin_sdk::num`).
         let e = self.intensity[au] - NOISE_FLOOR;
         if e > 0.0 { e } else { 0.0 }
     }
@@ -291,14 +293,6 @@ impl Units {
             .map(|u| (self.evidence(u) / LEVEL_B).min(1.0) * (weight(u) / 0.8).min(1.0))
             .fold(0.0, larger)
     }
-}
-
-/// The larger of `a` and `b`, `a` when `b` is NaN (as `f64::max` when `a`
-/// is not NaN, as in the folds here, which start at 0). `f64::max` has no
-/// WebAssembly instruction with its NaN rule and becomes a call into the
-/// guest's libm.
-fn larger(a: f64, b: f64) -> f64 {
-    if b > a { b } else { a }
 }
 
 /// The best variant of each emotion and its score.

@@ -24,6 +24,8 @@
 //!
 //! The plugin's README describes each step and its measured effect.
 
+use emotion_plugin_sdk::num::{larger, smaller};
+
 /// Default SCR amplitude threshold, µS.
 pub const DEFAULT_MIN_AMPLITUDE_US: f64 = 0.01;
 /// A rise of at least this many SDs of the smoothed signal's noise counts
@@ -163,21 +165,6 @@ pub fn validate(samples: &[f64], rate_hz: Option<f64>) -> Result<f64, String> {
     Ok(rate)
 }
 
-/// `x.min(cap)` as a comparison, for numbers that are not NaN. WebAssembly
-/// has no instruction with `f64::min`'s NaN rule, so `min` and `max` are
-/// calls into the guest's libm (`fmin`: 2 % of a window's time through the
-/// plugin host, in the per-sample loops); natively they are one instruction.
-#[inline]
-fn at_most(x: f64, cap: f64) -> f64 {
-    if x < cap { x } else { cap }
-}
-
-/// `x.max(floor)` as a comparison (see [`at_most`]).
-#[inline]
-fn at_least(x: f64, floor: f64) -> f64 {
-    if x > floor { x } else { floor }
-}
-
 /// Centred moving average over `w` samples (odd), shrinking at the edges.
 fn smooth(x: &[f64], w: usize) -> Vec<f64> {
     let n = x.len();
@@ -309,7 +296,7 @@ impl TonicSlope {
         if b >= 0.0 {
             return b;
         }
-        at_least(at_most(b + shrink, 0.0), -self.max_fall)
+        larger(-self.max_fall, smaller(0.0, b + shrink))
     }
 }
 
@@ -710,7 +697,7 @@ fn analyze_from(
         // A response stops climbing at its peak, a drift climbs on.
         let after = (p + lag.max(rate_hz.round() as usize)..=(p + max_onset_rise).min(n - 1))
             .map(|j| (y[j] - y[p]) / (j - p) as f64)
-            .fold(f64::INFINITY, at_most);
+            .fold(f64::INFINITY, smaller);
         let pace = (y[p] - y[onset]) / rise.max(1) as f64;
         // Rise time to RISE_SHARE of the (detrended) amplitude.
         let rise_time = (onset..=p)
@@ -768,7 +755,7 @@ fn analyze_from(
                 // Looking for a rise of at least the threshold above the low.
                 let reference = low + low_fall * (i - low_at) as f64;
                 if y[i] < reference {
-                    (low, low_at, low_fall) = (y[i], i, at_most(tonic.at(i, floor), 0.0));
+                    (low, low_at, low_fall) = (y[i], i, smaller(0.0, tonic.at(i, floor)));
                 } else if y[i] - reference >= threshold {
                     peak = Some(i);
                     start = i;
@@ -776,7 +763,7 @@ fn analyze_from(
                 }
             }
             Some(p) => {
-                steepest = at_least(steepest, slope);
+                steepest = larger(steepest, slope);
                 if y[i] > y[p] {
                     let stalled = i >= start + stall
                         && (y[i] - y[i - stall]) / (stall as f64) < 0.2 * steepest;
@@ -784,14 +771,14 @@ fn analyze_from(
                         // The response topped out where the climb slowed.
                         confirm(i - stall, &mut floor, &mut scrs);
                         peak = None;
-                        (low, low_at, low_fall) = (y[i], i, at_most(tonic.at(i, floor), 0.0));
+                        (low, low_at, low_fall) = (y[i], i, smaller(0.0, tonic.at(i, floor)));
                     } else {
                         peak = Some(i);
                     }
                 } else if y[p] - y[i] >= fall {
                     confirm(p, &mut floor, &mut scrs);
                     peak = None;
-                    (low, low_at, low_fall) = (y[i], i, at_most(tonic.at(i, floor), 0.0));
+                    (low, low_at, low_fall) = (y[i], i, smaller(0.0, tonic.at(i, floor)));
                 }
             }
         }
@@ -831,7 +818,7 @@ fn analyze_from(
             // Quick test before the full one: a rise of the threshold within
             // the last few seconds.
             let from = p.saturating_sub(max_rise).max(prev.map_or(0, |q| q + 1));
-            if y[p] - y[from..p].iter().copied().fold(f64::INFINITY, at_most) < threshold {
+            if y[p] - y[from..p].iter().copied().fold(f64::INFINITY, smaller) < threshold {
                 continue;
             }
             if let Some(found) = evaluate(p, prev.map_or(0, |q| q + 1), prev) {
