@@ -95,6 +95,9 @@ pub struct SyncStatus {
     connected: AtomicBool,
     /// Next position to ship (the central cursor, as last read or written).
     cursor: Mutex<Option<Cursor>>,
+    /// Whether `cursor` has been read from the central database: only then
+    /// does `None` mean "nothing shipped yet" rather than "not known".
+    cursor_read: AtomicBool,
     lag_events: AtomicU64,
     /// Ingestion time of the oldest event not yet shipped.
     oldest_unsynced: Mutex<Option<DateTime<Utc>>>,
@@ -183,14 +186,15 @@ impl SyncStatus {
         }
     }
 
-    /// Slots after `cursor`, counted in the buffer; `None` while sync is off
-    /// or the central cursor is not yet known (everything would count), or
-    /// when the buffer cannot be read.
+    /// Slots after `cursor`, counted in the buffer (all of them when the
+    /// central database has no cursor for this gateway: nothing shipped
+    /// yet); `None` while sync is off, before the central cursor has been
+    /// read, or when the buffer cannot be read.
     fn live_lag(&self, cursor: Option<Cursor>, store: &dyn EventStore) -> Option<u64> {
-        if !self.enabled.load(Ordering::Relaxed) {
+        if !self.enabled.load(Ordering::Relaxed) || !self.cursor_read.load(Ordering::Acquire) {
             return None;
         }
-        store.count_after(before(Some(cursor?))).ok()
+        store.count_after(before(cursor)).ok()
     }
 
     /// Load the dead-letter store's count and newest entries (at start).
@@ -378,6 +382,7 @@ async fn session(
     client.migrate().await?;
     let mut next = client.read_cursor(gateway).await?;
     *status.cursor.lock() = next;
+    status.cursor_read.store(true, Ordering::Release);
     status.connected.store(true, Ordering::Relaxed);
     tracing::info!(cursor = ?next, "sync: connected to the central database");
     let mut read_ahead = None;
@@ -899,6 +904,7 @@ mod tests {
         // The sync task's own figures, from before the second batch came.
         status.enabled.store(true, Ordering::Relaxed);
         *status.cursor.lock() = Some(Cursor::new(b1, 3));
+        status.cursor_read.store(true, Ordering::Relaxed);
         status.lag_events.store(0, Ordering::Relaxed);
         *status.oldest_unsynced.lock() = None;
         let v = status.view(Utc::now(), &store);
@@ -931,11 +937,19 @@ mod tests {
         *status.cursor.lock() = Some(Cursor::new(b2, 2));
         assert_eq!(status.view(later, &store).lag_events, 0);
 
-        // No central cursor yet, or sync off: the task's own figure stands
-        // (counting the whole buffer would report events long shipped).
+        // The central database has no cursor for this gateway: nothing was
+        // shipped, everything waits, whatever the task's last read found
+        // (a stale 0 here once let a caller see "drained" too early).
         *status.cursor.lock() = None;
+        status.lag_events.store(0, Ordering::Relaxed);
+        assert_eq!(status.view(later, &store).lag_events, 5);
+
+        // The central cursor not read yet, or sync off: the task's own
+        // figure stands (the whole buffer may long have been shipped).
+        status.cursor_read.store(false, Ordering::Relaxed);
         status.lag_events.store(7, Ordering::Relaxed);
         assert_eq!(status.view(later, &store).lag_events, 7);
+        status.cursor_read.store(true, Ordering::Relaxed);
         *status.cursor.lock() = Some(Cursor::new(b1, 0));
         status.enabled.store(false, Ordering::Relaxed);
         assert_eq!(status.view(later, &store).lag_events, 7);
