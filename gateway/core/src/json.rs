@@ -22,6 +22,8 @@ use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
+mod quick;
+
 /// Free-form JSON attached to an event.
 #[derive(Debug, Clone)]
 pub struct Json(Repr);
@@ -48,7 +50,9 @@ impl Json {
 
     /// JSON text, checked to be valid JSON (not parsed into a `Value`).
     pub fn from_text(text: String) -> Result<Self, serde_json::Error> {
-        check(&text, Checked)?;
+        if !quick::is_value(&text) {
+            check(&text, Checked)?;
+        }
         Ok(Json(Repr::Text(text.into_boxed_str())))
     }
 
@@ -56,7 +60,7 @@ impl Json {
     /// its fields (duplicates included): the form of a plugin's extra
     /// fields.
     pub fn object_from_text(text: String) -> Result<(Self, usize), TextError> {
-        match check(&text, FieldCount) {
+        match quick::object_fields(&text).map_or_else(|| check(&text, FieldCount), Ok) {
             Ok(fields) => Ok((Json(Repr::Text(text.into_boxed_str())), fields)),
             Err(error) => Err(TextError { error, text }),
         }
@@ -304,6 +308,101 @@ mod tests {
         let back: Json = postcard::from_bytes(&postcard::to_allocvec(&v).expect("serializes"))
             .expect("deserializes");
         assert_eq!(back, v);
+    }
+
+    /// JSON-like text from pieces that are valid, invalid or outside the
+    /// quick check's plain subset (exponents, `\u` escapes, huge integers,
+    /// control characters, deep nesting).
+    fn json_like() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just("0".to_owned()),
+            Just("-0".to_owned()),
+            Just("01".to_owned()),
+            Just("1.".to_owned()),
+            Just("-".to_owned()),
+            Just("2.50".to_owned()),
+            Just("1e400".to_owned()),
+            Just("1E-5".to_owned()),
+            Just("9".repeat(310)),
+            Just(format!("{}.5", "9".repeat(300))),
+            Just("true".to_owned()),
+            Just("nul".to_owned()),
+            Just("null".to_owned()),
+            Just("false".to_owned()),
+            Just(r#""\u0000""#.to_owned()),
+            Just(r#""\ud800""#.to_owned()),
+            Just(r#""a\"b\\c\/\n""#.to_owned()),
+            Just(r#""\x""#.to_owned()),
+            Just("\"tab\there\"".to_owned()),
+            Just("\"é ✓\"".to_owned()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|f| f.to_string()),
+            "[a-z]{0,4}".prop_map(|s| format!("\"{s}\"")),
+        ];
+        leaf.prop_recursive(6, 64, 6, |inner| {
+            let ws = prop_oneof![Just(""), Just(" "), Just("\n\t"), Just("\u{b}")];
+            prop_oneof![
+                prop::collection::vec((inner.clone(), ws.clone()), 0..5).prop_map(|v| {
+                    let items: Vec<String> =
+                        v.into_iter().map(|(x, w)| format!("{w}{x}{w}")).collect();
+                    format!("[{}]", items.join(","))
+                }),
+                prop::collection::vec(("[a-c]{1,2}", inner.clone(), ws), 0..5).prop_map(|v| {
+                    let fields: Vec<String> = v
+                        .into_iter()
+                        .map(|(k, x, w)| format!("{w}\"{k}\"{w}:{x}"))
+                        .collect();
+                    format!("{{{}}}", fields.join(","))
+                }),
+                // Broken containers.
+                inner.clone().prop_map(|x| format!("{{\"k\" {x}}}")),
+                inner.clone().prop_map(|x| format!("[{x},]")),
+                inner.prop_map(|x| format!("{x} {x}")),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// serde_json decides: whatever the quick check accepts, serde_json
+        /// accepts with the same field count, and the constructors give
+        /// serde_json's verdict either way.
+        #[test]
+        fn the_quick_check_accepts_only_what_serde_json_accepts(text in json_like()) {
+            let serde_value = check(&text, Checked).is_ok();
+            let serde_fields = check(&text, FieldCount).ok();
+            if quick::is_value(&text) {
+                proptest::prop_assert!(serde_value, "{}", text);
+            }
+            if let Some(n) = quick::object_fields(&text) {
+                proptest::prop_assert_eq!(serde_fields, Some(n), "{}", text);
+            }
+            proptest::prop_assert_eq!(Json::from_text(text.clone()).is_ok(), serde_value);
+            proptest::prop_assert_eq!(
+                Json::object_from_text(text.clone()).ok().map(|(_, n)| n),
+                serde_fields
+            );
+        }
+    }
+
+    #[test]
+    fn the_quick_check_covers_what_plugins_send() {
+        // The facial plugin's extra fields: no serde_json walk needed.
+        let facial = r#"{"facs_match":{"variant":"6+12","source":"EMFACS-7; FACS 2002 IG","score":1.000},"runner_up":{"label":"contempt","score":0.310},"active_units":[6,12,25],"quality":{"detection":1.000,"pose":0.946,"expression":0.912,"input":"au_intensity"}}"#;
+        assert_eq!(quick::object_fields(facial), Some(4));
+        assert!(quick::is_value(&format!(" {facial}\n")));
+        // Left to serde_json (it accepts them all).
+        let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        for plain_no_more in [r#"{"a":1e5}"#, r#"{"a":"\u00e9"}"#, deep.as_str()] {
+            assert!(!quick::is_value(plain_no_more), "{plain_no_more}");
+            assert!(
+                Json::from_text(plain_no_more.into()).is_ok(),
+                "{plain_no_more}"
+            );
+        }
+        assert_eq!(quick::object_fields("{}"), Some(0));
+        assert_eq!(quick::object_fields(r#"{"a":1,"a":2}"#), Some(2));
+        assert_eq!(quick::object_fields("[1]"), None);
     }
 
     #[test]
