@@ -403,6 +403,9 @@ mod tests {
         assert_eq!(quick::object_fields("{}"), Some(0));
         assert_eq!(quick::object_fields(r#"{"a":1,"a":2}"#), Some(2));
         assert_eq!(quick::object_fields("[1]"), None);
+        // Fractions serde_json counts in an `i32`: long ones are its call.
+        assert!(quick::is_value(&format!("0.{}", "5".repeat(1000))));
+        assert!(!quick::is_value(&format!("0.{}", "5".repeat(1001))));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! (with the object's field count) for text in that plain subset and "ask
 //! serde_json" for anything else: an error, an exponent (whose range only a
 //! float conversion settles), a `\u` escape (lone surrogates), deep nesting
-//! (serde_json's recursion limit). Walking such text with serde_json's
+//! (serde_json's recursion limit), a fraction of over 1,000 digits. Walking such text with serde_json's
 //! visitor converts every number to `f64` and was about a sixth of the
 //! plugin host's time per facial frame; this is one pass over the bytes.
 //! Every text it accepts, serde_json accepts too, with the same field count
@@ -18,6 +18,9 @@ const MAX_DEPTH: usize = 64;
 /// An integer part of at most this many digits is below 10³⁰⁰, so finite
 /// as an `f64` whatever follows it (without an exponent).
 const MAX_INTEGER_DIGITS: usize = 300;
+/// Longer fractions are left to serde_json: it counts a fraction's digits
+/// in an `i32`, which a fraction of 2³¹ digits would overflow.
+const MAX_FRACTION_DIGITS: usize = 1000;
 
 /// `Some(fields)` when `text` is certainly one JSON object (whitespace
 /// around it allowed) with that many fields, duplicates included; `None`
@@ -179,8 +182,8 @@ impl Scan<'_> {
         (self.bytes.get(self.at..end)? == word).then(|| self.at = end)
     }
 
-    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?` with a bounded integer part; an
-    /// exponent is left to serde_json.
+    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?` with bounded integer and fraction
+    /// parts; an exponent is left to serde_json.
     fn number(&mut self) -> Option<()> {
         if self.peek() == Some(b'-') {
             self.at += 1;
@@ -200,7 +203,7 @@ impl Scan<'_> {
             self.at += 1;
             let start = self.at;
             self.digits();
-            if self.at == start {
+            if self.at == start || self.at - start > MAX_FRACTION_DIGITS {
                 return None;
             }
         }
