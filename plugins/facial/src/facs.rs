@@ -277,9 +277,8 @@ impl Units {
 
     /// Intensity above the noise floor.
     fn evidence(&self, au: usize) -> f64 {
-        // 0 for NaN, as `f64::max` (see `emotion_plugin_sdk::num`).
-        let e = self.intensity[au] - NOISE_FLOOR;
-        if e > 0.0 { e } else { 0.0 }
+        // 0 for NaN, as `f64::max`.
+        larger(0.0, self.intensity[au] - NOISE_FLOOR)
     }
 
     /// How strong the expression is, 0–1: the strongest expressive unit

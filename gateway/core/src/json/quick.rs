@@ -90,13 +90,7 @@ impl Scan<'_> {
 
     /// The object at the cursor (at its `{`), and its field count.
     fn object(&mut self, depth: usize) -> Option<usize> {
-        if depth > MAX_DEPTH {
-            return None;
-        }
-        self.at += 1;
-        self.whitespace();
-        if self.peek()? == b'}' {
-            self.at += 1;
+        if self.open(depth, b'}')? {
             return Some(0);
         }
         let mut fields = 0;
@@ -113,46 +107,56 @@ impl Scan<'_> {
             self.whitespace();
             self.value(depth)?;
             fields += 1;
-            self.whitespace();
-            match self.peek()? {
-                b',' => {
-                    self.at += 1;
-                    self.whitespace();
-                }
-                b'}' => {
-                    self.at += 1;
-                    return Some(fields);
-                }
-                _ => return None,
+            if self.closed(b'}')? {
+                return Some(fields);
             }
         }
     }
 
     /// The array at the cursor (at its `[`).
     fn array(&mut self, depth: usize) -> Option<()> {
+        if self.open(depth, b']')? {
+            return Some(());
+        }
+        loop {
+            self.value(depth)?;
+            if self.closed(b']')? {
+                return Some(());
+            }
+        }
+    }
+
+    /// Past a container's opening bracket: `true` when it is empty (and
+    /// past its `close` too); nesting beyond [`MAX_DEPTH`] is left to
+    /// serde_json.
+    fn open(&mut self, depth: usize, close: u8) -> Option<bool> {
         if depth > MAX_DEPTH {
             return None;
         }
         self.at += 1;
         self.whitespace();
-        if self.peek()? == b']' {
+        let empty = self.peek()? == close;
+        if empty {
             self.at += 1;
-            return Some(());
         }
-        loop {
-            self.value(depth)?;
-            self.whitespace();
-            match self.peek()? {
-                b',' => {
-                    self.at += 1;
-                    self.whitespace();
-                }
-                b']' => {
-                    self.at += 1;
-                    return Some(());
-                }
-                _ => return None,
+        Some(empty)
+    }
+
+    /// After an item: past a comma (`false`: another item follows) or past
+    /// the container's `close` (`true`).
+    fn closed(&mut self, close: u8) -> Option<bool> {
+        self.whitespace();
+        match self.peek()? {
+            b',' => {
+                self.at += 1;
+                self.whitespace();
+                Some(false)
             }
+            b if b == close => {
+                self.at += 1;
+                Some(true)
+            }
+            _ => None,
         }
     }
 
