@@ -3,8 +3,10 @@
 //! `batch_max_latency` after its oldest reading arrived. Crossing into a
 //! plugin has a fixed cost; batches spread it.
 //!
-//! One worker thread per source runs the batches of that source, so a slow
-//! or quarantined plugin delays only its own sources.
+//! Worker threads per source (one unless `[plugins.workers]` says more) run
+//! the batches of that source, so a slow or quarantined plugin delays only
+//! its own sources. Several workers of one source share its queue: each
+//! takes the next batch while the others' run.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -99,21 +101,38 @@ impl Queues {
         }
     }
 
-    /// Start one worker per source, each sending batches of at most `max`
-    /// readings, no later than `latency` after the oldest arrived. Workers
-    /// hold only a weak reference to the runner (the host), so dropping the
-    /// last handle shuts them down.
-    pub(crate) fn start<R: RunBatch>(&self, runner: &Arc<R>, max: usize, latency: Duration) {
+    /// Start `workers[source.index()]` workers per source, each sending
+    /// batches of at most `max` readings, no later than `latency` after the
+    /// oldest arrived. Workers hold only a weak reference to the runner (the
+    /// host), so dropping the last handle shuts them down.
+    pub(crate) fn start<R: RunBatch>(
+        &self,
+        runner: &Arc<R>,
+        max: usize,
+        latency: Duration,
+        workers: [usize; 8],
+    ) {
         for source in Source::ALL {
-            let queue = self.queues[source.index()].clone();
-            let weak = Arc::downgrade(runner);
-            let spawned = std::thread::Builder::new()
-                .name(format!("plugin-batch-{source}"))
-                .spawn(move || worker(source, &queue, &weak, max, latency));
-            if let Err(e) = spawned {
+            let mut started = 0;
+            for i in 0..workers[source.index()].max(1) {
+                let queue = self.queues[source.index()].clone();
+                let weak = Arc::downgrade(runner);
+                let name = if i == 0 {
+                    format!("plugin-batch-{source}")
+                } else {
+                    format!("plugin-batch-{source}-{i}")
+                };
+                match std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || worker(source, &queue, &weak, max, latency))
+                {
+                    Ok(_) => started += 1,
+                    Err(e) => tracing::error!(%source, error = %e, "cannot start a batch worker"),
+                }
+            }
+            if started == 0 {
                 // Without a worker, readings of this source would wait
                 // forever: close its queue so `submit` answers at once.
-                tracing::error!(%source, error = %e, "cannot start a batch worker");
                 self.queues[source.index()].state.lock().closed = true;
             }
         }
@@ -182,8 +201,18 @@ fn worker<R: RunBatch>(
                 queue.ready.wait_for(&mut st, due - now);
             }
             let n = st.items.len().min(max);
-            st.items.drain(..n).collect()
+            let batch = st.items.drain(..n).collect();
+            // More than a batch was waiting: another worker of this source
+            // (if any) takes the next one now rather than at the next submit.
+            if !st.items.is_empty() {
+                queue.ready.notify_one();
+            }
+            batch
         };
+        // Another worker of this source took what was waiting.
+        if batch.is_empty() {
+            continue;
+        }
         let (readings, replies): (Vec<wit::Reading>, Vec<oneshot::Sender<ReadingResult>>) =
             batch.into_iter().map(|p| (p.reading, p.reply)).unzip();
         let results = match host.upgrade() {

@@ -30,6 +30,9 @@
 //! [plugins.sources]                 # which plugin reads a source (default:
 //! text = "text-encoder"             # the first claimant by name; see below)
 //!
+//! [plugins.workers]                 # batch threads per source (default 1)
+//! text = 2                          # two batches of `text` at once
+//!
 //! [plugins.per_plugin.lexicon]      # keyed by file name without .wasm
 //! deadline = "20ms"
 //! memory_limit = "16MiB"
@@ -51,6 +54,14 @@
 //! chose this one (a fallback would change the answers silently). A source
 //! not listed goes to the first loaded plugin claiming it, by file name, and
 //! a later claimant is refused.
+//!
+//! **Workers.** Each source's batches run on their own thread, one batch at
+//! a time, so a slow plugin holds up only its own sources. `workers.SOURCE =
+//! N` runs up to N batches of that source at once, each on its own instance
+//! of the plugin (and its own linear memory): for a plugin whose batches take
+//! seconds (the text encoder) on a machine with cores to spare. Readings of
+//! that source may then finish out of arrival order, by at most the batches
+//! in flight; each keeps its own timestamp.
 //!
 //! **Memory.** A plugin's memory limit is `per_plugin.NAME.memory_limit` when
 //! set (the operator's override wins), else the need the plugin declares in
@@ -110,6 +121,9 @@ pub struct HostConfig {
     /// Which plugin (file name without `.wasm`) reads each source, keyed by
     /// source name (`text`, `voice`, …). Sources not listed: first claimant.
     pub sources: BTreeMap<String, String>,
+    /// Batch threads per source, keyed by source name (1 to
+    /// [`MAX_WORKERS`]); sources not listed: 1.
+    pub workers: BTreeMap<String, usize>,
     /// Per-plugin limits and settings, keyed by plugin (file) name.
     pub per_plugin: BTreeMap<String, PluginConfig>,
 }
@@ -133,6 +147,7 @@ impl Default for HostConfig {
             quarantine: QuarantineConfig::default(),
             canary: CanaryConfig::default(),
             sources: BTreeMap::new(),
+            workers: BTreeMap::new(),
             per_plugin: BTreeMap::new(),
         }
     }
@@ -282,6 +297,9 @@ const MIN_MEMORY: u64 = 1 << 20;
 const MAX_MEMORY: u64 = 4 << 30;
 const MAX_BATCH: usize = 100_000;
 
+/// Most batch threads for one source: more than a gateway box has cores.
+pub const MAX_WORKERS: usize = 64;
+
 impl HostConfig {
     /// Check every value; returns the trusted keys parsed.
     pub fn validate(&self) -> Result<Vec<TrustedKey>, ConfigError> {
@@ -379,6 +397,19 @@ impl HostConfig {
                 problems.push(format!("sources.{source}: {m}"));
             }
         }
+        for (source, &n) in &self.workers {
+            if source.parse::<Source>().is_err() {
+                problems.push(format!(
+                    "workers.{source}: unknown source (known: {})",
+                    Source::ALL.map(Source::as_str).join(", ")
+                ));
+            }
+            if !(1..=MAX_WORKERS).contains(&n) {
+                problems.push(format!(
+                    "workers.{source} must be between 1 and {MAX_WORKERS}, got {n}"
+                ));
+            }
+        }
         for (name, p) in &self.per_plugin {
             if let Err(m) = check_plugin_name(name) {
                 problems.push(format!("per_plugin.{name}: {m}"));
@@ -406,6 +437,19 @@ impl HostConfig {
         } else {
             Err(ConfigError { problems })
         }
+    }
+
+    /// Batch threads of each source, by `Source::index` (1 unless `workers`
+    /// says otherwise; unknown source names are refused by
+    /// [`HostConfig::validate`]).
+    pub fn workers_per_source(&self) -> [usize; 8] {
+        let mut n = [1; 8];
+        for (source, &w) in &self.workers {
+            if let Ok(s) = source.parse::<Source>() {
+                n[s.index()] = w.clamp(1, MAX_WORKERS);
+            }
+        }
+        n
     }
 
     /// The plugin chosen for each source in `sources`, by `Source::index`
@@ -719,6 +763,28 @@ mod tests {
         }
         // A source table entry must name a plugin by a string.
         assert!(toml::from_str::<HostConfig>("[sources]\ntext = 3").is_err());
+    }
+
+    #[test]
+    fn workers_are_per_source_and_bounded() {
+        let c: HostConfig = toml::from_str("[workers]\ntext = 2\nvoice = 1").expect("parses");
+        c.validate().expect("valid");
+        let n = c.workers_per_source();
+        assert_eq!((n[Source::Text.index()], n[Source::Voice.index()]), (2, 1));
+        assert_eq!(n[Source::Facial.index()], 1, "unlisted: one");
+
+        let c: HostConfig =
+            toml::from_str("[workers]\ntext = 0\ntxt = 2\nvoice = 65").expect("parses");
+        let text = c.validate().expect_err("invalid").to_string();
+        for needle in [
+            "workers.text must be between 1 and 64, got 0",
+            "workers.txt: unknown source (known: text, voice",
+            "workers.voice must be between 1 and 64, got 65",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        assert!(toml::from_str::<HostConfig>("[workers]\ntext = -1").is_err());
+        assert!(toml::from_str::<HostConfig>("[workers]\ntext = \"2\"").is_err());
     }
 
     #[test]

@@ -362,6 +362,7 @@ impl PluginHost {
             &inner,
             inner.config.batch_max_size,
             inner.config.batch_max_latency.0,
+            inner.config.workers_per_source(),
         );
         let host = PluginHost { inner };
         if host.inner.config.dir.exists() {

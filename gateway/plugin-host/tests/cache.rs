@@ -163,6 +163,48 @@ fn a_full_queue_answers_overloaded_at_once() {
     assert!(t.elapsed() < Duration::from_secs(30));
 }
 
+#[test]
+fn a_source_with_two_workers_runs_two_batches_at_once() {
+    // Both readings go to a plugin that loops until its deadline. With one
+    // worker the second batch could only start once the first had failed;
+    // with `workers.voice = 2` the second starts while the first still runs.
+    let dir = plugin_dir(&[("infinite-loop", "infinite-loop")]);
+    let mut cfg = config(dir.path());
+    cfg.batch_max_size = 1;
+    cfg.batch_max_latency = Dur(Duration::from_millis(1));
+    cfg.deadline = Dur(Duration::from_secs(3));
+    cfg.workers.insert("voice".into(), 2);
+    let host = PluginHost::new(cfg, "gw-test").expect("host starts");
+    let voice = reading(r#"{"user_id": "u1", "source": "voice", "payload": {"jitter": 0.01}}"#);
+    let first_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let waiter = {
+        let first = host.submit(voice.clone());
+        let done = first_done.clone();
+        std::thread::spawn(move || {
+            let r = first.wait();
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            r
+        })
+    };
+    let second = host.submit(voice);
+    assert!(
+        eventually(Duration::from_secs(10), || host
+            .plugin_status("infinite-loop")
+            .is_some_and(|s| s.stats.calls == 2)),
+        "both workers take a batch"
+    );
+    assert!(
+        !first_done.load(std::sync::atomic::Ordering::SeqCst),
+        "the second batch started while the first was still running"
+    );
+    for r in [waiter.join().expect("waiter"), second.wait()] {
+        assert!(
+            matches!(r, Err(ReadingError::PluginFailed { .. })),
+            "each stuck batch fails on its own deadline: {r:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn pending_readings_can_be_awaited() {
     let dir = plugin_dir(&[("echo", "echo")]);

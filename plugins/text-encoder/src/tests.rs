@@ -74,8 +74,11 @@ fn f32_encoder_matches_the_reference_and_int8_stays_close() {
         assert_eq!(r.2.len(), HIDDEN);
         let d = max_diff(e, &r.2);
         assert!(d < 1e-3, "{}: f32 differs from the reference by {d}", r.0);
+        // 0.9995 with 13-bit activations, 0.995-0.997 with the kernel's 7
+        // bits (dev r 0.709 / 0.512 -> 0.708 / 0.511); an adapter merge gone
+        // wrong gives 0.54-0.83.
         let cos: f32 = q.iter().zip(&r.2).map(|(a, b)| a * b).sum();
-        assert!(cos > 0.999, "{}: int8 cosine {cos}", r.0);
+        assert!(cos > 0.993, "{}: int8 cosine {cos}", r.0);
     }
 }
 
@@ -225,13 +228,13 @@ fn head_reads_the_encoder_then_the_lexicon() {
 
 #[test]
 fn kernel_product_is_the_exact_integer_product() {
-    // Extremes of both operands (±4095 activations, -128..127 weights) and
+    // Extremes of both operands (0..=127 activations, -128..127 weights) and
     // token and row counts that are not multiples of the register block.
-    let cols = 48;
+    let cols = 64;
     let (tokens, rows) = (7, 5);
     let mut x = kernel::Acts::default();
     x.clear(cols);
-    let act = |t: usize, k: usize| ((t * 7919 + k * 104_729) % 8191) as i16 - 4095;
+    let act = |t: usize, k: usize| ((t * 7919 + k * 104_729) % 128) as u8;
     let weight = |o: usize, k: usize| ((o * 31 + k * 17) % 256) as u8;
     for t in 0..tokens {
         x.push((0..cols).map(|k| act(t, k)));

@@ -5346,6 +5346,22 @@ impl FuncEnvironment<'_> {
         self.isa.has_x86_pmaddubsw_lowering()
     }
 
+    /// Emotion gateway patch (PATCHED.md): whether the x64 backend can fold
+    /// the relaxed i8 dot product into `vpdpbusd` (AVX-VNNI with AVX, or
+    /// AVX-512 VNNI with AVX-512 VL: the conditions of its lowering rules).
+    pub fn use_x86_vnni_for_dot(&self) -> bool {
+        if !self.isa.has_x86_pmaddubsw_lowering() {
+            return false;
+        }
+        let flags = self.isa.isa_flags();
+        let on = |name: &str| {
+            flags
+                .iter()
+                .any(|f| f.name == name && f.as_bool() == Some(true))
+        };
+        (on("has_avx") && on("has_avx_vnni")) || (on("has_avx512vl") && on("has_avx512vnni"))
+    }
+
     pub fn handle_before_return(&mut self, retvals: &[ir::Value], builder: &mut FunctionBuilder) {
         if self.compiler.wmemcheck {
             let func_name = self.current_func_name(builder);

@@ -16,10 +16,15 @@
 //!
 //!     cargo run --release --manifest-path plugins/text-encoder/host-bench/Cargo.toml -- \
 //!         --compare /tmp/te-main.wasm target/optional-plugins/text-encoder.wasm [--rounds 3]
+//!
 //! Every dev sentence goes through `PluginHost::normalize_prepared` (copy into
 //! the sandbox, call under the deadline and memory limit, copy out, check,
 //! convert to events) in batches of 100 (the host's default batch size), one
-//! host thread; r is computed from the events' valence and arousal.
+//! host thread; r is computed from the events' valence and arousal. The
+//! encoder then runs once more as the gateway runs it with `[plugins.workers]
+//! text = N`, N the machine's cores: every sentence submitted to the host's
+//! batcher at once, its N workers taking batches of 100, each on its own
+//! plugin instance (the `workers` column).
 //! `EMOBANK_CSV` overrides the data path; `BENCH_PROFILE=1` writes the
 //! plugins' function names to `/tmp/perf-<pid>.map` for `perf` (or for
 //! reading their machine code with gdb while it runs).
@@ -32,7 +37,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use emotion_core::Source;
-use emotion_plugin_host::{Profiler, Dur, HostConfig, PluginHost, wit};
+use emotion_core::reading::{RawReading, ReadingPayload, TextPayload};
+use emotion_plugin_host::{Dur, HostConfig, PluginHost, Profiler, wit};
 
 fn component(name: &str) -> PathBuf {
     let file = format!("{name}.wasm");
@@ -68,6 +74,21 @@ fn reading(i: usize, text: &str) -> wit::Reading {
     }
 }
 
+/// The same reading as the gateway receives it (for the batcher's path).
+fn raw(i: usize, text: &str) -> RawReading {
+    RawReading {
+        user_id: format!("user-{}", i % 50),
+        session_id: Some("bench".into()),
+        device_id: None,
+        timestamp: None,
+        source: Source::Text,
+        payload: ReadingPayload::Text(TextPayload {
+            text: text.into(),
+            language: Some("en".into()),
+        }),
+    }
+}
+
 struct Run {
     valence_r: f64,
     arousal_r: f64,
@@ -79,7 +100,7 @@ struct Run {
 
 /// One plugin alone in a host (component `from`, loaded as `name`): every
 /// dev sentence, batches of 100.
-fn run(name: &str, from: &std::path::Path, rows: &[&common::Row]) -> Run {
+fn run(name: &str, from: &std::path::Path, rows: &[&common::Row], workers: usize) -> Run {
     let size = std::fs::metadata(from)
         .unwrap_or_else(|e| {
             common::fail(&format!(
@@ -105,6 +126,7 @@ fn run(name: &str, from: &std::path::Path, rows: &[&common::Row]) -> Run {
         } else {
             Profiler::None
         },
+        workers: [("text".to_string(), workers)].into(),
         ..HostConfig::default()
     };
     let started = Instant::now();
@@ -124,13 +146,45 @@ fn run(name: &str, from: &std::path::Path, rows: &[&common::Row]) -> Run {
         .enumerate()
         .map(|(i, r)| reading(i, &r.text))
         .collect();
-    let (mut pv, mut pa, mut yv, mut ya) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut slowest = Duration::ZERO;
+    // One worker: every batch through `normalize_prepared` on this thread.
+    // More: the host's own batcher with `workers.text = N`, as the gateway
+    // runs it (every sentence submitted at once, batches of 100 taken by the
+    // N workers, each on its own plugin instance).
     let t0 = Instant::now();
-    for (batch, rows) in readings.chunks(100).zip(rows.chunks(100)) {
-        let t = Instant::now();
-        let results = host.normalize_prepared(Source::Text, batch);
-        slowest = slowest.max(t.elapsed());
+    let mut done: Vec<(usize, Vec<emotion_plugin_host::ReadingResult>, Duration)> = if workers == 1
+    {
+        readings
+            .chunks(100)
+            .enumerate()
+            .map(|(i, batch)| {
+                let t = Instant::now();
+                (i, host.normalize_prepared(Source::Text, batch), t.elapsed())
+            })
+            .collect()
+    } else {
+        let pending: Vec<_> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| host.submit(raw(i, &r.text)))
+            .collect();
+        let results: Vec<_> = pending.into_iter().map(|p| p.wait()).collect();
+        // Batches are the batcher's; only the whole run is timed.
+        let whole = t0.elapsed();
+        results
+            .chunks(100)
+            .enumerate()
+            .map(|(i, r)| (i, r.to_vec(), whole))
+            .collect()
+    };
+    let elapsed = t0.elapsed().as_secs_f64();
+    done.sort_by_key(|d| d.0);
+    let slowest = if workers == 1 {
+        done.iter().map(|d| d.2).max().unwrap_or_default()
+    } else {
+        Duration::ZERO
+    };
+    let (mut pv, mut pa, mut yv, mut ya) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ((_, results, _), rows) in done.iter().zip(rows.chunks(100)) {
         for (res, row) in results.iter().zip(rows) {
             match res {
                 Ok(Some(e)) => {
@@ -150,7 +204,6 @@ fn run(name: &str, from: &std::path::Path, rows: &[&common::Row]) -> Run {
             }
         }
     }
-    let elapsed = t0.elapsed().as_secs_f64();
     Run {
         valence_r: common::pearson(&pv, &yv),
         arousal_r: common::pearson(&pa, &ya),
@@ -168,15 +221,17 @@ fn main() {
     if args.first().is_some_and(|a| a == "--compare") {
         return compare(&args[1..], &dev);
     }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "EmoBank dev ({} sentences, {}) through the plugin host, batches of 100, one thread",
+        "EmoBank dev ({} sentences, {}) through the plugin host, batches of 100",
         dev.len(),
         path.display()
     );
     println!();
     println!(
-        "{:<13} | {:>10} | {:>10} | {:>12} | {:>16} | {:>9} | {:>8}",
+        "{:<13} | {:>7} | {:>10} | {:>10} | {:>12} | {:>16} | {:>9} | {:>8}",
         "plugin",
+        "workers",
         "valence r",
         "arousal r",
         "sentences/s",
@@ -185,18 +240,28 @@ fn main() {
         "start ms"
     );
     println!(
-        "{:-<13}-+-{:-<10}-+-{:-<10}-+-{:-<12}-+-{:-<16}-+-{:-<9}-+-{:-<8}",
-        "", "", "", "", "", "", ""
+        "{:-<13}-+-{:-<7}-+-{:-<10}-+-{:-<10}-+-{:-<12}-+-{:-<16}-+-{:-<9}-+-{:-<8}",
+        "", "", "", "", "", "", "", ""
     );
-    for name in ["text", "text-encoder"] {
-        let r = run(name, &component(name), &dev);
+    // The encoder also with one batch worker per core (`[plugins.workers]`).
+    let runs = [("text", 1), ("text-encoder", 1), ("text-encoder", cores)];
+    for (i, &(name, workers)) in runs.iter().enumerate() {
+        if i > 0 && runs[i - 1] == (name, workers) {
+            continue;
+        }
+        let r = run(name, &component(name), &dev, workers);
         println!(
-            "{:<13} | {:>10.3} | {:>10.3} | {:>12.0} | {:>16.0} | {:>9.1} | {:>8.0}",
+            "{:<13} | {:>7} | {:>10.3} | {:>10.3} | {:>12.0} | {:>16} | {:>9.1} | {:>8.0}",
             name,
+            workers,
             r.valence_r,
             r.arousal_r,
             r.per_second,
-            r.batch_ms,
+            if r.batch_ms > 0.0 {
+                format!("{:.0}", r.batch_ms)
+            } else {
+                "-".into()
+            },
             r.size as f64 / (1 << 20) as f64,
             r.start_ms
         );
@@ -233,7 +298,7 @@ fn compare(args: &[String], dev: &[&common::Row]) {
     for round in 1..=rounds {
         let mut first = None;
         for (i, p) in paths.iter().enumerate() {
-            let r = run("text-encoder", p, dev);
+            let r = run("text-encoder", p, dev, 1);
             let base = *first.get_or_insert(r.per_second);
             ratios[i].push(r.per_second / base);
             println!(

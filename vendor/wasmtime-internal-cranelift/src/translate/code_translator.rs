@@ -2641,6 +2641,26 @@ pub fn translate_operator(
                     let s_lo = builder.ins().iadd_pairwise(lo_lo, lo_hi);
                     let s_hi = builder.ins().iadd_pairwise(hi_lo, hi_hi);
                     builder.ins().iadd_pairwise(s_lo, s_hi)
+                } else if environ.use_x86_vnni_for_dot() {
+                    // Emotion gateway patch (PATCHED.md): the tree of `b`
+                    // zero-extended times `a` sign-extended plus `c` that
+                    // Cranelift's x64 backend folds into one `vpdpbusd`
+                    // (AVX-VNNI or AVX-512 VNNI). The x86 semantics of the
+                    // `pmaddubsw` form below (`b` unsigned), minus its i16
+                    // saturation, which relaxed SIMD leaves to the engine.
+                    let alo = builder.ins().swiden_low(a);
+                    let blo = builder.ins().uwiden_low(b);
+                    let lo = builder.ins().imul(alo, blo);
+                    let ahi = builder.ins().swiden_high(a);
+                    let bhi = builder.ins().uwiden_high(b);
+                    let hi = builder.ins().imul(ahi, bhi);
+                    let lo_lo = builder.ins().swiden_low(lo);
+                    let lo_hi = builder.ins().swiden_high(lo);
+                    let hi_lo = builder.ins().swiden_low(hi);
+                    let hi_hi = builder.ins().swiden_high(hi);
+                    let s_lo = builder.ins().iadd_pairwise(lo_lo, lo_hi);
+                    let s_hi = builder.ins().iadd_pairwise(hi_lo, hi_hi);
+                    builder.ins().iadd_pairwise(s_lo, s_hi)
                 } else {
                     let dot = builder.ins().x86_pmaddubsw(a, b);
                     let dotlo = builder.ins().swiden_low(dot);
