@@ -50,7 +50,7 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
-/// The version stamped on compiled plugins: wasmtime's, and the patch of
+/// The version stamped on compiled plugins: wasmtime's, and the patches of
 /// its Cranelift glue (`vendor/wasmtime-internal-cranelift/PATCHED.md`).
 pub(crate) const MODULE_VERSION: &str = "48.0.8+epoch-check-preserve-all+vnni-dot";
 

@@ -275,12 +275,12 @@ struct Scratch {
 }
 
 /// Scratch of a quantized product: the activations, each token's range, and
-/// the integer sums.
+/// the integer dot products.
 #[derive(Default)]
 struct Quantized {
     q: Acts,
     ranges: Vec<(f32, f32)>,
-    sums: Vec<i32>,
+    dots: Vec<i32>,
 }
 
 impl Layer<'_> {
@@ -319,13 +319,14 @@ impl Linear<'_> {
             Weights::Int(w, ws, sums) => {
                 quantize(x, self.cols, &mut xq.q, &mut xq.ranges);
                 let rows = self.rows;
-                let d = &mut xq.sums;
+                let d = &mut xq.dots;
                 d.clear();
                 d.resize(n * rows, 0);
                 kernel::product(&xq.q, w, |t, o, v| d[t * rows + o] = v);
                 // x ≈ min + scale · q, so x·w = scale · (q·w) + min · Σw; in a
-                // second pass, row by row, so that it vectorizes (in the
-                // kernel's callback it was 8 % of the encoder's time).
+                // second pass, row by row, so that it vectorizes (done in the
+                // kernel's callback, per element, it cost ~20 % of the
+                // plugin's speed: README, *Speed*).
                 for ((yr, dr), &(scale, min)) in y
                     .chunks_exact_mut(rows)
                     .zip(d.chunks_exact(rows))
@@ -345,7 +346,7 @@ impl Linear<'_> {
 /// Each row of x to 0..=ACT_MAX over its own range: x ≈ min + scale · q.
 /// Asymmetric because GELU's outputs (the widest product's input) are
 /// nearly all positive: a symmetric code would spend half its steps on
-/// values that do not occur. 7 bits lost 0.001 / 0.002 of dev r against the
+/// values that do not occur. 7 bits lost 0.001 / 0.001 of dev r against the
 /// 13-bit symmetric code before (README, *Speed*).
 fn quantize(x: &[f32], cols: usize, q: &mut Acts, ranges: &mut Vec<(f32, f32)>) {
     q.clear(cols);
