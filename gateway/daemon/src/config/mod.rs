@@ -603,6 +603,28 @@ scopes = ["ingest"]
     }
 
     #[test]
+    fn plugin_batch_workers_reach_the_host_and_bad_counts_are_named() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("g.toml");
+        std::fs::write(&path, "[plugins.workers]\ntext = 2\n").expect("write");
+        let c = Config::load(Some(&path), no_env()).expect("valid");
+        let workers = c.plugins.workers_per_source();
+        assert_eq!(workers[emotion_core::Source::Text.index()], 2);
+        assert_eq!(workers[emotion_core::Source::Voice.index()], 1);
+
+        std::fs::write(&path, "[plugins.workers]\ntext = 0\nspeech = 2\n").expect("write");
+        let text = Config::load(Some(&path), no_env())
+            .expect_err("invalid")
+            .to_string();
+        for needle in [
+            "plugins: workers.text must be between 1 and 64, got 0",
+            "plugins: workers.speech: unknown source",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+    }
+
+    #[test]
     fn env_can_replace_the_token_list() {
         let env = vec![(
             "EMOTION_GATEWAY__AUTH__TOKENS".to_owned(),
