@@ -354,23 +354,29 @@ fn quantize(x: &[f32], cols: usize, q: &mut Acts, ranges: &mut Vec<(f32, f32)>) 
     let steps = f32::from(kernel::ACT_MAX);
     for row in x.chunks_exact(cols) {
         // Comparisons, not `f32::max`/`min`, and ties to even, not `round`:
-        // single WebAssembly instructions, the others calls into libm.
-        let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
-        for &v in row {
-            if v < lo {
-                lo = v;
-            }
-            if v > hi {
-                hi = v;
+        // single WebAssembly instructions, the others calls into libm. In
+        // eight lanes, and the conversion through i32 (`as u8` from a float
+        // is a branchy scalar sequence), so that both loops vectorize: as
+        // written before, quantizing was 8 % of the plugin's time.
+        let (mut lo8, mut hi8) = ([f32::INFINITY; 8], [f32::NEG_INFINITY; 8]);
+        for c in row.chunks_exact(8) {
+            for ((lo, hi), &v) in lo8.iter_mut().zip(hi8.iter_mut()).zip(c) {
+                *lo = if v < *lo { v } else { *lo };
+                *hi = if v > *hi { v } else { *hi };
             }
         }
+        let lo = lo8
+            .into_iter()
+            .fold(f32::INFINITY, |m, v| if v < m { v } else { m });
+        let hi = hi8
+            .into_iter()
+            .fold(f32::NEG_INFINITY, |m, v| if v > m { v } else { m });
         let scale = if hi > lo { (hi - lo) / steps } else { 1.0 };
         let inv = 1.0 / scale;
-        // `as u8` saturates (a NaN becomes 0); `push` caps at ACT_MAX.
-        q.push(
-            row.iter()
-                .map(|&v| ((v - lo) * inv).round_ties_even() as u8),
-        );
+        // `as i32` saturates (a NaN becomes 0); the clamp keeps 0..=ACT_MAX.
+        q.push(row.iter().map(|&v| {
+            (((v - lo) * inv).round_ties_even() as i32).clamp(0, i32::from(kernel::ACT_MAX)) as u8
+        }));
         ranges.push((scale, lo));
     }
 }
@@ -399,11 +405,12 @@ fn attention(qkv: &[f32], a: usize, b: usize, ctx: &mut [f32], scores: &mut Vec<
                 }
                 scores.push(s);
             }
-            let mut sum = 0.0;
+            // The exponentials first, then their sum in eight lanes: a
+            // running sum in the same loop kept it scalar.
             for s in scores.iter_mut() {
                 *s = exp_neg(*s - max);
-                sum += *s;
             }
+            let sum = sum_any(scores);
             let out = &mut ctx[i * HIDDEN + h * HEAD_DIM..i * HIDDEN + (h + 1) * HEAD_DIM];
             for (j, p) in (a..b).zip(scores.iter()) {
                 let v = &row(j)[v0..v0 + HEAD_DIM];
@@ -441,6 +448,12 @@ fn sum8(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
         }
     }
     (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7])
+}
+
+/// Σ of `v` (any length) in eight interleaved sums, then the rest.
+fn sum_any(v: &[f32]) -> f32 {
+    let whole = v.len() / 8 * 8;
+    sum8(&v[..whole], |x| x) + v[whole..].iter().sum::<f32>()
 }
 
 fn add_norm(x: &mut [f32], o: &[f32], ln: &(Vec<f32>, Vec<f32>)) {
