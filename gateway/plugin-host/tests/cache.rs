@@ -5,7 +5,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use emotion_plugin_host::{Dur, PluginHost, ReadingError};
+use emotion_core::reading::RawReading;
+use emotion_plugin_host::{Dur, HostConfig, PluginHost, ReadingError};
 
 const FOUR: [(&str, &str); 4] = [
     ("template", "template"),
@@ -124,19 +125,32 @@ fn submitted_readings_are_batched_by_size_and_latency() {
     assert_eq!(host.plugin_status("echo").map(|s| s.stats.calls), Some(4));
 }
 
+/// A host whose `voice` plugin loops until its `deadline`, sending batches
+/// after 1 ms, with the rest of its configuration from `tune`; and a voice
+/// reading for it. The directory must outlive the host.
+fn stuck_voice(
+    deadline: Duration,
+    tune: impl FnOnce(&mut HostConfig),
+) -> (tempfile::TempDir, PluginHost, RawReading) {
+    let dir = plugin_dir(&[("infinite-loop", "infinite-loop")]);
+    let mut cfg = config(dir.path());
+    cfg.batch_max_latency = Dur(Duration::from_millis(1));
+    cfg.deadline = Dur(deadline);
+    tune(&mut cfg);
+    let host = PluginHost::new(cfg, "gw-test").expect("host starts");
+    let voice = reading(r#"{"user_id": "u1", "source": "voice", "payload": {"jitter": 0.01}}"#);
+    (dir, host, voice)
+}
+
 #[test]
 fn a_full_queue_answers_overloaded_at_once() {
     // While the worker of `voice` is stuck in an infinite loop (until its
     // deadline), readings pile up; past the capacity they are refused at
     // once instead of growing the queue without bound.
-    let dir = plugin_dir(&[("infinite-loop", "infinite-loop")]);
-    let mut cfg = config(dir.path());
-    cfg.batch_max_size = 10;
-    cfg.batch_max_latency = Dur(Duration::from_millis(1));
-    cfg.queue_capacity = 100;
-    cfg.deadline = Dur(Duration::from_millis(1500));
-    let host = PluginHost::new(cfg, "gw-test").expect("host starts");
-    let voice = reading(r#"{"user_id": "u1", "source": "voice", "payload": {"jitter": 0.01}}"#);
+    let (_dir, host, voice) = stuck_voice(Duration::from_millis(1500), |cfg| {
+        cfg.batch_max_size = 10;
+        cfg.queue_capacity = 100;
+    });
     let first = host.submit(voice.clone());
     // The worker counts the call as it starts it: from then on it is stuck,
     // and the queue holds only what is submitted below.
@@ -168,14 +182,10 @@ fn a_source_with_two_workers_runs_two_batches_at_once() {
     // Both readings go to a plugin that loops until its deadline. With one
     // worker the second batch could only start once the first had failed;
     // with `workers.voice = 2` the second starts while the first still runs.
-    let dir = plugin_dir(&[("infinite-loop", "infinite-loop")]);
-    let mut cfg = config(dir.path());
-    cfg.batch_max_size = 1;
-    cfg.batch_max_latency = Dur(Duration::from_millis(1));
-    cfg.deadline = Dur(Duration::from_secs(3));
-    cfg.workers.insert("voice".into(), 2);
-    let host = PluginHost::new(cfg, "gw-test").expect("host starts");
-    let voice = reading(r#"{"user_id": "u1", "source": "voice", "payload": {"jitter": 0.01}}"#);
+    let (_dir, host, voice) = stuck_voice(Duration::from_secs(3), |cfg| {
+        cfg.batch_max_size = 1;
+        cfg.workers.insert("voice".into(), 2);
+    });
     let first_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let waiter = {
         let first = host.submit(voice.clone());

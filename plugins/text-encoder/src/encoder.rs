@@ -373,10 +373,11 @@ fn quantize(x: &[f32], cols: usize, q: &mut Acts, ranges: &mut Vec<(f32, f32)>) 
             .fold(f32::NEG_INFINITY, |m, v| if v > m { v } else { m });
         let scale = if hi > lo { (hi - lo) / steps } else { 1.0 };
         let inv = 1.0 / scale;
-        // `as i32` saturates (a NaN becomes 0); the clamp keeps 0..=ACT_MAX.
-        q.push(row.iter().map(|&v| {
-            (((v - lo) * inv).round_ties_even() as i32).clamp(0, i32::from(kernel::ACT_MAX)) as u8
-        }));
+        // `as i32` saturates (a NaN becomes 0); `push` clamps to 0..=ACT_MAX.
+        q.push(
+            row.iter()
+                .map(|&v| ((v - lo) * inv).round_ties_even() as i32),
+        );
         ranges.push((scale, lo));
     }
 }

@@ -61,11 +61,12 @@ impl Acts {
         self.data.is_empty()
     }
 
-    /// Append one row (`values.len() == cols`); values over [`ACT_MAX`] are
-    /// taken as `ACT_MAX` (over it the relaxed product is engine-defined).
-    pub fn push(&mut self, values: impl ExactSizeIterator<Item = u8>) {
+    /// Append one row (`values.len() == cols`), each value clamped to
+    /// 0..=[`ACT_MAX`] (over it the relaxed product is engine-defined).
+    pub fn push(&mut self, values: impl ExactSizeIterator<Item = i32>) {
         debug_assert_eq!(values.len(), self.cols);
-        self.data.extend(values.map(|v| v.min(ACT_MAX)));
+        self.data
+            .extend(values.map(|v| v.clamp(0, i32::from(ACT_MAX)) as u8));
     }
 }
 

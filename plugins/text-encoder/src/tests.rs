@@ -234,7 +234,7 @@ fn kernel_product_is_the_exact_integer_product() {
     let (tokens, rows) = (7, 5);
     let mut x = kernel::Acts::default();
     x.clear(cols);
-    let act = |t: usize, k: usize| ((t * 7919 + k * 104_729) % 128) as u8;
+    let act = |t: usize, k: usize| ((t * 7919 + k * 104_729) % 128) as i32;
     let weight = |o: usize, k: usize| ((o * 31 + k * 17) % 256) as u8;
     for t in 0..tokens {
         x.push((0..cols).map(|k| act(t, k)));
@@ -258,6 +258,15 @@ fn kernel_product_is_the_exact_integer_product() {
             );
         }
     }
+    // Values outside 0..=ACT_MAX are clamped as they are stored.
+    let mut x = kernel::Acts::default();
+    x.clear(cols);
+    x.push((0..cols).map(|k| if k % 2 == 0 { -5 } else { 300 }));
+    let ones = vec![1u8; cols];
+    let w = kernel::Int8Rows::new(&ones, cols).expect("whole rows");
+    let mut sum = None;
+    kernel::product(&x, &w, |_, _, d| sum = Some(d));
+    assert_eq!(sum, Some(127 * (cols as i32 / 2)));
     // Not whole rows, or a width the kernel cannot step through.
     assert!(kernel::Int8Rows::new(&[0; 40], 16).is_none());
     assert!(kernel::Int8Rows::new(&[0; 40], 20).is_none());

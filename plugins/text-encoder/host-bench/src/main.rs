@@ -93,7 +93,8 @@ struct Run {
     valence_r: f64,
     arousal_r: f64,
     per_second: f64,
-    batch_ms: f64,
+    /// The slowest call, when the bench made the calls itself.
+    batch_ms: Option<f64>,
     start_ms: f64,
     size: u64,
 }
@@ -151,64 +152,50 @@ fn run(name: &str, from: &std::path::Path, rows: &[&common::Row], workers: usize
     // runs it (every sentence submitted at once, batches of 100 taken by the
     // N workers, each on its own plugin instance).
     let t0 = Instant::now();
-    let mut done: Vec<(usize, Vec<emotion_plugin_host::ReadingResult>, Duration)> = if workers == 1
-    {
-        readings
-            .chunks(100)
-            .enumerate()
-            .map(|(i, batch)| {
-                let t = Instant::now();
-                (i, host.normalize_prepared(Source::Text, batch), t.elapsed())
-            })
-            .collect()
+    // The slowest call is known only on the first path (the batcher's calls
+    // are its own).
+    let mut slowest = None;
+    let results: Vec<emotion_plugin_host::ReadingResult> = if workers == 1 {
+        let mut all = Vec::with_capacity(readings.len());
+        for batch in readings.chunks(100) {
+            let t = Instant::now();
+            all.extend(host.normalize_prepared(Source::Text, batch));
+            slowest = slowest.max(Some(t.elapsed()));
+        }
+        all
     } else {
         let pending: Vec<_> = rows
             .iter()
             .enumerate()
             .map(|(i, r)| host.submit(raw(i, &r.text)))
             .collect();
-        let results: Vec<_> = pending.into_iter().map(|p| p.wait()).collect();
-        // Batches are the batcher's; only the whole run is timed.
-        let whole = t0.elapsed();
-        results
-            .chunks(100)
-            .enumerate()
-            .map(|(i, r)| (i, r.to_vec(), whole))
-            .collect()
+        pending.into_iter().map(|p| p.wait()).collect()
     };
     let elapsed = t0.elapsed().as_secs_f64();
-    done.sort_by_key(|d| d.0);
-    let slowest = if workers == 1 {
-        done.iter().map(|d| d.2).max().unwrap_or_default()
-    } else {
-        Duration::ZERO
-    };
     let (mut pv, mut pa, mut yv, mut ya) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for ((_, results, _), rows) in done.iter().zip(rows.chunks(100)) {
-        for (res, row) in results.iter().zip(rows) {
-            match res {
-                Ok(Some(e)) => {
-                    pv.push(e.valence);
-                    pa.push(e.arousal);
-                    yv.push(row.v);
-                    ya.push(row.a);
-                }
-                // Sentences with nothing to read ("..") count as neutral.
-                Ok(None) => {
-                    pv.push(0.0);
-                    pa.push(0.5);
-                    yv.push(row.v);
-                    ya.push(row.a);
-                }
-                Err(e) => common::fail(&format!("{name}: {:?}: {e}", row.text)),
+    for (res, row) in results.iter().zip(rows) {
+        match res {
+            Ok(Some(e)) => {
+                pv.push(e.valence);
+                pa.push(e.arousal);
+                yv.push(row.v);
+                ya.push(row.a);
             }
+            // Sentences with nothing to read ("..") count as neutral.
+            Ok(None) => {
+                pv.push(0.0);
+                pa.push(0.5);
+                yv.push(row.v);
+                ya.push(row.a);
+            }
+            Err(e) => common::fail(&format!("{name}: {:?}: {e}", row.text)),
         }
     }
     Run {
         valence_r: common::pearson(&pv, &yv),
         arousal_r: common::pearson(&pa, &ya),
         per_second: rows.len() as f64 / elapsed,
-        batch_ms: slowest.as_secs_f64() * 1e3,
+        batch_ms: slowest.map(|d| d.as_secs_f64() * 1e3),
         start_ms,
         size,
     }
@@ -257,11 +244,8 @@ fn main() {
             r.valence_r,
             r.arousal_r,
             r.per_second,
-            if r.batch_ms > 0.0 {
-                format!("{:.0}", r.batch_ms)
-            } else {
-                "-".into()
-            },
+            r.batch_ms
+                .map_or_else(|| "-".into(), |ms| format!("{ms:.0}")),
             r.size as f64 / (1 << 20) as f64,
             r.start_ms
         );
@@ -308,7 +292,7 @@ fn compare(args: &[String], dev: &[&common::Row]) {
                 r.per_second / base,
                 r.valence_r,
                 r.arousal_r,
-                r.batch_ms
+                r.batch_ms.unwrap_or_default()
             );
         }
     }
