@@ -1,23 +1,30 @@
-//! A ridge head on the embedded encoder's frozen features, fitted on
-//! EmoBank's train split: the plugin's head before the fine-tuning (the
-//! shipped `data/head.txt` now comes from `tools/finetune.py`, trained with
-//! the adapters). Writes the ridge head to the temporary directory
-//! (`text-encoder-ridge-head.txt`; copy it to `data/head.txt` to use it) and
-//! prints its dev r:
+//! The plugin's head (`data/head.txt`): ridge regressions on the embedded
+//! encoder's features, with their settings chosen on the train rows the
+//! fine-tuning held out (`data/holdout.txt`, written by `tools/finetune.py`),
+//! then refitted on all of EmoBank's train split:
 //!
 //!     scripts/fetch-text-model.sh
-//!     cargo run --release -p emotion-plugin-text-encoder --example fit
+//!     cargo run --release -p emotion-plugin-text-encoder --example fit -- --out plugins/text-encoder/data/head.txt
 //!
-//! With `-- --lexicon-out FILE` it writes only the lexicon values of the
-//! train rows (cross-fitted, see below) that `tools/finetune.py` trains with.
+//! It prints each candidate's holdout r and the chosen head's dev r. Without
+//! `--out` the head goes to the temporary directory
+//! (`text-encoder-head.txt`). With `-- --lexicon-out FILE` it writes only the
+//! lexicon values of the train rows (cross-fitted, see below) that
+//! `tools/finetune.py` trains with.
 //!
-//! Features: the embedded int8 encoder's 7 mean-pooled layers (2,688 values)
-//! and the lexicon's 2 (`src/lexicon.rs`: the `text` plugin's valence and
-//! arousal), all standardized on train. Ridge regression for valence and
-//! arousal separately; for each, λ and the scale s of the lexicon group (its
-//! penalty is λ / s²) chosen on the dev split from fixed grids (the only use
-//! of dev). EmoBank's test split is not in the file and is never read.
-//! Deterministic: the same encoder and data give the same file.
+//! Features: the embedded int8 encoder's 7 mean-pooled layers (2,688 values;
+//! the encoder as shipped, LoRA adapters merged) and the lexicon's 2
+//! (`src/lexicon.rs`: the `text` plugin's valence and arousal), all
+//! standardized on the rows fitted. Per target, two ridges: one on all the
+//! features, one on the embedding layer's 384 (which the fine-tuning left
+//! unchanged) and the lexicon; for each, λ and the scale s of the lexicon
+//! group (its penalty is λ / s²) come from fixed grids. The target's
+//! prediction is w · (all features) + (1 − w) · (embeddings and lexicon),
+//! w from 0 to 1 in steps of 0.05. Every choice is made by r on the holdout
+//! with the ridges fitted on the other train rows; the chosen ridges are
+//! then fitted again on every train row and combined into one linear head.
+//! Dev is only measured. EmoBank's test split is not in the file and is never
+//! read. Deterministic: the same encoder and data give the same file.
 //!
 //! The `text` plugin's word table was fitted on the same train split, so its
 //! scores of train sentences are in-sample (train r 0.82 against 0.60 on
@@ -34,10 +41,11 @@ mod common;
 #[path = "common/features.rs"]
 mod features;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
 
 use common::{load_emobank, pearson};
-use emotion_plugin_text_encoder::encoder::Encoder;
+use emotion_plugin_text_encoder::encoder::{Encoder, HIDDEN};
 use emotion_plugin_text_encoder::head::{ENCODER_FEATURES, FEATURES, Head};
 use emotion_plugin_text_encoder::lexicon::features::{self as lex, DENSE, Features};
 use emotion_plugin_text_encoder::lexicon::model::Model as WordTable;
@@ -45,12 +53,14 @@ use emotion_plugin_text_encoder::lexicon::{self, LEXICON_FEATURES};
 use emotion_plugin_text_encoder::tokenizer::Tokenizer;
 use emotion_plugin_text_encoder::{ENCODER_BLOB, Model, VOCAB};
 
-const LAMBDAS: [f64; 8] = [
-    30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0, 30000.0, 100000.0,
+const LAMBDAS: [f64; 10] = [
+    30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0, 30000.0, 100000.0, 300000.0, 1000000.0,
 ];
 /// Scales of the standardized lexicon features (penalty λ / s²); 0 leaves
 /// the lexicon out.
 const SCALES: [f64; 7] = [0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0];
+/// Steps of the weight w between the two ridges of a target.
+const BLEND_STEPS: usize = 20;
 /// Folds of the cross-fitted word tables.
 const FOLDS: usize = 5;
 /// The `text` plugin's settings (its `data/model.tsv` header): dense penalty,
@@ -58,17 +68,28 @@ const FOLDS: usize = 5;
 /// train stem is in the table (min_df 1).
 const TEXT_LAMBDA_DENSE: f64 = 10.0;
 const TEXT_LAMBDA_WORDS: [f64; 2] = [2.0, 4.0];
+const TARGETS: [&str; 2] = ["valence", "arousal"];
 
 fn main() {
     let (path, rows) = load_emobank();
-    // `--lexicon-out FILE`: write the lexicon's values of the train rows
-    // (cross-fitted) and stop; tools/finetune.py trains with them.
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let lexicon_out = match args.as_slice() {
-        [] => None,
-        [flag, file] if flag == "--lexicon-out" => Some(file.clone()),
-        _ => common::fail("usage: fit [--lexicon-out FILE]"),
-    };
+    let mut lexicon_out = None;
+    let mut out = std::env::temp_dir().join("text-encoder-head.txt");
+    let mut holdout_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/holdout.txt");
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let Some(value) = it.next() else {
+            common::fail("usage: fit [--out FILE] [--holdout FILE] | fit --lexicon-out FILE");
+        };
+        match flag.as_str() {
+            // Write the lexicon's values of the train rows (cross-fitted)
+            // and stop; tools/finetune.py trains with them.
+            "--lexicon-out" => lexicon_out = Some(value.clone()),
+            "--out" => out = PathBuf::from(value),
+            "--holdout" => holdout_path = PathBuf::from(value),
+            _ => common::fail("usage: fit [--out FILE] [--holdout FILE] | fit --lexicon-out FILE"),
+        }
+    }
     let train: Vec<usize> = (0..rows.len())
         .filter(|&i| rows[i].split == "train")
         .collect();
@@ -119,7 +140,7 @@ fn main() {
             let y: Vec<f64> = idx.iter().map(|&i| target(i, k)).collect();
             eprintln!(
                 "lexicon alone, {split} r {}: {:.3}",
-                ["valence", "arousal"][k],
+                TARGETS[k],
                 pearson(&p, &y)
             );
         }
@@ -129,6 +150,20 @@ fn main() {
         write_lexicon(&out, &rows, &train, &x_lex);
         return;
     }
+
+    let holdout = read_holdout(&holdout_path, &rows);
+    let fit_rows: Vec<usize> = train
+        .iter()
+        .copied()
+        .filter(|i| !holdout.contains(i))
+        .collect();
+    let holdout: Vec<usize> = holdout.into_iter().collect();
+    eprintln!(
+        "{}: {} train rows held out, fitting on the other {}",
+        holdout_path.display(),
+        holdout.len(),
+        fit_rows.len()
+    );
 
     let encoder = Encoder::new(ENCODER_BLOB).unwrap_or_else(|e| common::fail(&e.to_string()));
     // The shipped head may not fit the feature layout being fitted: only the
@@ -142,46 +177,153 @@ fn main() {
         },
     };
     let x_enc = features::features(&model, &rows);
-    let (fitted, mu, sd) = fit(&rows, &train, &dev, &x_enc, &x_lex);
-    let [v, a] = fitted;
-    // Fold the standardization into the weights.
-    let weights: Vec<[f64; 2]> = (0..FEATURES)
-        .map(|j| [v.w[j] / sd[j], a.w[j] / sd[j]])
-        .collect();
-    let ymean =
-        [0, 1].map(|k| train.iter().map(|&i| target(i, k)).sum::<f64>() / train.len() as f64);
-    let intercept =
-        [0, 1].map(|k| ymean[k] - weights.iter().zip(&mu).map(|(w, m)| w[k] * m).sum::<f64>());
-    let head = Head { intercept, weights };
-    let comment = format!(
-        "Ridge head of the text-encoder plugin, written by examples/fit.rs; do not edit.\n\
-         Features: the int8 all-MiniLM-L6-v2's 7 mean-pooled layers (embeddings, layers 1-6), {ENCODER_FEATURES} values,\n\
-         then the text plugin's valence and arousal (cross-fitted on train, {FOLDS} folds), {LEXICON_FEATURES} values.\n\
-         Fitted on EmoBank train ({} sentences), standardization folded in; lambda and lexicon scale s (penalty lambda/s^2) chosen on dev ({} sentences).\n\
-         valence: lambda {}, s {}, train r {:.3}, dev r {:.3}\n\
-         arousal: lambda {}, s {}, train r {:.3}, dev r {:.3}",
-        train.len(),
-        dev.len(),
-        v.lambda,
-        v.scale,
-        v.train_r,
-        v.dev_r,
-        a.lambda,
-        a.scale,
-        a.train_r,
-        a.dev_r,
-    );
-    let out = std::env::temp_dir().join("text-encoder-ridge-head.txt");
-    let out = out.display();
-    std::fs::write(out.to_string(), head.write(&comment))
-        .unwrap_or_else(|e| common::fail(&format!("{out}: {e}")));
-    for (name, f) in [("valence", &v), ("arousal", &a)] {
-        println!(
-            "{name}: λ {}, lexicon scale {}, train r {:.3}, dev r {:.3}",
-            f.lambda, f.scale, f.train_r, f.dev_r
-        );
+    let data = Data {
+        x_enc: &x_enc,
+        x_lex: &x_lex,
+        y: rows.iter().map(|r| [r.v, r.a]).collect(),
+    };
+    let r_on = |p: &dyn Fn(usize) -> f64, idx: &[usize], k: usize| {
+        let p: Vec<f64> = idx.iter().map(|&i| p(i)).collect();
+        let y: Vec<f64> = idx.iter().map(|&i| data.y[i][k]).collect();
+        pearson(&p, &y)
+    };
+
+    // Choose on the holdout, fitted on the other train rows.
+    let groups = [
+        ("all features", ENCODER_FEATURES),
+        ("embeddings and lexicon", HIDDEN),
+    ];
+    let mut chosen: Vec<[Choice; 2]> = Vec::new();
+    for (name, enc_cols) in groups {
+        let normal = Normal::new(&data, &fit_rows, enc_cols);
+        let mut best: [Option<Choice>; 2] = [None, None];
+        for lambda in LAMBDAS {
+            let fits = normal.weights(lambda, &SCALES);
+            for k in 0..2 {
+                let mut line = format!("{name}, λ {lambda:>7} {} holdout r:", TARGETS[k]);
+                for (s, w) in SCALES.iter().zip(&fits) {
+                    let lin = normal.linear(&w[k], k);
+                    let r = r_on(&|i| lin.predict(&data, i), &holdout, k);
+                    line.push_str(&format!("  s {s}: {r:.4}"));
+                    if best[k].as_ref().is_none_or(|b| r > b.holdout_r) {
+                        best[k] = Some(Choice {
+                            lambda,
+                            scale: *s,
+                            holdout_r: r,
+                            linear: lin,
+                        });
+                    }
+                }
+                eprintln!("{line}");
+            }
+        }
+        let [Some(v), Some(a)] = best else {
+            common::fail("no λ fitted");
+        };
+        chosen.push([v, a]);
     }
-    println!("wrote {out}");
+    let blend: [f64; 2] = [0, 1].map(|k| {
+        let (all, emb) = (&chosen[0][k].linear, &chosen[1][k].linear);
+        let mut best = (f64::NEG_INFINITY, 1.0);
+        for step in (0..=BLEND_STEPS).rev() {
+            let w = step as f64 / BLEND_STEPS as f64;
+            let r = r_on(
+                &|i| w * all.predict(&data, i) + (1.0 - w) * emb.predict(&data, i),
+                &holdout,
+                k,
+            );
+            if r > best.0 {
+                best = (r, w);
+            }
+        }
+        eprintln!(
+            "{}: w {:.2} on all features, holdout r {:.4}",
+            TARGETS[k], best.1, best.0
+        );
+        best.1
+    });
+
+    // Fit the chosen ridges again on every train row and combine them.
+    let mut refit: Vec<[Linear; 2]> = Vec::new();
+    for (g, (_, enc_cols)) in groups.iter().enumerate() {
+        let normal = Normal::new(&data, &train, *enc_cols);
+        refit.push([0, 1].map(|k| {
+            let c = &chosen[g][k];
+            let w = normal.weights(c.lambda, &[c.scale]);
+            normal.linear(&w[0][k], k)
+        }));
+    }
+    let combined: [Linear; 2] = [0, 1].map(|k| refit[0][k].mix(&refit[1][k], blend[k]));
+    let head = Head {
+        intercept: [combined[0].intercept, combined[1].intercept],
+        weights: (0..FEATURES)
+            .map(|j| [combined[0].w[j], combined[1].w[j]])
+            .collect(),
+    };
+    let dev_r = [0, 1].map(|k| r_on(&|i| combined[k].predict(&data, i), &dev, k));
+    let train_r = [0, 1].map(|k| r_on(&|i| combined[k].predict(&data, i), &train, k));
+    let setting = |k: usize| {
+        let (a, e) = (&chosen[0][k], &chosen[1][k]);
+        format!(
+            "{}: w {:.2}; all features lambda {} s {} (holdout r {:.3}); embeddings and lexicon lambda {} s {} (holdout r {:.3}); train r {:.3}, dev r {:.3}",
+            TARGETS[k],
+            blend[k],
+            a.lambda,
+            a.scale,
+            a.holdout_r,
+            e.lambda,
+            e.scale,
+            e.holdout_r,
+            train_r[k],
+            dev_r[k]
+        )
+    };
+    let comment = format!(
+        "Head of the text-encoder plugin, written by examples/fit.rs; do not edit.\n\
+         Features: the int8 all-MiniLM-L6-v2's 7 mean-pooled layers (embeddings, layers 1-6; LoRA adapters of data/adapter.safetensors merged), {ENCODER_FEATURES} values,\n\
+         then the text plugin's valence and arousal (cross-fitted on train, {FOLDS} folds), {LEXICON_FEATURES} values.\n\
+         Per target w * (ridge on all features) + (1 - w) * (ridge on the embedding layer's {HIDDEN} and the lexicon), standardization folded in;\n\
+         lambda, lexicon scale s (penalty lambda/s^2) and w chosen on the {} train rows of data/holdout.txt, then fitted on all {} train rows.\n\
+         {}\n{}",
+        holdout.len(),
+        train.len(),
+        setting(0),
+        setting(1),
+    );
+    std::fs::write(&out, head.write(&comment))
+        .unwrap_or_else(|e| common::fail(&format!("{}: {e}", out.display())));
+    for k in 0..2 {
+        println!("{}", setting(k));
+    }
+    println!("wrote {}", out.display());
+}
+
+/// The rows of the holdout file: one index among all rows of the CSV per
+/// line, each a train row.
+fn read_holdout(path: &PathBuf, rows: &[common::Row]) -> BTreeSet<usize> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| common::fail(&format!("{}: {e}", path.display())));
+    let mut out = BTreeSet::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.parse::<usize>() {
+            Ok(i) if rows.get(i).is_some_and(|r| r.split == "train") => {
+                out.insert(i);
+            }
+            _ => common::fail(&format!(
+                "{} line {}: {line:?} is not the index of a train row",
+                path.display(),
+                n + 1
+            )),
+        }
+    }
+    if out.is_empty() {
+        common::fail(&format!("{}: no rows", path.display()));
+    }
+    out
 }
 
 /// Tab-separated: the row's index among all rows of the CSV, its
@@ -208,145 +350,195 @@ fn write_lexicon(
     );
 }
 
-struct Fitted {
-    lambda: f64,
-    scale: f64,
-    dev_r: f64,
-    train_r: f64,
-    /// Weights on the standardized features (encoder, then lexicon).
+/// Every row's features (encoder, then lexicon) and targets.
+struct Data<'a> {
+    x_enc: &'a [Vec<f32>],
+    x_lex: &'a [[f32; LEXICON_FEATURES]],
+    y: Vec<[f64; 2]>,
+}
+
+impl Data<'_> {
+    fn value(&self, i: usize, j: usize) -> f64 {
+        if j < ENCODER_FEATURES {
+            f64::from(self.x_enc[i][j])
+        } else {
+            f64::from(self.x_lex[i][j - ENCODER_FEATURES])
+        }
+    }
+}
+
+/// One target's prediction on the raw features: intercept + w · x.
+struct Linear {
+    intercept: f64,
+    /// Over all `FEATURES` (0 for columns the ridge did not use).
     w: Vec<f64>,
 }
 
-/// Ridge on the standardized encoder and lexicon features, λ and the
-/// lexicon scale chosen on dev, per target; also the features' train means
-/// and standard deviations.
-fn fit(
-    rows: &[common::Row],
-    train: &[usize],
-    dev: &[usize],
-    x_enc: &[Vec<f32>],
-    x_lex: &[[f32; LEXICON_FEATURES]],
-) -> ([Fitted; 2], Vec<f64>, Vec<f64>) {
-    let n = train.len() as f64;
-    let value = |i: usize, j: usize| -> f64 {
-        if j < ENCODER_FEATURES {
-            f64::from(x_enc[i][j])
-        } else {
-            f64::from(x_lex[i][j - ENCODER_FEATURES])
-        }
-    };
-    let mut mu = vec![0f64; FEATURES];
-    let mut sd = vec![0f64; FEATURES];
-    for &i in train {
-        for j in 0..FEATURES {
-            mu[j] += value(i, j) / n;
-        }
+impl Linear {
+    fn predict(&self, data: &Data, i: usize) -> f64 {
+        self.intercept
+            + self
+                .w
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| **w != 0.0)
+                .map(|(j, w)| w * data.value(i, j))
+                .sum::<f64>()
     }
-    for &i in train {
-        for j in 0..FEATURES {
-            sd[j] += (value(i, j) - mu[j]).powi(2) / n;
-        }
-    }
-    sd.iter_mut().for_each(|s| *s = s.sqrt().max(1e-6));
-    let z = |i: usize| -> Vec<f64> {
-        (0..FEATURES)
-            .map(|j| (value(i, j) - mu[j]) / sd[j])
-            .collect()
-    };
-    let ztrain: Vec<Vec<f64>> = train.iter().map(|&i| z(i)).collect();
-    let zdev: Vec<Vec<f64>> = dev.iter().map(|&i| z(i)).collect();
-    let target = |i: usize, k: usize| if k == 0 { rows[i].v } else { rows[i].a };
-    let ymean = [0, 1].map(|k| train.iter().map(|&i| target(i, k)).sum::<f64>() / n);
 
-    // Gram matrix of all features (lower triangle) and right-hand sides.
-    let start = std::time::Instant::now();
-    let mut g = vec![vec![0f64; FEATURES]; FEATURES];
-    for r in &ztrain {
-        for (a, ga) in g.iter_mut().enumerate() {
-            let ra = r[a];
-            for (gb, rb) in ga[..=a].iter_mut().zip(r) {
-                *gb += ra * rb;
+    /// a · self + (1 − a) · other: still one linear head.
+    fn mix(&self, other: &Linear, a: f64) -> Linear {
+        Linear {
+            intercept: a * self.intercept + (1.0 - a) * other.intercept,
+            w: self
+                .w
+                .iter()
+                .zip(&other.w)
+                .map(|(x, y)| a * x + (1.0 - a) * y)
+                .collect(),
+        }
+    }
+}
+
+/// A ridge chosen on the holdout.
+struct Choice {
+    lambda: f64,
+    scale: f64,
+    holdout_r: f64,
+    /// Fitted on the train rows outside the holdout.
+    linear: Linear,
+}
+
+/// The normal equations of a ridge on standardized columns (the first
+/// `enc_cols` encoder features, then the lexicon's), both targets, over
+/// some rows.
+struct Normal {
+    cols: Vec<usize>,
+    enc_cols: usize,
+    mu: Vec<f64>,
+    sd: Vec<f64>,
+    /// Lower triangle of ZᵀZ.
+    g: Vec<Vec<f64>>,
+    /// Zᵀ(y − ȳ) per target.
+    c: [Vec<f64>; 2],
+    ymean: [f64; 2],
+}
+
+impl Normal {
+    fn new(data: &Data, rows: &[usize], enc_cols: usize) -> Normal {
+        let cols: Vec<usize> = (0..enc_cols).chain(ENCODER_FEATURES..FEATURES).collect();
+        let p = cols.len();
+        let n = rows.len() as f64;
+        let mut mu = vec![0f64; p];
+        let mut sd = vec![0f64; p];
+        for &i in rows {
+            for (a, &j) in cols.iter().enumerate() {
+                mu[a] += data.value(i, j) / n;
             }
         }
-    }
-    let mut c = [vec![0f64; FEATURES], vec![0f64; FEATURES]];
-    for (r, &i) in ztrain.iter().zip(train) {
-        for (k, ck) in c.iter_mut().enumerate() {
-            let y = target(i, k) - ymean[k];
-            for (cj, rj) in ck.iter_mut().zip(r) {
-                *cj += y * rj;
+        for &i in rows {
+            for (a, &j) in cols.iter().enumerate() {
+                sd[a] += (data.value(i, j) - mu[a]).powi(2) / n;
             }
         }
+        sd.iter_mut().for_each(|s| *s = s.sqrt().max(1e-6));
+        let ymean = [0, 1].map(|k| rows.iter().map(|&i| data.y[i][k]).sum::<f64>() / n);
+        let start = std::time::Instant::now();
+        let mut g = vec![vec![0f64; p]; p];
+        let mut c = [vec![0f64; p], vec![0f64; p]];
+        let mut z = vec![0f64; p];
+        for &i in rows {
+            for (a, &j) in cols.iter().enumerate() {
+                z[a] = (data.value(i, j) - mu[a]) / sd[a];
+            }
+            for (a, ga) in g.iter_mut().enumerate() {
+                let za = z[a];
+                for (gb, zb) in ga[..=a].iter_mut().zip(&z) {
+                    *gb += za * zb;
+                }
+            }
+            for k in 0..2 {
+                let y = data.y[i][k] - ymean[k];
+                for (ck, za) in c[k].iter_mut().zip(&z) {
+                    *ck += y * za;
+                }
+            }
+        }
+        eprintln!(
+            "gram of {p} columns over {} rows: {:.0} s",
+            rows.len(),
+            start.elapsed().as_secs_f64()
+        );
+        Normal {
+            cols,
+            enc_cols,
+            mu,
+            sd,
+            g,
+            c,
+            ymean,
+        }
     }
-    eprintln!("gram: {:.0} s", start.elapsed().as_secs_f64());
-    let e = ENCODER_FEATURES;
-    let lex: Vec<usize> = (e..FEATURES).collect();
-    let m = lex.len();
-    let gee: Vec<Vec<f64>> = g[..e].iter().map(|r| r[..].to_vec()).collect();
-    // Encoder × lexicon block, column per lexicon feature.
-    let gel: Vec<Vec<f64>> = lex.iter().map(|&l| g[l][..e].to_vec()).collect();
-    let gll: Vec<Vec<f64>> = lex
-        .iter()
-        .map(|&a| lex.iter().map(|&b| g[a.max(b)][a.min(b)]).collect())
-        .collect();
 
-    let r_of = |w: &[f64], zs: &[Vec<f64>], idx: &[usize], k: usize| {
-        let p: Vec<f64> = zs.iter().map(|r| dot(r, w)).collect();
-        let y: Vec<f64> = idx.iter().map(|&i| target(i, k)).collect();
-        pearson(&p, &y)
-    };
-    let mut best: [Option<Fitted>; 2] = [None, None];
-    for lambda in LAMBDAS {
+    /// The standardized weights at one λ for each lexicon scale, both
+    /// targets: the encoder block factored once, the lexicon block by
+    /// elimination (its Schur complement).
+    fn weights(&self, lambda: f64, scales: &[f64]) -> Vec<[Vec<f64>; 2]> {
+        let e = self.enc_cols;
+        let p = self.cols.len();
+        let lex: Vec<usize> = (e..p).collect();
+        let m = lex.len();
+        let gee: Vec<Vec<f64>> = self.g[..e].iter().map(|r| r[..].to_vec()).collect();
+        // Encoder × lexicon block, column per lexicon feature.
+        let gel: Vec<Vec<f64>> = lex.iter().map(|&l| self.g[l][..e].to_vec()).collect();
+        let gll: Vec<Vec<f64>> = lex
+            .iter()
+            .map(|&a| lex.iter().map(|&b| self.g[a.max(b)][a.min(b)]).collect())
+            .collect();
         let l = cholesky(&gee, lambda);
         let x: Vec<Vec<f64>> = gel.iter().map(|col| solve(&l, col)).collect();
-        for k in 0..2 {
-            let ce = &c[k][..e];
-            let u = solve(&l, ce);
-            let mut line = format!("λ {lambda:>6} {} dev r:", ["valence", "arousal"][k]);
-            for scale in SCALES {
-                // Block elimination: the lexicon block's Schur complement.
-                let mut s_mat = vec![vec![0f64; m]; m];
-                let mut rhs = vec![0f64; m];
-                for a in 0..m {
-                    for b in 0..m {
-                        s_mat[a][b] = scale * scale * (gll[a][b] - dot(&gel[a], &x[b]));
+        let u: [Vec<f64>; 2] = [0, 1].map(|k| solve(&l, &self.c[k][..e]));
+        scales
+            .iter()
+            .map(|&scale| {
+                [0, 1].map(|k| {
+                    let mut s_mat = vec![vec![0f64; m]; m];
+                    let mut rhs = vec![0f64; m];
+                    for a in 0..m {
+                        for b in 0..m {
+                            s_mat[a][b] = scale * scale * (gll[a][b] - dot(&gel[a], &x[b]));
+                        }
+                        s_mat[a][a] += lambda;
+                        rhs[a] = scale * (self.c[k][lex[a]] - dot(&gel[a], &u[k]));
                     }
-                    s_mat[a][a] += lambda;
-                    rhs[a] = scale * (c[k][lex[a]] - dot(&gel[a], &u));
-                }
-                let wl = if scale == 0.0 {
-                    vec![0.0; m]
-                } else {
-                    gauss(s_mat, rhs)
-                };
-                let mut w = vec![0f64; FEATURES];
-                for j in 0..e {
-                    w[j] = u[j] - scale * (0..m).map(|a| x[a][j] * wl[a]).sum::<f64>();
-                }
-                for a in 0..m {
-                    w[lex[a]] = scale * wl[a];
-                }
-                let r = r_of(&w, &zdev, dev, k);
-                line.push_str(&format!("  s {scale}: {r:.4}"));
-                if best[k].as_ref().is_none_or(|b| r > b.dev_r) {
-                    best[k] = Some(Fitted {
-                        lambda,
-                        scale,
-                        dev_r: r,
-                        train_r: 0.0,
-                        w,
-                    });
-                }
-            }
-            eprintln!("{line}");
-        }
+                    let wl = if scale == 0.0 {
+                        vec![0.0; m]
+                    } else {
+                        gauss(s_mat, rhs)
+                    };
+                    let mut w = vec![0f64; p];
+                    for j in 0..e {
+                        w[j] = u[k][j] - scale * (0..m).map(|a| x[a][j] * wl[a]).sum::<f64>();
+                    }
+                    for a in 0..m {
+                        w[lex[a]] = scale * wl[a];
+                    }
+                    w
+                })
+            })
+            .collect()
     }
-    let [Some(mut v), Some(mut a)] = best else {
-        common::fail("no λ fitted");
-    };
-    v.train_r = r_of(&v.w, &ztrain, train, 0);
-    a.train_r = r_of(&a.w, &ztrain, train, 1);
-    ([v, a], mu, sd)
+
+    /// Standardized weights `w` of target `k` back on the raw features.
+    fn linear(&self, w: &[f64], k: usize) -> Linear {
+        let mut out = vec![0f64; FEATURES];
+        let mut intercept = self.ymean[k];
+        for (a, &j) in self.cols.iter().enumerate() {
+            out[j] = w[a] / self.sd[a];
+            intercept -= out[j] * self.mu[a];
+        }
+        Linear { intercept, w: out }
+    }
 }
 
 /// One message in the word table's design: the standardized dense features

@@ -367,6 +367,13 @@ def main():
     if args.mode == "holdout":
         eval_idx = sorted(perm[:HOLDOUT].tolist())
         fit_idx = sorted(perm[HOLDOUT:].tolist())
+        # The rows the adapters never see: examples/fit.rs chooses the final head on them
+        # (data/holdout.txt is this file).
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "holdout.txt"), "w", encoding="utf-8") as f:
+            f.write(f"# EmoBank train rows held out of the fine-tuning (index among all rows of the CSV; "
+                    f"tools/finetune.py, {HOLDOUT} of {n}, numpy default_rng(12345))\n")
+            f.writelines(f"{rows[j][0]}\n" for j in eval_idx)
     else:
         eval_idx, fit_idx = [], list(range(n))
     what = (f"EmoBank train ({len(fit_idx)} sentences"
