@@ -1,11 +1,12 @@
 //! The regression head: valence and arousal on EmoBank's 1..5 scales as
 //! linear functions of the encoder's pooled layers (7 × 384 values, see
 //! [`crate::encoder::Encoder::pooled`]) followed by the lexicon's values
-//! ([`crate::lexicon::read`]). Trained on EmoBank's train split together with
-//! the encoder's LoRA adapters, under a ridge penalty (`tools/finetune.py`,
-//! which writes `data/head.txt`; `examples/fit.rs` fits a ridge head on the
-//! frozen features instead); the standardization of the features is folded
-//! into the weights.
+//! ([`crate::lexicon::read`]). Fitted by `examples/fit.rs` (which writes
+//! `data/head.txt`) on the fine-tuned encoder's features of EmoBank's train
+//! split: per target a ridge on all features, for arousal blended with a
+//! ridge on the embedding layer and the lexicon, every setting chosen on the
+//! train rows the fine-tuning held out (`data/holdout.txt`); the blend and
+//! the standardization of the features are folded into the weights.
 //!
 //! `data/head.txt`: comment lines (`#`), then `intercept <valence> <arousal>`,
 //! then one line `<valence weight> <arousal weight>` per feature.

@@ -15,9 +15,9 @@
 //!    2017): build.rs merges low-rank adapters (`data/adapter.safetensors`,
 //!    from `tools/finetune.py`) into its matrices.
 //! 3. A linear head on the 7 pooled layers and the `text` plugin's 2 scores
-//!    (`head`), trained with the adapters under a ridge penalty on EmoBank's
-//!    train split, the settings chosen on a holdout of train, on EmoBank's
-//!    1..5 scales.
+//!    (`head`): ridge regressions on EmoBank's train split, on its 1..5
+//!    scales, the settings chosen on the train rows the fine-tuning held
+//!    out.
 //! 4. Calibration to the circumplex as the `text` plugin does: valence =
 //!    (V − 3) / 2, arousal = (A − 1) / 4, clamped.
 //! 5. Confidence in the text source's range 0.60–0.80 from the number of

@@ -9,7 +9,10 @@ train, from `examples/fit.rs --lexicon-out`). The loss is the ridge objective
 of each target (mean squared error + λ/n·|w|² on standardized features),
 divided by the target's variance; the head starts at the ridge solution on
 the un-adapted encoder. Reads EmoBank's train rows only: the dev split is
-never read here.
+never read here. The plugin ships only the adapters from here: its head is
+fitted afterwards on the adapted encoder by `examples/fit.rs`, with its
+settings chosen on the rows this tool held out (`holdout.txt`, which is
+`data/holdout.txt`).
 
     python3 -m venv /tmp/ftenv
     /tmp/ftenv/bin/pip install -r plugins/text-encoder/tools/requirements.txt
@@ -17,7 +20,7 @@ never read here.
     # choose settings on a holdout carved out of train (1,000 rows):
     /tmp/ftenv/bin/python plugins/text-encoder/tools/finetune.py holdout \\
         --model "$(scripts/fetch-text-model.sh)" --lexicon /tmp/lexicon.tsv
-    # train on all of train with them; writes data/adapter.safetensors and data/head.txt:
+    # train on all of train with them; writes adapter.safetensors and head.txt:
     /tmp/ftenv/bin/python plugins/text-encoder/tools/finetune.py final \\
         --model "$(scripts/fetch-text-model.sh)" --lexicon /tmp/lexicon.tsv
 
