@@ -512,6 +512,16 @@ impl PluginHost {
             .collect()
     }
 
+    /// Batch threads of each source a plugin serves now (`[plugins.workers]`,
+    /// 1 unless it says otherwise; fixed when the host starts).
+    pub fn workers(&self) -> BTreeMap<Source, usize> {
+        let n = self.inner.config.workers_per_source();
+        self.routes()
+            .into_keys()
+            .map(|s| (s, n[s.index()]))
+            .collect()
+    }
+
     /// Rescan the directory: load new components, swap changed ones in
     /// (after their self-check), drop removed ones. Batches in flight finish
     /// on the version they started with.

@@ -197,6 +197,11 @@ fn a_source_with_two_workers_runs_two_batches_at_once() {
         })
     };
     let second = host.submit(voice);
+    assert_eq!(
+        host.workers().get(&emotion_core::Source::Voice),
+        Some(&2),
+        "the voice source's workers, as /api/plugins shows them"
+    );
     assert!(
         eventually(Duration::from_secs(10), || host
             .plugin_status("infinite-loop")

@@ -7,17 +7,17 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{built_plugins, config, target_dir, text};
 use emotion_plugin_host::{Dur, PluginHost};
 use emotion_plugin_text_encoder::{Settings, analyze_many};
 
-#[test]
-fn the_text_encoder_reads_through_the_host_as_natively() {
+/// A host serving the built text-encoder component alone (in `dir`).
+fn text_encoder_host(dir: &tempfile::TempDir) -> PluginHost {
     built_plugins();
     let component = target_dir().join("optional-plugins/text-encoder.wasm");
-    let dir = tempfile::tempdir().expect("tempdir");
     std::fs::copy(&component, dir.path().join("text-encoder.wasm")).unwrap_or_else(|e| {
         panic!(
             "{}: {e} (scripts/build-plugins.sh builds it)",
@@ -26,7 +26,13 @@ fn the_text_encoder_reads_through_the_host_as_natively() {
     });
     let mut cfg = config(dir.path());
     cfg.deadline = Dur(Duration::from_secs(30));
-    let host = PluginHost::new(cfg, "gw-test").expect("host starts");
+    PluginHost::new(cfg, "gw-test").expect("host starts")
+}
+
+#[test]
+fn the_text_encoder_reads_through_the_host_as_natively() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = text_encoder_host(&dir);
 
     let texts = [
         "We won the match!!! Absolutely amazing.",
@@ -59,4 +65,79 @@ fn the_text_encoder_reads_through_the_host_as_natively() {
             n.arousal
         );
     }
+}
+
+/// EmoBank (`$EMOTION_SHARED_DATA`, or `../shared/data` beside the
+/// repository, as the plugins' quality examples find it).
+fn emobank_path() -> PathBuf {
+    std::env::var_os("EMOTION_SHARED_DATA")
+        .map_or_else(
+            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
+            PathBuf::from,
+        )
+        .join("emobank/emobank_train_dev.csv")
+}
+
+fn pearson(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len() as f64;
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in x.iter().zip(y) {
+        sxy += (a - mx) * (b - my);
+        sxx += (a - mx).powi(2);
+        syy += (b - my).powi(2);
+    }
+    sxy / (sxx * syy).sqrt()
+}
+
+#[test]
+fn the_text_encoder_meets_its_emobank_dev_targets_through_the_host() {
+    // Issue 16's targets on EmoBank's dev split (which nothing was fitted
+    // on): Pearson r >= 0.70 for valence and >= 0.54 for arousal, read from
+    // the gateway's events (calibrated to the circumplex) as the host bench
+    // reads them. Measured 0.716 / 0.548; a refitted head, a changed kernel
+    // or a broken merge of the adapters that loses accuracy fails here.
+    let path = emobank_path();
+    let mut reader = csv::Reader::from_path(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (the shared data set)", path.display()));
+    let header = reader.headers().expect("header").clone();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("{}: no column {name}", path.display()))
+    };
+    let (split, v, a, t) = (col("split"), col("V"), col("A"), col("text"));
+    let mut rows: Vec<(String, f64, f64)> = Vec::new();
+    for record in reader.records() {
+        let r = record.expect("a CSV record");
+        if &r[split] == "dev" {
+            let num = |c: usize| r[c].parse::<f64>().expect("a rating");
+            rows.push((r[t].to_owned(), num(v), num(a)));
+        }
+    }
+    assert_eq!(rows.len(), 1000, "EmoBank's dev split");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = text_encoder_host(&dir);
+    let (mut pv, mut pa, mut yv, mut ya) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for chunk in rows.chunks(100) {
+        let out = host.normalize(chunk.iter().map(|(t, _, _)| text("u1", t)).collect());
+        for (res, (t, v, a)) in out.iter().zip(chunk) {
+            // A sentence with nothing to read ("..") counts as neutral.
+            let (ev, ea) = match res.as_ref().unwrap_or_else(|e| panic!("{t:?}: {e}")) {
+                Some(e) => (e.valence, e.arousal),
+                None => (0.0, 0.5),
+            };
+            pv.push(ev);
+            pa.push(ea);
+            yv.push(*v);
+            ya.push(*a);
+        }
+    }
+    let (rv, ra) = (pearson(&pv, &yv), pearson(&pa, &ya));
+    assert!(
+        rv >= 0.70 && ra >= 0.54,
+        "EmoBank dev through the host: valence r {rv:.3} (target 0.70), arousal r {ra:.3} (target 0.54)"
+    );
 }

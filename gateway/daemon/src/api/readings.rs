@@ -101,15 +101,16 @@ fn handle_reading(state: &AppState, principal: &Principal, text: &str) -> ReplyF
 }
 
 /// `GET /api/plugins`: every plugin with version, sources, state, counters,
-/// its replacement's canary, and which plugin serves each source.
+/// its replacement's canary, which plugin serves each source, and the batch
+/// threads of each served source.
 #[utoipa::path(
     get,
     path = "/api/plugins",
     tag = "plugins",
-    summary = "Every plugin: version, sources, state, counters, canary of a replacement; routes per source",
+    summary = "Every plugin: version, sources, state, counters, canary of a replacement; routes and batch workers per source",
     security(("token" = []), ("bearer" = [])),
     responses(
-        (status = 200, description = "{plugins, routes}", body = serde_json::Value),
+        (status = 200, description = "{plugins, routes, workers}", body = serde_json::Value),
         (status = 401, description = "Missing or invalid token", body = super::error::ErrorBody),
         (status = 403, description = "The token lacks the needed scope", body = super::error::ErrorBody),
     )

@@ -5,9 +5,14 @@ use serde_json::{Value, json};
 
 use crate::state::AppState;
 
-/// `GET /api/plugins`: every plugin, and which plugin serves each source.
+/// `GET /api/plugins`: every plugin, which plugin serves each source, and
+/// how many batch threads each served source has.
 pub(super) fn plugins(state: &AppState) -> Value {
-    json!({"plugins": state.plugins.status(), "routes": state.plugins.routes()})
+    json!({
+        "plugins": state.plugins.status(),
+        "routes": state.plugins.routes(),
+        "workers": state.plugins.workers(),
+    })
 }
 
 /// `GET /api/sync`: the central sync's progress.
