@@ -15,9 +15,9 @@
 //! 3. each candidate's onset, its amplitude against the tonic slope before
 //!    it, tests against tonic climbs and symmetric artefacts, and a response
 //!    template fitted to the raw samples (level, trend, the previous
-//!    response's recovery, template): a rise of [`NOISE_FACTOR`] noise SDs
-//!    counts at t ≥ [`TEMPLATE_T_STRONG`], a smaller one at t ≥
-//!    [`TEMPLATE_T`];
+//!    response's recovery, template; the best of a few onsets and recovery
+//!    time constants): a rise of [`NOISE_FACTOR`] noise SDs counts at
+//!    t ≥ [`TEMPLATE_T_STRONG`], a smaller one at t ≥ [`TEMPLATE_T`];
 //! 4. the tonic level is the median of the smoothed signal outside the
 //!    responses (each from its onset to its peak plus twice its rise time
 //!    plus 1 s of recovery).
@@ -35,17 +35,23 @@ pub const NOISE_FACTOR: f64 = 5.0;
 pub const CANDIDATE_FACTOR: f64 = 3.0;
 /// t statistic of the response template (see [`TEMPLATE_PRE_S`]) that a
 /// rise of [`CANDIDATE_FACTOR`]–[`NOISE_FACTOR`] noise SDs must reach ...
-pub const TEMPLATE_T: f64 = 4.0;
-/// ... and that a larger rise must reach (it only has to look like a
-/// response rather than a dip-and-return or a bend in the drift).
-pub const TEMPLATE_T_STRONG: f64 = 2.0;
+pub const TEMPLATE_T: f64 = 3.5;
+/// ... and that a larger rise must reach (it has to look like a response
+/// rather than a dip-and-return or a bend in the drift: at 2, three in four
+/// of the false responses on the wrist traces passed with t 2–3).
+pub const TEMPLATE_T_STRONG: f64 = 3.0;
 /// The template is fitted to the despiked raw signal from this long before
 /// a rise's onset (not before the previous response's peak) ...
 pub const TEMPLATE_PRE_S: f64 = 4.0;
-/// ... to this long after its peak (or the foot of a larger next rise) ...
-pub const TEMPLATE_POST_S: f64 = 6.0;
-/// ... and recovers with this time constant, s (recoveries take 3–10 s).
-pub const TEMPLATE_TAU_S: f64 = 6.0;
+/// ... to this long after its peak (or the foot of a larger next rise): the
+/// slow recovery holds most of a small response's evidence ...
+pub const TEMPLATE_POST_S: f64 = 10.0;
+/// ... and recovers with one of these time constants, s (recoveries take
+/// 3–10 s), the one that fits best; the first is tried first.
+pub const TEMPLATE_TAUS_S: [f64; 3] = [6.0, 3.0, 10.0];
+/// Besides the onset found, the template may start this many seconds before
+/// the peak (rises take 1–3 s; a noisy foot is easily misplaced).
+pub const TEMPLATE_RISES_S: [f64; 3] = [1.0, 2.0, 3.0];
 /// A local maximum taken in the second look is at least this far from any
 /// response counted, s.
 pub const SECOND_APART_S: f64 = 2.5;
@@ -308,7 +314,7 @@ impl TonicSlope {
 /// template, over the samples from [`TEMPLATE_PRE_S`] before the onset (not
 /// before `prev`) to `end`, with the sensor's per-sample noise `sigma`. The
 /// template is 0 before the onset, rises along an S-curve (smoothstep) to 1
-/// at the peak and recovers exponentially with time constant [`TEMPLATE_TAU_S`]. It uses
+/// at the peak and recovers exponentially with time constant `tau_s`. It uses
 /// every sample of the rise and the slow recovery, where the trough-to-peak
 /// amplitude uses two smoothed ones: at 4 Hz this is what tells a 0.02-µS
 /// response from noise. Infinite for a positive fit on a noise-free signal.
@@ -321,8 +327,9 @@ fn template_t_stat(
     p: usize,
     prev: Option<usize>,
     end: usize,
+    tau_s: f64,
 ) -> f64 {
-    let (pre_s, tau_s) = (TEMPLATE_PRE_S, TEMPLATE_TAU_S);
+    let pre_s = TEMPLATE_PRE_S;
     let n = x.len();
     if n == 0 || p >= n || o > p {
         return 0.0;
@@ -638,9 +645,11 @@ fn analyze_from(
     // (noise falls by less).
     let fall = strong / 2.0;
     let post = ((TEMPLATE_POST_S * rate_hz).round() as usize).max(1);
-    // The template's t statistic for a rise from `o` to `p` of `amplitude`
-    // after the response peaking at `prev`.
-    let template_t = |o: usize, p: usize, prev: Option<usize>, amplitude: f64| -> f64 {
+    // Whether the template fits a rise from `o` to `p` of `amplitude` after
+    // the response peaking at `prev` with a t statistic of at least `need`,
+    // and the t of the first fit that does (else the onset found's with the
+    // first time constant).
+    let template_t = |o: usize, p: usize, prev: Option<usize>, amplitude: f64, need: f64| -> f64 {
         // The window ends at the foot of a next rise that would dominate the
         // fit (a response of its own, and twice this one), if one comes first.
         let mut end = (p + post).min(n - 1);
@@ -653,7 +662,29 @@ fn analyze_from(
                 break;
             }
         }
-        template_t_stat(&x, rate_hz, sigma, o, p, prev, end)
+        let t = template_t_stat(&x, rate_hz, sigma, o, p, prev, end, TEMPLATE_TAUS_S[0]);
+        if t >= need {
+            return t;
+        }
+        // Most candidates pass or fail clearly on the first fit; only the
+        // others pay for the rest (a response's foot and recovery vary).
+        let lo = prev.map_or(0, |q| q + 1);
+        let onsets = std::iter::once(o).chain(TEMPLATE_RISES_S.iter().filter_map(|r| {
+            p.checked_sub((r * rate_hz).round() as usize)
+                .filter(|&o2| o2 >= lo && o2 != o)
+        }));
+        for (k, o2) in onsets.enumerate() {
+            for (j, &tau) in TEMPLATE_TAUS_S.iter().enumerate() {
+                if k == 0 && j == 0 {
+                    continue;
+                }
+                let t2 = template_t_stat(&x, rate_hz, sigma, o2, p, prev, end, tau);
+                if t2 >= need {
+                    return t2;
+                }
+            }
+        }
+        t
     };
 
     let mut scrs: Vec<Scr> = Vec::new();
@@ -727,7 +758,7 @@ fn analyze_from(
         } else {
             TEMPLATE_T
         };
-        let t = template_t(onset, p, prev, amplitude);
+        let t = template_t(onset, p, prev, amplitude, need_t);
         (t >= need_t).then_some((
             Scr {
                 onset,
@@ -1001,14 +1032,15 @@ mod tests {
                 ));
             }
             for (rate, r) in [4, 8, 16, 32].into_iter().zip(by_rate) {
-                // Not reached: 0.02 µS at 4 Hz, where a response is about 4
-                // noise SDs of the smoothed signal with 0.01 µS of noise
-                // (measured 0.885 on these seeds, 0.87 on the quality
-                // report's, 0.82 on its seeds + 100000; 0.72 here before the
-                // template test); held at its level so that it cannot slip
-                // back.
+                // Not reached on every seed set: 0.02 µS at 4 Hz, where a
+                // response is about 4 noise SDs of the smoothed signal with
+                // 0.01 µS of noise (measured 0.912 on these seeds, 0.93 on
+                // the quality report's, 0.84–0.92 on its seeds + 100000 …
+                // 300000; 0.882 here before the template's second revision,
+                // 0.72 before the template test); held near its level so
+                // that it cannot slip back.
                 let low = if amplitude < 0.03 && rate == 4 {
-                    0.8
+                    0.85
                 } else {
                     0.9
                 };
@@ -1036,11 +1068,12 @@ mod tests {
                 .scrs
                 .len();
         }
-        // 23 measured (0.19 per window); 34 before the template test, and
-        // the quality report's seeds gave 0.63 per window before the tonic
-        // slope was fitted clear of the rise's foot.
+        // 13 measured (0.11 per window); 23 before the template's second
+        // revision (t ≥ 3 for a large rise), 34 before the template test,
+        // and the quality report's seeds gave 0.63 per window before the
+        // tonic slope was fitted clear of the rise's foot.
         assert!(
-            false_found <= 30,
+            false_found <= 20,
             "{false_found} false responses in 120 windows"
         );
     }
