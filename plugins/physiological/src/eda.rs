@@ -15,8 +15,8 @@
 //! 3. each candidate's onset, its amplitude against the tonic slope before
 //!    it, tests against tonic climbs and symmetric artefacts, and a response
 //!    template fitted to the raw samples (level, trend, the previous
-//!    response's recovery, template; the best of a few onsets and recovery
-//!    time constants): a rise of [`NOISE_FACTOR`] noise SDs counts at
+//!    response's recovery, template; when that falls short, a few other
+//!    onsets and recovery time constants): a rise of [`NOISE_FACTOR`] noise SDs counts at
 //!    t ≥ [`TEMPLATE_T_STRONG`], a smaller one at t ≥ [`TEMPLATE_T`], and
 //!    one the size and rise-time tests refused at t ≥
 //!    [`TEMPLATE_T_RESCUE`];
@@ -57,7 +57,7 @@ pub const TEMPLATE_PRE_S: f64 = 4.0;
 /// slow recovery holds most of a small response's evidence ...
 pub const TEMPLATE_POST_S: f64 = 10.0;
 /// ... and recovers with one of these time constants, s (recoveries take
-/// 3–10 s), the one that fits best; the first is tried first.
+/// 3–10 s): the first, and the others when a fit with it falls short.
 pub const TEMPLATE_TAUS_S: [f64; 3] = [6.0, 3.0, 10.0];
 /// Besides the onset found, the template may start this many seconds before
 /// the peak (rises take 1–3 s; a noisy foot is easily misplaced).
