@@ -83,7 +83,8 @@ pub const MAX_ONSET_S: f64 = 3.0;
 pub const STALL_S: f64 = 1.5;
 /// Longest onset-to-peak time of a response, s: rise times are 1–3 s
 /// (Boucsein 2012), lengthened here by the smoothing and the rounded top;
-/// a slower climb is tonic.
+/// a slower climb is tonic unless the template's evidence is strong
+/// ([`TEMPLATE_T_RESCUE`]).
 pub const MAX_SCR_RISE_S: f64 = 5.0;
 /// Smoothing window, s: SCRs rise over 1–3 s and recover over several, so
 /// 1.5 s keeps their size while averaging down the sensor noise.
@@ -123,7 +124,10 @@ pub struct Scr {
     /// Sample index of the onset and the peak.
     pub onset: usize,
     pub peak: usize,
-    /// Peak minus onset, µS (smoothed signal).
+    /// Peak minus onset, µS (smoothed signal); for a rise counted on the
+    /// template's evidence alone ([`TEMPLATE_T_RESCUE`]), the template's
+    /// fitted height, whose fit may have started from another onset than
+    /// `onset`.
     pub amplitude_us: f64,
 }
 
@@ -135,9 +139,10 @@ pub struct Features {
     pub scl_us: f64,
     /// Noise SD of the smoothed signal, µS.
     pub noise_us: f64,
-    /// Smallest rise that may count as a response, µS (with a clear
-    /// response shape; [`NOISE_FACTOR`] / [`CANDIDATE_FACTOR`] of it counts
-    /// on a weak one).
+    /// Smallest rise that counts as a response on its measured size, µS
+    /// (with t ≥ [`TEMPLATE_T`]; [`NOISE_FACTOR`] / [`CANDIDATE_FACTOR`] of
+    /// it with t ≥ [`TEMPLATE_T_STRONG`]); a smaller one counts only on the
+    /// template's evidence ([`TEMPLATE_T_RESCUE`]).
     pub threshold_us: f64,
     pub scrs: Vec<Scr>,
 }
@@ -673,48 +678,57 @@ fn analyze_from(
     let post = ((TEMPLATE_POST_S * rate_hz).round() as usize).max(1);
     let rescue_t = TEMPLATE_T_RESCUE * (rate_hz / 4.0).sqrt().max(1.0);
     // The template fitted to a rise from `o` to `p` of `amplitude` after the
-    // response peaking at `prev`: the first fit with a t statistic of at
-    // least `need` and a height of at least `height`, else the fit from the
-    // onset found with the first time constant.
-    let template_fit =
-        |o: usize, p: usize, prev: Option<usize>, amplitude: f64, need: f64, height: f64| -> Fit {
-            // The window ends at the foot of a next rise that would dominate the
-            // fit (a response of its own, and twice this one), if one comes first.
-            let mut end = (p + post).min(n - 1);
-            let mut trough = p;
-            for j in p + 1..=end {
-                if y[j] < y[trough] {
-                    trough = j;
-                } else if y[j] - y[trough] >= strong.max(2.0 * amplitude) {
-                    end = trough;
-                    break;
+    // response peaking at `prev`, with no onset before `floor`: the first fit
+    // with a t statistic of at least `need` and a height of at least
+    // `height`, else the fit from the onset found with the first time
+    // constant.
+    #[allow(clippy::too_many_arguments)]
+    let template_fit = |o: usize,
+                        p: usize,
+                        floor: usize,
+                        prev: Option<usize>,
+                        amplitude: f64,
+                        need: f64,
+                        height: f64|
+     -> Fit {
+        // The window ends at the foot of a next rise that would dominate the
+        // fit (a response of its own, and twice this one), if one comes first.
+        let mut end = (p + post).min(n - 1);
+        let mut trough = p;
+        for j in p + 1..=end {
+            if y[j] < y[trough] {
+                trough = j;
+            } else if y[j] - y[trough] >= strong.max(2.0 * amplitude) {
+                end = trough;
+                break;
+            }
+        }
+        let passes = |f: &Fit| f.t >= need && f.amplitude >= height;
+        let first = template_t_stat(&x, rate_hz, sigma, o, p, prev, end, TEMPLATE_TAUS_S[0]);
+        if passes(&first) {
+            return first;
+        }
+        // A candidate that passes on the first fit pays for no other; one
+        // that falls short is fitted again from other feet and with other
+        // recovery time constants (a response's foot and recovery vary).
+        let lo = prev.map_or(0, |q| q + 1).max(floor);
+        let onsets = std::iter::once(o).chain(TEMPLATE_RISES_S.iter().filter_map(|r| {
+            p.checked_sub((r * rate_hz).round() as usize)
+                .filter(|&o2| o2 >= lo && o2 != o)
+        }));
+        for (k, o2) in onsets.enumerate() {
+            for (j, &tau) in TEMPLATE_TAUS_S.iter().enumerate() {
+                if k == 0 && j == 0 {
+                    continue;
+                }
+                let fit = template_t_stat(&x, rate_hz, sigma, o2, p, prev, end, tau);
+                if passes(&fit) {
+                    return fit;
                 }
             }
-            let passes = |f: &Fit| f.t >= need && f.amplitude >= height;
-            let first = template_t_stat(&x, rate_hz, sigma, o, p, prev, end, TEMPLATE_TAUS_S[0]);
-            if passes(&first) {
-                return first;
-            }
-            // Most candidates pass or fail clearly on the first fit; only the
-            // others pay for the rest (a response's foot and recovery vary).
-            let lo = prev.map_or(0, |q| q + 1);
-            let onsets = std::iter::once(o).chain(TEMPLATE_RISES_S.iter().filter_map(|r| {
-                p.checked_sub((r * rate_hz).round() as usize)
-                    .filter(|&o2| o2 >= lo && o2 != o)
-            }));
-            for (k, o2) in onsets.enumerate() {
-                for (j, &tau) in TEMPLATE_TAUS_S.iter().enumerate() {
-                    if k == 0 && j == 0 {
-                        continue;
-                    }
-                    let fit = template_t_stat(&x, rate_hz, sigma, o2, p, prev, end, tau);
-                    if passes(&fit) {
-                        return fit;
-                    }
-                }
-            }
-            first
-        };
+        }
+        first
+    };
 
     let mut scrs: Vec<Scr> = Vec::new();
     // Earliest sample an onset may take: just after the previous peak.
@@ -797,7 +811,7 @@ fn analyze_from(
         // A rescued rise is measured by the template's height, which must
         // reach the amplitude floor (a sub-threshold ripple stays out).
         let height = if rescue { min_amplitude_us } else { 0.0 };
-        let fit = template_fit(onset, p, prev, amplitude, need_t, height);
+        let fit = template_fit(onset, p, floor, prev, amplitude, need_t, height);
         (fit.t >= need_t && fit.amplitude >= height).then_some((
             Scr {
                 onset,

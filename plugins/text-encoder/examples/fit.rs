@@ -8,7 +8,8 @@
 //!
 //! It prints each candidate's holdout r and the chosen head's dev r. Without
 //! `--out` the head goes to the temporary directory
-//! (`text-encoder-head.txt`). With `-- --lexicon-out FILE` it writes only the
+//! (`text-encoder-head.txt`); `--holdout FILE` reads the held-out rows from
+//! another file than `data/holdout.txt`. With `-- --lexicon-out FILE` it writes only the
 //! lexicon values of the train rows (cross-fitted, see below) that
 //! `tools/finetune.py` trains with.
 //!
@@ -205,7 +206,8 @@ fn main() {
                     let lin = normal.linear(&w[k], k);
                     let r = r_on(&|i| lin.predict(&data, i), &holdout, k);
                     line.push_str(&format!("  s {s}: {r:.4}"));
-                    if best[k].as_ref().is_none_or(|b| r > b.holdout_r) {
+                    // (A constant prediction has no r: never chosen.)
+                    if !r.is_nan() && best[k].as_ref().is_none_or(|b| r > b.holdout_r) {
                         best[k] = Some(Choice {
                             lambda,
                             scale: *s,
@@ -278,14 +280,22 @@ fn main() {
             dev_r[k]
         )
     };
+    // The default file by its name in the crate, another as given.
+    let holdout_name = holdout_path
+        .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+        .map_or_else(
+            |_| holdout_path.display().to_string(),
+            |p| p.display().to_string(),
+        );
     let comment = format!(
         "Head of the text-encoder plugin, written by examples/fit.rs; do not edit.\n\
          Features: the int8 all-MiniLM-L6-v2's 7 mean-pooled layers (embeddings, layers 1-6; LoRA adapters of data/adapter.safetensors merged), {ENCODER_FEATURES} values,\n\
          then the text plugin's valence and arousal (cross-fitted on train, {FOLDS} folds), {LEXICON_FEATURES} values.\n\
          Per target w * (ridge on all features) + (1 - w) * (ridge on the embedding layer's {HIDDEN} and the lexicon), standardization folded in;\n\
-         lambda, lexicon scale s (penalty lambda/s^2) and w chosen on the {} train rows of data/holdout.txt, then fitted on all {} train rows.\n\
+         lambda, lexicon scale s (penalty lambda/s^2) and w chosen on the {} train rows of {}, then fitted on all {} train rows.\n\
          {}\n{}",
         holdout.len(),
+        holdout_name,
         train.len(),
         setting(0),
         setting(1),
