@@ -6,8 +6,11 @@
 //! got an operand's sign or a lane wrong shows here.
 
 mod common;
+// EmoBank's reader and Pearson r, shared with the plugin's examples and host bench.
+#[path = "../../../plugins/text-encoder/examples/common/mod.rs"]
+#[allow(dead_code)]
+mod emobank;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{built_plugins, config, target_dir, text};
@@ -67,30 +70,6 @@ fn the_text_encoder_reads_through_the_host_as_natively() {
     }
 }
 
-/// EmoBank under `$EMOTION_SHARED_DATA`, or under `../shared/data` beside
-/// the repository (the plugins' quality examples also take `$EMOBANK_CSV`;
-/// this test takes the shared data directory, as `gateway/wire`'s do).
-fn emobank_path() -> PathBuf {
-    std::env::var_os("EMOTION_SHARED_DATA")
-        .map_or_else(
-            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
-            PathBuf::from,
-        )
-        .join("emobank/emobank_train_dev.csv")
-}
-
-fn pearson(x: &[f64], y: &[f64]) -> f64 {
-    let n = x.len() as f64;
-    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
-    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
-    for (a, b) in x.iter().zip(y) {
-        sxy += (a - mx) * (b - my);
-        sxx += (a - mx).powi(2);
-        syy += (b - my).powi(2);
-    }
-    sxy / (sxx * syy).sqrt()
-}
-
 #[test]
 fn the_text_encoder_meets_its_emobank_dev_targets_through_the_host() {
     // Issue 16's targets on EmoBank's dev split (nothing was fitted on it;
@@ -99,45 +78,34 @@ fn the_text_encoder_meets_its_emobank_dev_targets_through_the_host() {
     // the gateway's events (calibrated to the circumplex) as the host bench
     // reads them. Measured 0.716 / 0.548; a refitted head, a changed kernel
     // or a broken merge of the adapters that loses accuracy fails here.
-    let path = emobank_path();
-    let mut reader = csv::Reader::from_path(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (the shared data set)", path.display()));
-    let header = reader.headers().expect("header").clone();
-    let col = |name: &str| {
-        header
-            .iter()
-            .position(|h| h == name)
-            .unwrap_or_else(|| panic!("{}: no column {name}", path.display()))
-    };
-    let (split, v, a, t) = (col("split"), col("V"), col("A"), col("text"));
-    let mut rows: Vec<(String, f64, f64)> = Vec::new();
-    for record in reader.records() {
-        let r = record.expect("a CSV record");
-        if &r[split] == "dev" {
-            let num = |c: usize| r[c].parse::<f64>().expect("a rating");
-            rows.push((r[t].to_owned(), num(v), num(a)));
-        }
-    }
+    // EmoBank as the plugin's quality examples and host bench read it
+    // (`$EMOBANK_CSV`, else `../shared/data` beside the repository; a
+    // missing file ends the test binary with the path it looked at).
+    let (_, all) = emobank::load_emobank();
+    let rows: Vec<&emobank::Row> = all.iter().filter(|r| r.split == "dev").collect();
     assert_eq!(rows.len(), 1000, "EmoBank's dev split");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let host = text_encoder_host(&dir);
     let (mut pv, mut pa, mut yv, mut ya) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for chunk in rows.chunks(100) {
-        let out = host.normalize(chunk.iter().map(|(t, _, _)| text("u1", t)).collect());
-        for (res, (t, v, a)) in out.iter().zip(chunk) {
+        let out = host.normalize(chunk.iter().map(|r| text("u1", &r.text)).collect());
+        for (res, row) in out.iter().zip(chunk) {
             // A sentence with nothing to read ("..") counts as neutral.
-            let (ev, ea) = match res.as_ref().unwrap_or_else(|e| panic!("{t:?}: {e}")) {
+            let (ev, ea) = match res
+                .as_ref()
+                .unwrap_or_else(|e| panic!("{:?}: {e}", row.text))
+            {
                 Some(e) => (e.valence, e.arousal),
                 None => (0.0, 0.5),
             };
             pv.push(ev);
             pa.push(ea);
-            yv.push(*v);
-            ya.push(*a);
+            yv.push(row.v);
+            ya.push(row.a);
         }
     }
-    let (rv, ra) = (pearson(&pv, &yv), pearson(&pa, &ya));
+    let (rv, ra) = (emobank::pearson(&pv, &yv), emobank::pearson(&pa, &ya));
     assert!(
         rv >= 0.70 && ra >= 0.54,
         "EmoBank dev through the host: valence r {rv:.3} (target 0.70), arousal r {ra:.3} (target 0.54)"
