@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
+use emotion_core::Source;
 use emotion_plugin_host::{
     CanaryConfig, CanaryState, CanaryStatus, Dur, HostConfig, PluginHost, PluginState,
     ReloadOutcome,
@@ -190,15 +191,120 @@ fn a_good_replacement_shadows_is_promoted_after_enough_readings_and_then_serves(
     );
 }
 
+/// Two batch threads for the source and three senders keeping readings in
+/// flight through the batcher: while the candidate shadows, every reading is
+/// answered once, by the serving version; the candidate is promoted on the
+/// batches of both threads, and from a sender's first answer by it on,
+/// every later reading of that sender is its (batches in flight when it was
+/// promoted finish on the version they started with, and a sender sends
+/// its next readings only once all of its previous ones were answered).
+#[test]
+fn with_two_workers_a_good_replacement_is_promoted_and_every_reading_is_answered_once() {
+    let dir = plugin_dir(&[("echo", "echo")]);
+    let mut cfg = canary_config(dir.path(), 300, Duration::from_secs(120));
+    cfg.workers.insert("text".into(), 2);
+    cfg.batch_max_size = 8;
+    cfg.batch_max_latency = Dur(Duration::from_millis(2));
+    let host = PluginHost::new(cfg, "gw-test").expect("host starts");
+    assert_eq!(host.workers().get(&Source::Text), Some(&2));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders: Vec<_> = (0..3)
+        .map(|t| {
+            let host = host.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut by_v1, mut by_v2) = (0usize, 0usize);
+                let mut n = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let batch: Vec<(String, _)> = (0..12)
+                        .map(|_| {
+                            n += 1;
+                            let content = format!("0.25 0.5 {t}-{n}");
+                            let pending = host.submit(text("u1", &content));
+                            (content, pending)
+                        })
+                        .collect();
+                    for (content, pending) in batch {
+                        let r = pending.wait();
+                        if by_v2 == 0 && check_answer(&r, &content, "echo@1.0.0").is_ok() {
+                            by_v1 += 1;
+                        } else if let Err(e) = check_answer(&r, &content, "echo@2.0.0") {
+                            panic!("sender {t}, {by_v2} answers by v2 so far: {e}");
+                        } else {
+                            by_v2 += 1;
+                        }
+                    }
+                }
+                (by_v1, by_v2)
+            })
+        })
+        .collect();
+    assert!(eventually(Duration::from_secs(10), || host
+        .plugin_status("echo")
+        .is_some_and(|s| s.stats.readings > 100)));
+
+    deploy("echo-v2", &dir.path().join("echo.wasm"));
+    assert!(matches!(
+        host.reload_plugin("echo").outcome,
+        ReloadOutcome::Canary { .. }
+    ));
+    assert!(
+        eventually(Duration::from_secs(60), || decided(&host)),
+        "no decision: {:?}",
+        host.plugin_status("echo")
+    );
+    let c = canary(&host).expect("canary");
+    assert_eq!(c.state, CanaryState::Promoted, "{c:?}");
+    assert!(c.readings >= 300, "{c:?}");
+    assert_eq!((c.candidate.errors, c.current.errors), (0, 0), "{c:?}");
+    // A while more after the promotion, then the senders' verdict.
+    let at_decision = host.plugin_status("echo").map_or(0, |s| s.stats.readings);
+    assert!(eventually(Duration::from_secs(10), || host
+        .plugin_status("echo")
+        .is_some_and(|s| s.stats.readings > at_decision + 100)));
+    stop.store(true, Ordering::Relaxed);
+    let answers: Vec<(usize, usize)> = senders
+        .into_iter()
+        .map(|s| {
+            s.join()
+                .expect("every reading answered once, by v1 then by v2")
+        })
+        .collect();
+    for (t, &(by_v1, by_v2)) in answers.iter().enumerate() {
+        assert!(
+            by_v1 > 0 && by_v2 > 0,
+            "sender {t}: {by_v1} by v1, {by_v2} by v2"
+        );
+    }
+    let s = host.plugin_status("echo").expect("status");
+    assert_eq!(s.producer.as_deref(), Some("echo@2.0.0"));
+    assert_eq!(s.state, PluginState::Running);
+    assert_eq!((s.stats.failures, s.stats.errors), (0, 0), "{s:?}");
+}
+
 #[test]
 fn a_replacement_that_traps_or_errs_on_live_readings_is_rolled_back_while_the_old_one_serves_every_reading()
  {
+    faulty_replacement_is_rolled_back(1);
+}
+
+/// The same with two batch threads for the source: both hand their batches
+/// to the one shadow thread, and neither ever answers with the candidate.
+#[test]
+fn with_two_workers_a_faulty_replacement_is_rolled_back_and_the_old_one_serves_every_reading() {
+    faulty_replacement_is_rolled_back(2);
+}
+
+fn faulty_replacement_is_rolled_back(workers: usize) {
     let dir = plugin_dir(&[("echo", "echo")]);
     let mut cfg = canary_config(dir.path(), 300, Duration::from_secs(120));
+    cfg.workers.insert("text".into(), workers);
     cfg.batch_max_size = 8;
     cfg.batch_max_latency = Dur(Duration::from_millis(2));
     cfg.watch_interval = Dur(Duration::from_millis(30));
     let host = PluginHost::new(cfg, "gw-test").expect("host starts");
+    assert_eq!(host.workers().get(&Source::Text), Some(&workers));
     let _watcher = host.watch().expect("watching");
 
     // Two senders, each keeping 16 readings in flight through the batcher;
