@@ -86,6 +86,26 @@ pub const STALL_S: f64 = 1.5;
 /// a slower climb is tonic unless the template's evidence is strong
 /// ([`TEMPLATE_T_RESCUE`]).
 pub const MAX_SCR_RISE_S: f64 = 5.0;
+/// A slow climb (over [`MAX_SCR_RISE_S`]) that, from this long after its
+/// peak, has fallen by less than 1 − [`STEP_HOLD`] of itself (plus
+/// [`STEP_NOISE`]) is a step of the tonic level, not a response (whose
+/// recovery time constant is 3–10 s).
+pub const STEP_AFTER_S: f64 = 4.0;
+/// Least time after [`STEP_AFTER_S`] (before the window's end or a next
+/// rise) on which a rise is judged a step.
+pub const STEP_SPAN_S: f64 = 2.0;
+/// Share of its climb a step holds after [`STEP_AFTER_S`]; a response
+/// recovering with a time constant of 10 s holds about half.
+pub const STEP_HOLD: f64 = 0.85;
+/// A climb is followed back while it rises at least this share of its
+/// steepest pace (a tonic drift at a response's foot is not its climb).
+pub const STEP_PACE: f64 = 0.25;
+/// Smallest rise tested for a step: below it, noise, wander and the next
+/// response's foot make a small response's recovery too uncertain to judge.
+pub const STEP_MIN_US: f64 = 0.08;
+/// Noise SDs (of the smoothed signal) a step's level may seem to have
+/// fallen by: a peak found on a plateau is a high of its noise.
+pub const STEP_NOISE: f64 = 2.0;
 /// Smoothing window, s: SCRs rise over 1–3 s and recover over several, so
 /// 1.5 s keeps their size while averaging down the sensor noise.
 pub const SMOOTHING_S: f64 = 1.5;
@@ -744,6 +764,51 @@ fn analyze_from(
     // falling level may barely rise in the raw signal).
     let mut low = y[0];
     let (mut low_at, mut low_fall) = (0usize, 0.0f64);
+    // Whether the rise peaking at `p` is a step of the tonic level: a climb
+    // of over MAX_SCR_RISE_S and at least STEP_MIN_US that, from
+    // STEP_AFTER_S after the peak to the window's end or the foot of a next
+    // rise (which would hold the level up itself), given STEP_SPAN_S of it,
+    // has not fallen by (1 − STEP_HOLD) of itself plus the noise.
+    let is_step = |p: usize, onset: usize, floor: usize, steep: f64| -> bool {
+        // The whole climb: the onset may be half-way up a slow step. Followed
+        // back while it keeps rising at STEP_PACE of its steepest pace.
+        let climbing_by = noise_us.max(STEP_PACE * steep * lag as f64);
+        let mut foot = onset;
+        while foot >= floor + lag && y[foot - lag] < y[foot] - climbing_by {
+            foot -= lag;
+        }
+        let climb = y[p] - y[foot];
+        if (p - foot) as f64 <= MAX_SCR_RISE_S * rate_hz || climb < STEP_MIN_US {
+            return false;
+        }
+        let settle = (STEP_AFTER_S * rate_hz).round() as usize;
+        let span = ((STEP_SPAN_S * rate_hz).round() as usize).max(1);
+        let last = (p + post).min(n - 1);
+        let (mut cut, mut trough) = (last, p);
+        for j in p + 1..=last {
+            if y[j] < y[trough] {
+                trough = j;
+            } else if trough > p && y[j] - y[trough] >= threshold {
+                cut = trough;
+                break;
+            }
+        }
+        if cut < p + settle + span {
+            return false;
+        }
+        // The level's own slope from before the climb, taken out. A falling
+        // level only makes a response look more recovered (and right after
+        // a response it is that response's recovery); a rise steeper than a
+        // tonic level's is a climb, capped as falls are.
+        let drift = tonic
+            .at(foot, floor)
+            .clamp(0.0, MAX_TONIC_FALL_US_PER_S / rate_hz);
+        let dropped = (p + settle..=cut)
+            .map(|j| y[p] - y[j] + drift * (j - p) as f64)
+            .sum::<f64>()
+            / (cut + 1 - p - settle) as f64;
+        dropped < (1.0 - STEP_HOLD) * climb + STEP_NOISE * noise_us
+    };
     let evaluate = |p: usize, floor: usize, prev: Option<usize>| -> Option<(Scr, f64)> {
         let window_start = p.saturating_sub(max_rise);
         let from = window_start.max(floor);
@@ -792,6 +857,11 @@ fn analyze_from(
             .iter()
             .any(|&v| y[p] - v > 0.5 * amplitude + SYMMETRIC_NOISE * noise_us);
         if climbing || from_start || symmetric || amplitude <= 0.0 {
+            return None;
+        }
+        // A response recovers; a step of the tonic level (an electrode
+        // settling, a change of posture) climbs slowly and stays up.
+        if is_step(p, onset, floor, steep) {
             return None;
         }
         // The shape: a rise that stays up, as a response's slow recovery
@@ -1009,6 +1079,58 @@ mod tests {
             analyze(&rising, 4.0, DEFAULT_MIN_AMPLITUDE_US)
                 .scrs
                 .is_empty()
+        );
+    }
+
+    /// A smooth climb of 7–10 s that then stays up (an electrode settling, a
+    /// change of posture), 0.03–1 µS, on a noisy quantized level: a step of
+    /// the tonic level, not a response.
+    fn slow_step(rate: f64, seed: u64, amplitude: f64, climb_s: f64) -> Vec<f64> {
+        let mut rng = synth::Rng::new(seed);
+        let tonic = rng.range(1.0, 10.0);
+        let noise = rng.range(0.005, 0.01);
+        (0..(120.0 * rate) as usize)
+            .map(|i| {
+                let t = i as f64 / rate;
+                let s = ((t - 40.0) / climb_s).clamp(0.0, 1.0);
+                let v = tonic + amplitude * s * s * (3.0 - 2.0 * s) + noise * rng.normal();
+                (v / 0.001).round() * 0.001
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_slow_step_of_the_level_is_not_a_response() {
+        // 0.1–1 µS climbs of 7–10 s at 4–32 Hz, three seeds each: 108 of 108
+        // were counted before the step test, 3 are now (a climb measured
+        // just under MAX_SCR_RISE_S, or a rise just under STEP_MIN_US).
+        // Steps of 0.03 µS are still counted: a response that small is not
+        // told from a step by its recovery (see STEP_MIN_US).
+        let mut counted = Vec::new();
+        let mut cases = 0;
+        for (k, rate) in [4.0, 8.0, 16.0, 32.0].into_iter().enumerate() {
+            for amplitude in [0.1, 0.3, 1.0] {
+                for climb_s in [7.0, 8.5, 10.0] {
+                    for seed in 0..3 {
+                        cases += 1;
+                        let x = slow_step(rate, 100 * k as u64 + seed, amplitude, climb_s);
+                        let f = analyze(&x, rate, DEFAULT_MIN_AMPLITUDE_US);
+                        let near = f
+                            .scrs
+                            .iter()
+                            .filter(|s| (35.0..65.0).contains(&(s.peak as f64 / rate)))
+                            .count();
+                        if near > 0 {
+                            counted.push((rate, amplitude, climb_s, seed, near));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            counted.len() * 20 <= cases,
+            "{} of {cases} steps counted (at most 5 %): {counted:?}",
+            counted.len()
         );
     }
 
