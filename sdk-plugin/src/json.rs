@@ -70,6 +70,17 @@ fn push_digits(out: &mut String, mut n: u64, width: usize) {
 /// Append `s` as a JSON string literal (quoted, escaped).
 pub fn push_string(out: &mut String, s: &str) {
     out.push('"');
+    // Most strings (keys) need no escape: one pass without an early exit
+    // (LLVM vectorizes it), then one copy. The loop below, which stops at
+    // every byte, took four times its native time in WebAssembly.
+    let plain = s
+        .bytes()
+        .fold(true, |ok, b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
+    if plain {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
         let escape = match b {
@@ -175,5 +186,26 @@ mod tests {
         let parsed: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&text).expect("a JSON object");
         assert_eq!(parsed.get("a\"b\\c\nd\u{1}é"), Some(&serde_json::json!(1)));
+    }
+
+    #[test]
+    fn plain_strings_are_copied_and_any_escape_anywhere_is_found() {
+        for plain in ["", "stress_index", "é ü 😀", "a'b/c<d>"] {
+            let mut s = String::new();
+            push_string(&mut s, plain);
+            assert_eq!(s, format!("\"{plain}\""));
+        }
+        // One character needing an escape at every position of a string
+        // longer than a vector of bytes.
+        let base = "abcdefghijklmnopqrstuvwxyz0123456789";
+        for c in ['"', '\\', '\n', '\u{0}', '\u{1f}'] {
+            for at in 0..=base.len() {
+                let text = format!("{}{c}{}", &base[..at], &base[at..]);
+                let mut s = String::new();
+                push_string(&mut s, &text);
+                let back: String = serde_json::from_str(&s).expect("a JSON string");
+                assert_eq!(back, text, "{s}");
+            }
+        }
     }
 }

@@ -457,7 +457,7 @@ fn session_section(offset: u64) {
             };
             let i = phase as usize;
             by_phase[i].push((a.arousal, a.stress_index, a.valence));
-            *labels.entry((phase, a.label)).or_default() += 1;
+            *labels.entry((phase, a.label.as_str())).or_default() += 1;
         }
         let m = |i: usize, k: usize| {
             let v = &by_phase[i];
@@ -552,7 +552,11 @@ fn baseline_section() {
         if let Ok(r) = r {
             println!(
                 "   {who:<24} stress index {:.3}  arousal {:.3}  label {:<10} confidence {:.3}  baseline warmth {:.2}",
-                r.stress_index, r.arousal, r.label, r.confidence, r.warmth
+                r.stress_index,
+                r.arousal,
+                r.label.as_str(),
+                r.confidence,
+                r.warmth
             );
         }
     }

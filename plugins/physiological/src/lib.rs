@@ -209,7 +209,9 @@ pub enum HrvWindow {
 /// Everything the plugin concluded from one reading.
 #[derive(Debug, Clone)]
 pub struct Assessment {
-    pub label: &'static str,
+    /// One of the gateway's labels (a type, not a name looked up per
+    /// reading: comparing names was a visible cost in WebAssembly).
+    pub label: Label,
     pub valence: f64,
     pub arousal: f64,
     pub confidence: f64,
@@ -511,15 +513,15 @@ impl Engine {
         let arousal = logistic(1.3 * z_arousal - 0.6);
         let valence = (0.1 - 0.55 * (stress_index - 0.27)).clamp(-0.35, 0.2);
         let label = if stress_index >= 0.7 {
-            "stress"
+            Label::Stress
         } else if stress_index >= 0.5 {
-            "anxiety"
+            Label::Anxiety
         } else if arousal >= 0.62 {
-            "excitement"
+            Label::Excitement
         } else if arousal < 0.42 && stress_index < 0.35 {
-            "calm"
+            Label::Calm
         } else {
-            "neutral"
+            Label::Neutral
         };
 
         // Learn: seconds of signal this reading covers.
@@ -691,8 +693,7 @@ impl Assessment {
     /// its extra fields.
     pub fn to_emotion(&self) -> Emotion {
         let mut e = Emotion::new(self.valence, self.arousal, self.confidence);
-        // The assessment's labels are the gateway's (a test checks each).
-        e.label = Label::from_name(self.label);
+        e.label = Some(self.label);
         // One object text for every field (the host parses it once).
         e.extra.reserve(512);
         e.push_extra_with("stress_index", |o| {

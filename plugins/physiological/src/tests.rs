@@ -122,7 +122,7 @@ fn scripted_calm_stress_recovery_rises_and_falls_in_order() {
         let share = |phase: Phase, labels: &[&str]| {
             let all: Vec<_> = session.iter().filter(|(p, _)| *p == phase).collect();
             all.iter()
-                .filter(|(_, a)| labels.contains(&a.label))
+                .filter(|(_, a)| labels.contains(&a.label.as_str()))
                 .count() as f64
                 / all.len() as f64
         };
