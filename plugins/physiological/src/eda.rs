@@ -1102,8 +1102,9 @@ mod tests {
     #[test]
     fn a_slow_step_of_the_level_is_not_a_response() {
         // 0.1–1 µS climbs of 7–10 s at 4–32 Hz, three seeds each: 108 of 108
-        // were counted before the step test, 3 are now (a climb measured
-        // just under MAX_SCR_RISE_S, or a rise just under STEP_MIN_US).
+        // were counted before the step test, 3 are now (twice a climb
+        // measured under MAX_SCR_RISE_S from a foot found late, once a
+        // noise rise after the peak that left less than STEP_SPAN_S to judge).
         // Steps of 0.03 µS are still counted: a response that small is not
         // told from a step by its recovery (see STEP_MIN_US).
         let mut counted = Vec::new();
