@@ -44,6 +44,25 @@ fn decided(host: &PluginHost) -> bool {
     canary(host).is_some_and(|c| c.state != CanaryState::Shadowing)
 }
 
+/// Deploy `component` over the serving echo and reload it: it must start
+/// shadowing as a canary.
+fn start_canary(host: &PluginHost, dir: &Path, component: &str) {
+    deploy(component, &dir.join("echo.wasm"));
+    assert!(matches!(
+        host.reload_plugin("echo").outcome,
+        ReloadOutcome::Canary { .. }
+    ));
+}
+
+/// Wait up to `secs` for the canary's promotion or rollback.
+fn await_decision(host: &PluginHost, secs: u64) {
+    assert!(
+        eventually(Duration::from_secs(secs), || decided(host)),
+        "no decision: {:?}",
+        host.plugin_status("echo")
+    );
+}
+
 /// Check one answer of the serving version: an event from `producer` that
 /// echoes `content` (or, for `error …` content, that error).
 fn check_answer(
@@ -244,16 +263,8 @@ fn with_two_workers_a_good_replacement_is_promoted_and_every_reading_is_answered
         .plugin_status("echo")
         .is_some_and(|s| s.stats.readings > 100)));
 
-    deploy("echo-v2", &dir.path().join("echo.wasm"));
-    assert!(matches!(
-        host.reload_plugin("echo").outcome,
-        ReloadOutcome::Canary { .. }
-    ));
-    assert!(
-        eventually(Duration::from_secs(60), || decided(&host)),
-        "no decision: {:?}",
-        host.plugin_status("echo")
-    );
+    start_canary(&host, dir.path(), "echo-v2");
+    await_decision(&host, 60);
     let c = canary(&host).expect("canary");
     assert_eq!(c.state, CanaryState::Promoted, "{c:?}");
     assert!(c.readings >= 300, "{c:?}");
@@ -349,11 +360,7 @@ fn faulty_replacement_is_rolled_back(workers: usize) {
         .is_some_and(|s| s.stats.readings > 100)));
 
     deploy("echo-faulty", &dir.path().join("echo.wasm"));
-    assert!(
-        eventually(Duration::from_secs(60), || decided(&host)),
-        "no decision: {:?}",
-        host.plugin_status("echo")
-    );
+    await_decision(&host, 60);
     // A while more after the decision, then the senders' verdict.
     let at_decision = host.plugin_status("echo").map_or(0, |s| s.stats.readings);
     assert!(eventually(Duration::from_secs(10), || host
@@ -405,11 +412,7 @@ fn a_replacement_that_misses_deadlines_is_rolled_back_without_slowing_the_live_p
     let deadline = Duration::from_millis(250);
     cfg.deadline = Dur(deadline);
     let host = PluginHost::new(cfg, "gw-test").expect("host starts");
-    deploy("echo-faulty", &dir.path().join("echo.wasm"));
-    assert!(matches!(
-        host.reload_plugin("echo").outcome,
-        ReloadOutcome::Canary { .. }
-    ));
+    start_canary(&host, dir.path(), "echo-faulty");
 
     // Batches of 5; every fourth has a reading that the candidate loops on.
     let mut slowest = Duration::ZERO;
@@ -468,16 +471,8 @@ fn at_the_time_limit_too_few_readings_roll_back_and_a_few_clean_ones_promote() {
         "gw-test",
     )
     .expect("host starts");
-    deploy("echo-v2", &dir.path().join("echo.wasm"));
-    assert!(matches!(
-        host.reload_plugin("echo").outcome,
-        ReloadOutcome::Canary { .. }
-    ));
-    assert!(
-        eventually(Duration::from_secs(20), || decided(&host)),
-        "{:?}",
-        canary(&host)
-    );
+    start_canary(&host, dir.path(), "echo-v2");
+    await_decision(&host, 20);
     let c = canary(&host).expect("canary");
     assert_eq!(c.state, CanaryState::RolledBack);
     assert_eq!(c.readings, 0);
@@ -501,20 +496,12 @@ fn at_the_time_limit_too_few_readings_roll_back_and_a_few_clean_ones_promote() {
         "gw-test",
     )
     .expect("host starts");
-    deploy("echo-v2", &dir.path().join("echo.wasm"));
-    assert!(matches!(
-        host.reload_plugin("echo").outcome,
-        ReloadOutcome::Canary { .. }
-    ));
+    start_canary(&host, dir.path(), "echo-v2");
     for i in 0..30 {
         let r = host.normalize(vec![text("u1", &format!("0.1 0.1 {i}"))]);
         assert!(r[0].is_ok());
     }
-    assert!(
-        eventually(Duration::from_secs(20), || decided(&host)),
-        "{:?}",
-        canary(&host)
-    );
+    await_decision(&host, 20);
     let c = canary(&host).expect("canary");
     assert_eq!(c.state, CanaryState::Promoted, "{c:?}");
     assert!((10..500).contains(&c.readings), "{c:?}");

@@ -9,6 +9,7 @@
 //! unused fails here on a VNNI machine.
 #![cfg(target_arch = "x86_64")]
 
+use emotion_plugin_sdk::common::SplitMix64;
 use iced_x86::{Decoder, DecoderOptions, Mnemonic};
 use wasmtime::{Config, Engine, Instance, Module, Store};
 
@@ -45,19 +46,6 @@ fn mnemonics(module: &Module) -> Vec<Mnemonic> {
     out
 }
 
-/// SplitMix64, for operands that are the same on every run.
-struct Mix(u64);
-
-impl Mix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
 #[test]
 fn the_relaxed_dot_is_one_vpdpbusd_with_vnni_and_exact_either_way() {
     let mut config = Config::new();
@@ -92,7 +80,8 @@ fn the_relaxed_dot_is_one_vpdpbusd_with_vnni_and_exact_either_way() {
     let dot = instance
         .get_typed_func::<(), ()>(&mut store, "dot")
         .expect("dot export");
-    let mut mix = Mix(17);
+    // Operands that are the same on every run.
+    let mut mix = SplitMix64::new(17);
     for case in 0..2000 {
         // The extremes first (the largest products of either sign), then
         // random bytes, the second operand in its deterministic range.
@@ -100,11 +89,11 @@ fn the_relaxed_dot_is_one_vpdpbusd_with_vnni_and_exact_either_way() {
             0 => (vec![-128; 16], vec![127; 16]),
             1 => (vec![127; 16], vec![127; 16]),
             _ => (
-                (0..16).map(|_| mix.next() as i8).collect(),
-                (0..16).map(|_| (mix.next() % 128) as u8).collect(),
+                (0..16).map(|_| mix.next_u64() as i8).collect(),
+                (0..16).map(|_| (mix.next_u64() % 128) as u8).collect(),
             ),
         };
-        let c: Vec<i32> = (0..4).map(|_| mix.next() as i32).collect();
+        let c: Vec<i32> = (0..4).map(|_| mix.next_u64() as i32).collect();
         let mut input = Vec::with_capacity(48);
         input.extend(a.iter().map(|&x| x as u8));
         input.extend(&b);

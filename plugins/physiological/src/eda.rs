@@ -471,6 +471,23 @@ impl Fit {
     };
 }
 
+/// The foot of the first rise of at least `rise` from the running low after
+/// the peak at `p`, or `last` if none comes first: where a window that
+/// starts at the peak must end, before a next response holds the level up.
+/// With `fall_first`, only a rise after the signal has fallen below the
+/// peak counts (one straight from the peak is the same climb going on).
+fn next_rise_foot(y: &[f64], p: usize, last: usize, rise: f64, fall_first: bool) -> usize {
+    let mut trough = p;
+    for j in p + 1..=last {
+        if y[j] < y[trough] {
+            trough = j;
+        } else if (trough > p || !fall_first) && y[j] - y[trough] >= rise {
+            return trough;
+        }
+    }
+    last
+}
+
 /// Replaces motion spikes by the running median (a Hampel filter with a
 /// shape test). A sample is a spike when it departs from the median of the
 /// surrounding `2·half + 1` samples by more than `limit` and by more than
@@ -713,16 +730,13 @@ fn analyze_from(
      -> Fit {
         // The window ends at the foot of a next rise that would dominate the
         // fit (a response of its own, and twice this one), if one comes first.
-        let mut end = (p + post).min(n - 1);
-        let mut trough = p;
-        for j in p + 1..=end {
-            if y[j] < y[trough] {
-                trough = j;
-            } else if y[j] - y[trough] >= strong.max(2.0 * amplitude) {
-                end = trough;
-                break;
-            }
-        }
+        let end = next_rise_foot(
+            &y,
+            p,
+            (p + post).min(n - 1),
+            strong.max(2.0 * amplitude),
+            false,
+        );
         let passes = |f: &Fit| f.t >= need && f.amplitude >= height;
         let first = template_t_stat(&x, rate_hz, sigma, o, p, prev, end, TEMPLATE_TAUS_S[0]);
         if passes(&first) {
@@ -769,6 +783,8 @@ fn analyze_from(
     // STEP_AFTER_S after the peak to the window's end or the foot of a next
     // rise (which would hold the level up itself), given STEP_SPAN_S of it,
     // has not fallen by (1 − STEP_HOLD) of itself plus the noise.
+    let settle = (STEP_AFTER_S * rate_hz).round() as usize;
+    let span = ((STEP_SPAN_S * rate_hz).round() as usize).max(1);
     let is_step = |p: usize, onset: usize, floor: usize, steep: f64| -> bool {
         // The whole climb: the onset may be half-way up a slow step. Followed
         // back while it keeps rising at STEP_PACE of its steepest pace.
@@ -781,18 +797,8 @@ fn analyze_from(
         if (p - foot) as f64 <= MAX_SCR_RISE_S * rate_hz || climb < STEP_MIN_US {
             return false;
         }
-        let settle = (STEP_AFTER_S * rate_hz).round() as usize;
-        let span = ((STEP_SPAN_S * rate_hz).round() as usize).max(1);
-        let last = (p + post).min(n - 1);
-        let (mut cut, mut trough) = (last, p);
-        for j in p + 1..=last {
-            if y[j] < y[trough] {
-                trough = j;
-            } else if trough > p && y[j] - y[trough] >= threshold {
-                cut = trough;
-                break;
-            }
-        }
+        // A rise straight from the peak is this climb going on, not a next one.
+        let cut = next_rise_foot(&y, p, (p + post).min(n - 1), threshold, true);
         if cut < p + settle + span {
             return false;
         }
