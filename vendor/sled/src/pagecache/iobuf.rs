@@ -1177,23 +1177,27 @@ fn seal_and_write(
     // if writers is 0, it's our responsibility to write the buffer.
     if header::n_writers(sealed) == 0 {
         iobufs.config.global_error()?;
-        trace!(
-            "asynchronously writing iobuf with lsn {} to log from maybe_seal",
-            lsn
-        );
         if inline {
+            trace!("writing iobuf with lsn {} to log from make_stable", lsn);
             if let Err(e) = iobufs.write_to_log(iobuf) {
                 error!(
                     "hit error while writing iobuf with lsn {}: {:?}",
                     lsn, e
                 );
+                // Stored and announced as the pool's closure does, so
+                // other waiters see it too; returned to this caller.
                 iobufs.config.set_global_error(e);
                 let intervals = iobufs.intervals.lock();
                 drop(intervals);
                 let _notified = iobufs.interval_updated.notify_all();
+                return iobufs.config.global_error();
             }
             return Ok(());
         }
+        trace!(
+            "asynchronously writing iobuf with lsn {} to log from maybe_seal",
+            lsn
+        );
         let iobufs = iobufs.clone();
         let iobuf = iobuf.clone();
         let _result = threadpool::spawn(move || {
