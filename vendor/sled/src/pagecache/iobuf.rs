@@ -1019,6 +1019,24 @@ fn seal_and_write_inline(
     seal_and_write(iobufs, iobuf, header, false, true)
 }
 
+/// PATCHED (see ../../PATCHED.md): the pool closure's error handling, shared
+/// with the inline write.
+fn write_failed(iobufs: &IoBufs, lsn: Lsn, e: Error) {
+    error!("hit error while writing iobuf with lsn {}: {:?}", lsn, e);
+
+    // store error before notifying so that waiting threads will see
+    // it
+    iobufs.config.set_global_error(e);
+
+    let intervals = iobufs.intervals.lock();
+
+    // having held the mutex makes this linearized
+    // with the notify below.
+    drop(intervals);
+
+    let _notified = iobufs.interval_updated.notify_all();
+}
+
 fn seal_and_write(
     iobufs: &Arc<IoBufs>,
     iobuf: &Arc<IoBuf>,
@@ -1180,16 +1198,9 @@ fn seal_and_write(
         if inline {
             trace!("writing iobuf with lsn {} to log from make_stable", lsn);
             if let Err(e) = iobufs.write_to_log(iobuf) {
-                error!(
-                    "hit error while writing iobuf with lsn {}: {:?}",
-                    lsn, e
-                );
-                // Stored and announced as the pool's closure does, so
-                // other waiters see it too; returned to this caller.
-                iobufs.config.set_global_error(e);
-                let intervals = iobufs.intervals.lock();
-                drop(intervals);
-                let _notified = iobufs.interval_updated.notify_all();
+                // Announced to other waiters as the pool's closure does,
+                // and returned to this caller.
+                write_failed(iobufs, lsn, e);
                 return iobufs.config.global_error();
             }
             return Ok(());
@@ -1202,22 +1213,7 @@ fn seal_and_write(
         let iobuf = iobuf.clone();
         let _result = threadpool::spawn(move || {
             if let Err(e) = iobufs.write_to_log(&iobuf) {
-                error!(
-                    "hit error while writing iobuf with lsn {}: {:?}",
-                    lsn, e
-                );
-
-                // store error before notifying so that waiting threads will see
-                // it
-                iobufs.config.set_global_error(e);
-
-                let intervals = iobufs.intervals.lock();
-
-                // having held the mutex makes this linearized
-                // with the notify below.
-                drop(intervals);
-
-                let _notified = iobufs.interval_updated.notify_all();
+                write_failed(&iobufs, lsn, e);
             }
         })?;
 
